@@ -1,0 +1,12 @@
+//! Wire formats of Chorus, with no I/O: what clients and upstreams send and
+//! receive, so the actors and the HTTP layer agree on one definition.
+
+pub mod chat;
+pub mod error;
+pub mod mock;
+pub mod sse;
+pub mod usage;
+
+pub use chat::{ChatRequest, RequestError};
+pub use error::{ErrorBody, ErrorDetail, ErrorType};
+pub use usage::Usage;
