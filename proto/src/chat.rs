@@ -190,8 +190,10 @@ mod tests {
 
     #[test]
     fn reads_stream_flags() {
-        let request = parse(json!({"model":"m","messages":[{"role":"user","content":"x"}],
-            "stream": true, "stream_options": {"include_usage": true}}))
+        let request = parse(
+            json!({"model":"m","messages":[{"role":"user","content":"x"}],
+            "stream": true, "stream_options": {"include_usage": true}}),
+        )
         .unwrap();
         assert!(request.stream && request.include_usage);
     }
@@ -203,8 +205,14 @@ mod tests {
             (json!({"model":"m"}), Some("messages")),
             (json!({"model":"m","messages":[]}), Some("messages")),
             (json!({"model":"m","messages":["hi"]}), Some("messages")),
-            (json!({"model":3,"messages":[{"role":"user"}]}), Some("model")),
-            (json!({"model":"m","messages":[{"role":"user"}],"stream":"yes"}), Some("stream")),
+            (
+                json!({"model":3,"messages":[{"role":"user"}]}),
+                Some("model"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user"}],"stream":"yes"}),
+                Some("stream"),
+            ),
             (json!([1, 2]), None),
         ];
         for (body, param) in cases {

@@ -75,7 +75,11 @@ impl MockCompletion {
     /// usage chunk with empty choices. The `[DONE]` terminator is not included.
     pub fn chunk_payloads(&self, include_usage: bool) -> Vec<Vec<u8>> {
         let mut payloads = Vec::with_capacity(self.tokens.len() + 3);
-        payloads.push(self.chunk(json!({"role": "assistant", "content": ""}), None, include_usage));
+        payloads.push(self.chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+            include_usage,
+        ));
         for token in &self.tokens {
             payloads.push(self.chunk(json!({"content": token}), None, include_usage));
         }
@@ -167,7 +171,11 @@ mod tests {
         let text: String = payloads
             .iter()
             .map(|p| serde_json::from_slice::<Value>(p).unwrap())
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         assert_eq!(text, completion.text());
         let last: Value = serde_json::from_slice(payloads.last().unwrap()).unwrap();

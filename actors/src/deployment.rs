@@ -1,0 +1,247 @@
+//! `DeploymentActor`: owns one provider deployment's live figures — in-flight
+//! count, latency EWMAs (total, time to first token, per output token) and
+//! error counts. Request actors tell it when a call starts and how it ended;
+//! after each message it publishes a [`DeploymentStats`] snapshot that
+//! balancers and the health endpoint read without a message hop. The snapshot
+//! lives in the [`DeploymentHandle`], outside the actor, so a restarted actor
+//! resumes from it after a crash.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::ewma::Ewma;
+use crate::provider::Provider;
+
+/// What a deployment is: which provider, which upstream model, at what price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentSpec {
+    /// `provider/model`, unique in the node; used in logs and error messages.
+    pub name: String,
+    pub provider: String,
+    pub upstream_model: String,
+    /// USD per million prompt tokens.
+    pub input_per_mtok: f64,
+    /// USD per million completion tokens.
+    pub output_per_mtok: f64,
+    /// How long to wait for response headers, a whole non-streaming body, or
+    /// the next stream event.
+    pub timeout: Duration,
+}
+
+/// A point-in-time view of one deployment, cheap to read from any thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeploymentStats {
+    pub in_flight: u64,
+    /// Calls that ended, whatever the outcome.
+    pub finished: u64,
+    /// Calls that failed upstream (error status, timeout, broken stream).
+    pub errors: u64,
+    /// Calls the client abandoned before the upstream finished.
+    pub cancelled: u64,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub ms_per_output_token: Option<f64>,
+}
+
+/// How a call ended, as the request actor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Messages a `DeploymentActor` accepts.
+#[derive(Debug)]
+pub enum DeploymentMsg {
+    /// A request actor is about to call this deployment.
+    CallStarted,
+    /// A call ended.
+    CallFinished {
+        outcome: CallOutcome,
+        latency: Duration,
+        /// Time to the first stream event, for streaming calls.
+        ttft: Option<Duration>,
+        output_tokens: Option<u64>,
+    },
+    /// Fails the actor, so supervision can be exercised in tests.
+    #[cfg(test)]
+    Crash,
+}
+
+/// The node's entry for one deployment: its spec, its provider, the current
+/// actor and its last published stats. Cheap to clone.
+#[derive(Clone)]
+pub struct DeploymentHandle(Arc<DeploymentShared>);
+
+struct DeploymentShared {
+    spec: DeploymentSpec,
+    provider: Arc<dyn Provider>,
+    stats: ArcSwap<DeploymentStats>,
+    actor: ArcSwapOption<ActorRef<DeploymentMsg>>,
+    restarts: AtomicU64,
+}
+
+impl std::fmt::Debug for DeploymentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentHandle")
+            .field("spec", &self.0.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeploymentHandle {
+    pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>) -> Self {
+        DeploymentHandle(Arc::new(DeploymentShared {
+            spec,
+            provider,
+            stats: ArcSwap::from_pointee(DeploymentStats::default()),
+            actor: ArcSwapOption::empty(),
+            restarts: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn spec(&self) -> &DeploymentSpec {
+        &self.0.spec
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.spec.name
+    }
+
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.0.provider
+    }
+
+    pub fn stats(&self) -> DeploymentStats {
+        **self.0.stats.load()
+    }
+
+    /// How often the supervisor has restarted this deployment's actor.
+    pub fn restarts(&self) -> u64 {
+        self.0.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Whether an actor is running for this deployment.
+    pub fn is_running(&self) -> bool {
+        self.0.actor.load().is_some()
+    }
+
+    /// Sends to whichever actor currently serves the deployment. Fire and
+    /// forget: a report lost while the actor restarts costs one sample.
+    pub fn tell(&self, message: DeploymentMsg) {
+        if let Some(actor) = self.0.actor.load().as_ref() {
+            if let Err(err) = actor.cast(message) {
+                tracing::debug!(deployment = %self.name(), %err, "deployment actor unavailable");
+            }
+        }
+    }
+
+    pub(crate) fn attach(&self, actor: ActorRef<DeploymentMsg>) {
+        self.0.actor.store(Some(Arc::new(actor)));
+    }
+
+    pub(crate) fn detach(&self) {
+        self.0.actor.store(None);
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.0.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn actor(&self) -> Option<ActorRef<DeploymentMsg>> {
+        self.0.actor.load().as_deref().cloned()
+    }
+}
+
+pub struct DeploymentActor;
+
+/// The actor's working state: the stats plus EWMAs in their mutable form.
+pub struct DeploymentState {
+    handle: DeploymentHandle,
+    stats: DeploymentStats,
+    latency: Ewma,
+    ttft: Ewma,
+    per_token: Ewma,
+}
+
+impl DeploymentState {
+    fn record(&mut self, message: DeploymentMsg) -> Result<(), ActorProcessingErr> {
+        match message {
+            DeploymentMsg::CallStarted => self.stats.in_flight += 1,
+            DeploymentMsg::CallFinished {
+                outcome,
+                latency,
+                ttft,
+                output_tokens,
+            } => {
+                self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
+                self.stats.finished += 1;
+                match outcome {
+                    CallOutcome::Completed => {
+                        let total_ms = millis(latency);
+                        self.latency.observe(total_ms);
+                        if let Some(ttft) = ttft {
+                            self.ttft.observe(millis(ttft));
+                        }
+                        if let Some(tokens) = output_tokens.filter(|tokens| *tokens > 0) {
+                            let generation_ms = total_ms - ttft.map(millis).unwrap_or(0.0);
+                            self.per_token.observe(generation_ms / tokens as f64);
+                        }
+                    }
+                    CallOutcome::Failed => self.stats.errors += 1,
+                    CallOutcome::Cancelled => self.stats.cancelled += 1,
+                }
+            }
+            #[cfg(test)]
+            DeploymentMsg::Crash => panic!("deployment actor crash requested by a test"),
+        }
+        self.stats.latency_ms = self.latency.value();
+        self.stats.ttft_ms = self.ttft.value();
+        self.stats.ms_per_output_token = self.per_token.value();
+        self.handle.0.stats.store(Arc::new(self.stats));
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+impl Actor for DeploymentActor {
+    type Msg = DeploymentMsg;
+    type State = DeploymentState;
+    type Arguments = DeploymentHandle;
+
+    /// Resumes from the last published snapshot, so a restart after a crash
+    /// keeps in-flight counts and averages.
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        handle: DeploymentHandle,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let stats = handle.stats();
+        handle.attach(myself);
+        Ok(DeploymentState {
+            latency: Ewma::from_value(stats.latency_ms),
+            ttft: Ewma::from_value(stats.ttft_ms),
+            per_token: Ewma::from_value(stats.ms_per_output_token),
+            handle,
+            stats,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.record(message)
+    }
+}

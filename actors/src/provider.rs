@@ -1,0 +1,69 @@
+//! The seam between the actors and the outside world: a provider takes an
+//! upstream call and answers with a complete body or a stream of SSE events.
+//! `node` implements it for OpenAI-compatible HTTP upstreams and for the
+//! built-in mock; tests implement it in-process.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+/// One call to an upstream, already in the upstream's terms.
+#[derive(Debug, Clone)]
+pub struct UpstreamCall {
+    pub request_id: String,
+    /// The request body with `model` set to the upstream model.
+    pub body: Vec<u8>,
+    pub stream: bool,
+}
+
+/// The `data` field of each SSE event the upstream sends, in order.
+pub type EventStream = BoxStream<'static, Result<String, ProviderError>>;
+
+/// A successful (2xx) upstream answer.
+pub enum UpstreamReply {
+    /// The whole JSON body of a non-streaming completion.
+    Complete(Bytes),
+    /// The events of a streaming completion, as they arrive.
+    Stream(EventStream),
+}
+
+impl std::fmt::Debug for UpstreamReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamReply::Complete(body) => f.debug_tuple("Complete").field(body).finish(),
+            UpstreamReply::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// What went wrong talking to an upstream. Each variant says what the client
+/// gets: the upstream's own status, 502 or 504.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream answered with a non-2xx status.
+    #[error("upstream answered with status {status}")]
+    Status {
+        status: u16,
+        body: Bytes,
+        retry_after: Option<String>,
+    },
+    /// No connection, or the connection closed before a response arrived.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No response (or no next stream event) within the deployment's timeout.
+    #[error("upstream did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The upstream answered 2xx with a body that is not what OpenAI sends.
+    #[error("upstream sent a malformed response: {0}")]
+    Malformed(String),
+    /// The response body broke off while it was being read.
+    #[error("upstream connection broke mid-response: {0}")]
+    Broken(String),
+}
+
+/// An upstream that chat completions can be sent to.
+pub trait Provider: Send + Sync + 'static {
+    fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>>;
+}

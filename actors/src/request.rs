@@ -1,0 +1,294 @@
+//! `RequestActor`: one per chat completion. It chooses a deployment, calls
+//! the provider, hands the HTTP layer either the rewritten body or a channel
+//! of SSE frames, pumps the stream to its end, reports the outcome to the
+//! deployment's actor and writes the request's log line. It stops itself when
+//! the call is over, so its lifetime is exactly the request's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_proto::chat::rewrite_model;
+use chorus_proto::{sse, ChatRequest, Usage};
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::deployment::{CallOutcome, DeploymentHandle, DeploymentMsg};
+use crate::error::CallError;
+use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
+use crate::routes::AliasRoute;
+
+/// SSE frames buffered between the upstream and a slow client. Small, so a
+/// client that stops reading stops the upstream read too.
+const STREAM_BUFFER_FRAMES: usize = 32;
+
+pub struct RequestArgs {
+    pub request_id: String,
+    pub request: ChatRequest,
+    pub route: Arc<AliasRoute>,
+    /// When the HTTP request arrived: the start of the logged latency.
+    pub received_at: Instant,
+    pub reply_tx: oneshot::Sender<Result<Reply, CallError>>,
+}
+
+/// What the HTTP layer sends back to the client.
+#[derive(Debug)]
+pub struct Reply {
+    pub deployment: String,
+    /// Time spent waiting on the upstream before this reply was ready, so
+    /// the HTTP layer can tell the gateway's own share of the latency.
+    pub upstream_elapsed: Duration,
+    pub body: ReplyBody,
+}
+
+#[derive(Debug)]
+pub enum ReplyBody {
+    /// A complete `chat.completion`, `model` already set to the alias.
+    Complete(Bytes),
+    /// SSE frames to write as they come; the channel closes after `[DONE]`
+    /// or after an `error` event.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+pub struct RequestActor;
+
+impl Actor for RequestActor {
+    type Msg = ();
+    type State = Option<RequestArgs>;
+    type Arguments = RequestArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: RequestArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(Some(args))
+    }
+
+    /// The whole call runs here, after `spawn` has returned to the HTTP
+    /// handler, which waits on the reply channel instead.
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(args) = state.take() {
+            run(args).await;
+        }
+        myself.stop(None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _message: (),
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// What the log line and the deployment actor learn about a finished call.
+struct CallRecord<'a> {
+    args_request_id: &'a str,
+    alias: &'a str,
+    deployment: &'a DeploymentHandle,
+    started: Instant,
+    received_at: Instant,
+    stream: bool,
+}
+
+impl CallRecord<'_> {
+    fn finish(
+        &self,
+        outcome: CallOutcome,
+        status: u16,
+        ttft: Option<Duration>,
+        usage: Option<Usage>,
+    ) {
+        self.deployment.tell(DeploymentMsg::CallFinished {
+            outcome,
+            latency: self.started.elapsed(),
+            ttft,
+            output_tokens: usage.map(|usage| usage.completion_tokens),
+        });
+        tracing::info!(
+            target: "chorus::request",
+            request_id = %self.args_request_id,
+            alias = %self.alias,
+            deployment = %self.deployment.name(),
+            stream = self.stream,
+            status,
+            outcome = ?outcome,
+            prompt_tokens = usage.map(|usage| usage.prompt_tokens),
+            completion_tokens = usage.map(|usage| usage.completion_tokens),
+            ttft_ms = ttft.map(|ttft| ttft.as_secs_f64() * 1000.0),
+            latency_ms = self.received_at.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    }
+
+    fn error(&self, cause: ProviderError) -> CallError {
+        CallError {
+            deployment: self.deployment.name().to_owned(),
+            cause,
+        }
+    }
+}
+
+async fn run(args: RequestArgs) {
+    let RequestArgs {
+        request_id,
+        mut request,
+        route,
+        received_at,
+        mut reply_tx,
+    } = args;
+    let Some(deployment) = route.choose() else {
+        let _ = reply_tx.send(Err(CallError {
+            deployment: route.alias.clone(),
+            cause: ProviderError::Unreachable("the alias has no deployments".into()),
+        }));
+        return;
+    };
+    let spec = deployment.spec();
+    let record = CallRecord {
+        args_request_id: &request_id,
+        alias: &route.alias,
+        deployment,
+        started: Instant::now(),
+        received_at,
+        stream: request.stream,
+    };
+    let call = UpstreamCall {
+        request_id: request_id.clone(),
+        body: request.upstream_body(&spec.upstream_model),
+        stream: request.stream,
+    };
+    deployment.tell(DeploymentMsg::CallStarted);
+    let answer = tokio::select! {
+        answer = tokio::time::timeout(spec.timeout, deployment.provider().send(call)) => {
+            answer.unwrap_or(Err(ProviderError::Timeout(spec.timeout)))
+        }
+        _ = reply_tx.closed() => {
+            record.finish(CallOutcome::Cancelled, 499, None, None);
+            return;
+        }
+    };
+    let upstream_elapsed = record.started.elapsed();
+    let reply = |body| Reply {
+        deployment: deployment.name().to_owned(),
+        upstream_elapsed,
+        body,
+    };
+    match answer {
+        Err(cause) => {
+            let error = record.error(cause);
+            record.finish(CallOutcome::Failed, error.status(), None, None);
+            let _ = reply_tx.send(Err(error));
+        }
+        Ok(UpstreamReply::Complete(body)) => match rewrite_model(&body, &route.alias) {
+            Ok(rewritten) => {
+                record.finish(CallOutcome::Completed, 200, None, rewritten.usage);
+                let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(rewritten.json.into()))));
+            }
+            Err(detail) => {
+                let error = record.error(ProviderError::Malformed(detail));
+                record.finish(CallOutcome::Failed, error.status(), None, None);
+                let _ = reply_tx.send(Err(error));
+            }
+        },
+        Ok(UpstreamReply::Stream(events)) => {
+            let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
+            if reply_tx
+                .send(Ok(reply(ReplyBody::Stream(frames_rx))))
+                .is_err()
+            {
+                record.finish(CallOutcome::Cancelled, 499, None, None);
+                return;
+            }
+            let end = pump(events, frames_tx, &record, &route.alias, spec.timeout).await;
+            let status = if end.outcome == CallOutcome::Cancelled {
+                499
+            } else {
+                200
+            };
+            record.finish(end.outcome, status, end.ttft, end.usage);
+        }
+    }
+}
+
+/// How a stream ended.
+struct StreamEnd {
+    outcome: CallOutcome,
+    ttft: Option<Duration>,
+    usage: Option<Usage>,
+}
+
+/// Forwards upstream events to the client as they arrive, `model` rewritten.
+/// A stream counts as complete only when the upstream sent `[DONE]`; any
+/// other end (closed early, broken, stalled, garbage) is reported to the
+/// client as an SSE `error` event, never as a normal finish.
+async fn pump(
+    mut events: EventStream,
+    frames_tx: mpsc::Sender<Bytes>,
+    record: &CallRecord<'_>,
+    alias: &str,
+    idle_timeout: Duration,
+) -> StreamEnd {
+    let mut end = StreamEnd {
+        outcome: CallOutcome::Failed,
+        ttft: None,
+        usage: None,
+    };
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle_timeout, events.next()) => next,
+            _ = frames_tx.closed() => {
+                end.outcome = CallOutcome::Cancelled;
+                return end;
+            }
+        };
+        if end.ttft.is_none() {
+            end.ttft = Some(record.started.elapsed());
+        }
+        // Each arm gives the frame to forward and whether it ends the stream.
+        let (frame, last) = match next {
+            Ok(Some(Ok(data))) if data == sse::DONE => {
+                end.outcome = CallOutcome::Completed;
+                (sse::done_frame(), true)
+            }
+            Ok(Some(Ok(data))) => match rewrite_model(data.as_bytes(), alias) {
+                Ok(rewritten) => {
+                    end.usage = rewritten.usage.or(end.usage);
+                    (sse::data_frame(&rewritten.json), false)
+                }
+                Err(detail) => (stream_error(record, ProviderError::Malformed(detail)), true),
+            },
+            Ok(Some(Err(cause))) => (stream_error(record, cause), true),
+            Ok(None) => {
+                let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
+                (stream_error(record, cause), true)
+            }
+            Err(_) => (
+                stream_error(record, ProviderError::Timeout(idle_timeout)),
+                true,
+            ),
+        };
+        if frames_tx.send(frame).await.is_err() {
+            end.outcome = CallOutcome::Cancelled;
+            return end;
+        }
+        if last {
+            return end;
+        }
+    }
+}
+
+fn stream_error(record: &CallRecord<'_>, cause: ProviderError) -> Bytes {
+    let error = record.error(cause);
+    tracing::warn!(deployment = %record.deployment.name(), %error, "upstream stream failed");
+    sse::error_frame(&error.to_error_body())
+}
