@@ -23,4 +23,4 @@ pub use error::CallError;
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, Routes};
-pub use supervisor::NodeSupervisor;
+pub use supervisor::{NodeSupervisor, SupervisorHandle};

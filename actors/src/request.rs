@@ -53,6 +53,13 @@ pub enum ReplyBody {
 
 pub struct RequestActor;
 
+impl RequestActor {
+    /// Starts the actor for one request; the answer arrives on `reply_tx`.
+    pub async fn start(args: RequestArgs) -> Result<(), ractor::SpawnErr> {
+        Actor::spawn(None, RequestActor, args).await.map(|_| ())
+    }
+}
+
 impl Actor for RequestActor {
     type Msg = ();
     type State = Option<RequestArgs>;

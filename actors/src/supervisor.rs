@@ -12,6 +12,28 @@ use crate::deployment::{DeploymentActor, DeploymentHandle};
 
 pub struct NodeSupervisor;
 
+/// A running supervision tree; stop it to stop every deployment actor.
+pub struct SupervisorHandle {
+    actor: ActorRef<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl NodeSupervisor {
+    pub async fn start(
+        deployments: Vec<DeploymentHandle>,
+    ) -> Result<SupervisorHandle, ractor::SpawnErr> {
+        let (actor, done) = Actor::spawn(None, NodeSupervisor, deployments).await?;
+        Ok(SupervisorHandle { actor, done })
+    }
+}
+
+impl SupervisorHandle {
+    pub async fn stop(self) {
+        self.actor.stop(None);
+        let _ = self.done.await;
+    }
+}
+
 pub struct SupervisorState {
     /// Which deployment each running child serves.
     children: HashMap<ActorId, DeploymentHandle>,

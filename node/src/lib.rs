@@ -1,1 +1,9 @@
+//! The `chorus` node: CLI, configuration, providers, the HTTP API and the
+//! wiring that starts the actors behind it.
 
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod providers;
+pub mod server;

@@ -1,1 +1,323 @@
+//! A sandbox for end-to-end tests: starts `mock-upstream` and `chorus` as
+//! real processes on 127.0.0.1 ephemeral ports, waits for them to be ready,
+//! and kills them when the test ends. Build the binaries first
+//! (`cargo build --workspace --bins`; `tests/run.sh` does).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The gateway key every test config accepts.
+pub const TEST_KEY: &str = "sk-chorus-test-0123456789";
+/// The key the node sends upstream; tests check it never leaks.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-9876543210";
+
+/// Where cargo put the workspace binaries: `CHORUS_BIN_DIR`, or the profile
+/// directory this test binary runs from (`target/debug/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CHORUS_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A fresh scratch directory for one test's files.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "chorus-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A child process that is killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command`, reads the `... listening on http://ADDR` line it prints
+/// on stdout and returns the address.
+fn spawn_listening(mut command: Command) -> (Process, String) {
+    command.stdout(Stdio::piped());
+    let mut child = command.spawn().expect("spawn process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read startup line");
+    let address = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .filter(|address| address.contains(':'))
+        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"))
+        .to_owned();
+    (process, address)
+}
+
+pub struct MockUpstream {
+    _process: Process,
+    pub address: String,
+}
+
+impl MockUpstream {
+    pub fn start(extra_args: &[&str]) -> Self {
+        let mut command = Command::new(binary("mock-upstream"));
+        command.args(["--listen", "127.0.0.1:0"]).args(extra_args);
+        let (process, address) = spawn_listening(command);
+        MockUpstream {
+            _process: process,
+            address,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+
+    /// `GET /mock/stats`.
+    pub async fn stats(&self) -> serde_json::Value {
+        get_json(&format!("http://{}/mock/stats", self.address)).await
+    }
+
+    /// `GET /mock/last-request`: the last chat body and authorization header.
+    pub async fn last_request(&self) -> serde_json::Value {
+        get_json(&format!("http://{}/mock/last-request", self.address)).await
+    }
+}
+
+pub struct Node {
+    _process: Process,
+    pub address: String,
+    pub log_path: PathBuf,
+}
+
+impl Node {
+    /// Starts `chorus serve` on `config` (TOML text) and waits until ready.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(config, &[], &[]).await
+    }
+
+    pub async fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = scratch_dir();
+        let config_path = dir.join("chorus.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.join("chorus.log");
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let mut command = Command::new(binary("chorus"));
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(log);
+        let (process, address) = spawn_listening(command);
+        let node = Node {
+            _process: process,
+            address,
+            log_path,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(response) = reqwest::get(self.url("/health/ready")).await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node at {} never became ready",
+                self.address
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A `POST /v1/chat/completions` with the test key.
+    pub fn chat(&self, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(TEST_KEY)
+            .json(body)
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (log lines are written by a
+    /// background thread, a moment after the response).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The faults `mock-upstream` can inject; each test config has an alias
+/// `fault-<name>` whose provider sends the matching `x-mock-fault` header.
+pub const FAULTS: [&str; 6] = ["500", "429", "hang", "reset", "cut", "garbage"];
+
+/// A config with `fast` on the mock upstream, one `fault-*` alias per fault,
+/// `slow` (100 ms between stream tokens), `demo` on the built-in mock, and
+/// the test key.
+pub fn standard_config(upstream: &MockUpstream) -> String {
+    let base_url = upstream.base_url();
+    let mut config = format!(
+        r#"
+[server]
+max_body_bytes = 65536
+
+[[providers]]
+name = "up"
+format = "openai"
+base_url = "{base_url}"
+api_key = "{UPSTREAM_KEY}"
+timeout_ms = 1500
+
+[[providers]]
+name = "slow"
+format = "openai"
+base_url = "{base_url}"
+headers = {{ "x-mock-token-delay-ms" = "100", "x-mock-output-tokens" = "20" }}
+
+[[providers]]
+name = "builtin"
+format = "mock"
+token_delay_ms = 1
+output_tokens = 8
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "slow"
+deployments = [{{ provider = "slow", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "demo"
+deployments = [{{ provider = "builtin", model = "mock-1" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+"#
+    );
+    for fault in FAULTS {
+        config.push_str(&format!(
+            r#"
+[[providers]]
+name = "fault-{fault}"
+format = "openai"
+base_url = "{base_url}"
+timeout_ms = 1000
+headers = {{ "x-mock-fault" = "{fault}", "x-mock-cut-after" = "3" }}
+
+[[models]]
+alias = "fault-{fault}"
+deployments = [{{ provider = "fault-{fault}", model = "gpt-4o-mini" }}]
+"#
+        ));
+    }
+    config
+}
+
+/// A minimal chat request body for `model`.
+pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "What is Chorus?"}],
+    })
+}
+
+/// Splits an SSE body into its events' (event type, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let mut kind = None;
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    kind = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push_str(value);
+                }
+            }
+            (kind, data)
+        })
+        .collect()
+}

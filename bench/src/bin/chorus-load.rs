@@ -13,18 +13,24 @@
 //!   meanwhile, so the stall is measured once instead of once per delayed request
 //!   ("coordinated omission").
 //! - `rate`: open loop at a fixed rate R. Request k is due at `start + k / R` whatever
-//!   happened before; a pool of N connections takes the due requests in order, and
-//!   latency counts from the due time, not from the actual send. A stall therefore shows
-//!   in the latency of every request it delayed. The lag between due time and actual send
-//!   is reported on its own (`send-lag`): it includes the ~1 ms granularity of the tokio
-//!   timer, and grows when N connections are too few for the rate.
+//!   happened before; a pool of N connections takes the due requests in order. When a
+//!   request is already overdue as a connection takes it (all connections were busy, the
+//!   system under test fell behind), its latency counts from the due time, not from the
+//!   actual send, so a stall shows in the latency of every request it delayed. When a
+//!   connection takes a request ahead of time and sleeps until it is due, latency counts
+//!   from the actual send: the tokio timer wakes up to ~2 ms late, and that lag is the
+//!   driver's, not the system's. The lag between due time and actual send is reported on
+//!   its own (`send-lag`); it grows when N connections are too few for the rate. The
+//!   achieved rate divides the measured requests by the time from the end of the warm-up
+//!   to the last measured response, so a backlog drained after the end lowers it.
 //!
 //! Latency runs until the whole response body has been read; with `--stream`, the time to
 //! first token (TTFT) is the first body frame carrying an SSE `data:` line. Non-2xx
 //! responses and transport errors count as errors and stay out of the histograms. The
 //! gateway's own estimate of its overhead, the response header `x-chorus-overhead-ms`, is
 //! collected in a histogram of its own. A warm-up phase runs the same load first and its
-//! requests are not counted.
+//! requests are not counted. No request is sent after the end of the measurement;
+//! requests in flight then are awaited for up to 5 s, then abandoned and counted as errors.
 //!
 //! The driver uses hyper's connection API directly (one task per keep-alive connection)
 //! and a single runtime thread by default, to take as little CPU as possible from the
@@ -184,10 +190,16 @@ struct Stats {
     ttft: Histogram<u64>,
     overhead_header: Histogram<u64>,
     send_lag: Histogram<u64>,
+    /// Responses with a status other than 2xx.
     status_errors: u64,
+    /// Failed connects, and connections that broke before the response was read.
     transport_errors: u64,
+    /// Requests without an answer at the hard stop, 5 s after the end, and in `rate`
+    /// mode, requests that were due but never sent by then.
     abandoned: u64,
     first_error: Option<String>,
+    /// When the last measured response (or error) arrived.
+    last_response: Option<Instant>,
 }
 
 impl Stats {
@@ -202,10 +214,12 @@ impl Stats {
             transport_errors: 0,
             abandoned: 0,
             first_error: None,
+            last_response: None,
         })
     }
 
     fn record(&mut self, exchange: &Exchange, mode: Mode) {
+        self.last_response = Some(Instant::now());
         if !exchange.status.is_success() {
             self.status_errors += 1;
             self.first_error
@@ -229,6 +243,7 @@ impl Stats {
     }
 
     fn record_transport_error(&mut self, error: &anyhow::Error) {
+        self.last_response = Some(Instant::now());
         self.transport_errors += 1;
         self.first_error.get_or_insert_with(|| format!("{error:#}"));
     }
@@ -245,9 +260,8 @@ impl Stats {
         self.status_errors += other.status_errors;
         self.transport_errors += other.transport_errors;
         self.abandoned += other.abandoned;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.last_response = self.last_response.max(other.last_response);
         Ok(())
     }
 }
@@ -260,9 +274,10 @@ fn micros(duration: Duration) -> u64 {
 async fn run_worker(plan: Arc<Plan>, mut stats: Stats) -> Stats {
     let mut connection = None;
     while let Some(due) = plan.next_due() {
+        let overdue = plan.mode == Mode::Rate && due <= Instant::now();
         tokio::time::sleep_until(due).await;
         let measured = due >= plan.measure_from;
-        let attempt = send_one(&plan, connection.take(), due);
+        let attempt = send_one(&plan, connection.take(), due, overdue);
         match tokio::time::timeout_at(plan.hard_stop, attempt).await {
             Ok(Ok((kept_connection, exchange))) => {
                 connection = Some(kept_connection);
@@ -291,20 +306,18 @@ async fn run_worker(plan: Arc<Plan>, mut stats: Stats) -> Stats {
 
 /// Sends one request on `connection` (or a new one) and reads the whole response.
 ///
-/// Latency counts from `due` in `rate` mode and from the actual send otherwise. Returns
-/// the connection for reuse; on error it is dropped, and the next request reconnects.
+/// Latency counts from `due` when the request was `overdue` (see the module
+/// documentation) and from the actual send otherwise. Returns the connection for reuse;
+/// on error it is dropped, and the next request reconnects.
 async fn send_one(
     plan: &Plan,
     connection: Option<Connection>,
     due: Instant,
+    overdue: bool,
 ) -> Result<(Connection, Exchange)> {
     let mut connection = ready_connection(plan, connection).await?;
     let sent_at = Instant::now();
-    let origin = if plan.mode == Mode::Rate {
-        due
-    } else {
-        sent_at
-    };
+    let origin = if overdue { due } else { sent_at };
     let response = connection
         .send_request(plan.request())
         .await
@@ -385,24 +398,7 @@ fn plan_from_args(args: &Args) -> Result<Plan> {
         .map_or("/", |path| path.as_str())
         .parse()?;
 
-    let mut headers = HeaderMap::new();
-    for line in &args.headers {
-        let (name, value) = line
-            .split_once(':')
-            .with_context(|| format!("header `{line}` must look like `Name: value`"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .with_context(|| format!("invalid header name in `{line}`"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .with_context(|| format!("invalid header value in `{line}`"))?;
-        headers.append(name, value);
-    }
-    headers
-        .entry(HOST)
-        .or_insert(HeaderValue::from_str(authority.as_str())?);
-    headers
-        .entry(CONTENT_TYPE)
-        .or_insert(HeaderValue::from_static("application/json"));
-
+    let headers = request_headers(&args.headers, authority.as_str())?;
     let body = json!({
         "model": args.model,
         "messages": [{"role": "user", "content": PROMPT}],
@@ -441,6 +437,29 @@ fn plan_from_args(args: &Args) -> Result<Plan> {
     })
 }
 
+/// The headers of every request: the `--header` lines, then `host` and `content-type`
+/// unless given there.
+fn request_headers(lines: &[String], authority: &str) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .with_context(|| format!("header `{line}` must look like `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .with_context(|| format!("invalid header name in `{line}`"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .with_context(|| format!("invalid header value in `{line}`"))?;
+        headers.append(name, value);
+    }
+    headers
+        .entry(HOST)
+        .or_insert(HeaderValue::from_str(authority)?);
+    headers
+        .entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    Ok(headers)
+}
+
 /// Number of connections the mode really uses.
 fn connection_count(args: &Args) -> usize {
     match args.mode {
@@ -449,42 +468,48 @@ fn connection_count(args: &Args) -> usize {
     }
 }
 
-/// Runs the warm-up and the measurement, and merges what the workers measured.
-async fn run(args: &Args) -> Result<Stats> {
+/// Runs the warm-up and the measurement; returns what the workers measured, merged, and
+/// the seconds from the end of the warm-up to the last measured response (at least the
+/// requested duration).
+async fn run(args: &Args) -> Result<(Stats, f64)> {
     let plan = Arc::new(plan_from_args(args)?);
     let mut workers = Vec::new();
     for _ in 0..connection_count(args) {
-        workers.push(tokio::spawn(run_worker(
-            Arc::clone(&plan),
-            Stats::try_new()?,
-        )));
+        let stats = Stats::try_new()?;
+        workers.push(tokio::spawn(run_worker(Arc::clone(&plan), stats)));
     }
     let mut total = Stats::try_new()?;
     for worker in futures::future::join_all(workers).await {
         total.merge(worker.context("a load worker panicked")?)?;
     }
-    Ok(total)
+    // In `rate` mode, requests still due when the workers gave up were never sent.
+    while let Some(due) = plan.next_due() {
+        if due >= plan.measure_from {
+            total.abandoned += 1;
+        }
+    }
+    let last_response = total.last_response.unwrap_or(plan.deadline);
+    let elapsed = last_response.max(plan.deadline) - plan.measure_from;
+    Ok((total, elapsed.as_secs_f64()))
 }
 
-/// Percentiles of a histogram in milliseconds, `null` when it holds no value.
-fn summary_json(histogram: &Histogram<u64>, include_mean: bool) -> Value {
+/// Percentiles and mean of a histogram in milliseconds, `null` when it holds no value.
+fn summary_json(histogram: &Histogram<u64>) -> Value {
     if histogram.is_empty() {
         return Value::Null;
     }
     let ms = |micros: u64| micros as f64 / 1000.0;
-    let mut summary = json!({
+    json!({
         "p50": ms(histogram.value_at_quantile(0.50)),
         "p90": ms(histogram.value_at_quantile(0.90)),
         "p99": ms(histogram.value_at_quantile(0.99)),
         "max": ms(histogram.max()),
-    });
-    if include_mean {
-        summary["mean"] = json!((histogram.mean()).round() / 1000.0);
-    }
-    summary
+        "mean": histogram.mean().round() / 1000.0,
+    })
 }
 
-fn report_json(args: &Args, stats: &Stats) -> Value {
+/// The result of a run; printed as is with `--json`, as a table otherwise.
+fn report_json(args: &Args, stats: &Stats, elapsed_s: f64) -> Value {
     let requests = stats.latency.len();
     json!({
         "label": args.label,
@@ -498,63 +523,62 @@ fn report_json(args: &Args, stats: &Stats) -> Value {
             "transport": stats.transport_errors,
             "abandoned": stats.abandoned,
         },
+        "warmup_s": args.warmup,
         "duration_s": args.duration,
-        "rps": requests as f64 / args.duration,
-        "target_rps": (args.mode == Mode::Rate).then_some(args.rate).flatten(),
-        "latency_ms": summary_json(&stats.latency, true),
-        "ttft_ms": summary_json(&stats.ttft, false),
-        "overhead_header_ms": summary_json(&stats.overhead_header, false),
-        "send_lag_ms": summary_json(&stats.send_lag, false),
+        "elapsed_s": (elapsed_s * 1000.0).round() / 1000.0,
+        "rps": (requests as f64 / elapsed_s * 10.0).round() / 10.0,
+        "target_rps": args.rate.filter(|_| args.mode == Mode::Rate),
+        "latency_ms": summary_json(&stats.latency),
+        "ttft_ms": summary_json(&stats.ttft),
+        "overhead_header_ms": summary_json(&stats.overhead_header),
+        "send_lag_ms": summary_json(&stats.send_lag),
+        "first_error": stats.first_error,
     })
 }
 
-fn print_table(args: &Args, stats: &Stats) {
-    let requests = stats.latency.len();
-    let target = match (args.mode, args.rate) {
-        (Mode::Rate, Some(rate)) => format!(" (target {rate:.1})"),
-        _ => String::new(),
-    };
+/// Prints the report as a small aligned block, one line per metric.
+fn print_table(report: &Value) {
+    let target = report["target_rps"]
+        .as_f64()
+        .map_or(String::new(), |rate| format!(" (target {rate:.1})"));
     println!(
-        "{}  mode {}  connections {}  stream {}  duration {:.1} s (+{:.1} s warm-up)",
-        args.label.as_deref().unwrap_or("chorus-load"),
-        args.mode.name(),
-        connection_count(args),
-        if args.stream { "on" } else { "off" },
-        args.duration,
-        args.warmup,
+        "{}  mode {}  connections {}  stream {}  duration {} s (+{} s warm-up)",
+        report["label"].as_str().unwrap_or("chorus-load"),
+        report["mode"].as_str().unwrap_or_default(),
+        report["connections"],
+        report["stream"],
+        report["duration_s"],
+        report["warmup_s"],
     );
+    let errors = &report["errors_by_kind"];
     println!(
-        "  requests {requests}  errors {} (status {}, transport {}, abandoned {})  {:.1} req/s{target}",
-        stats.errors(),
-        stats.status_errors,
-        stats.transport_errors,
-        stats.abandoned,
-        requests as f64 / args.duration,
+        "  requests {}  errors {} (status {}, transport {}, abandoned {})  {} req/s{target}",
+        report["requests"],
+        report["errors"],
+        errors["status"],
+        errors["transport"],
+        errors["abandoned"],
+        report["rps"],
     );
-    println!(
-        "  {:<14}{:>9}{:>9}{:>9}{:>9}{:>9}",
-        "(ms)", "p50", "p90", "p99", "max", "mean"
-    );
+    let columns = ["p50", "p90", "p99", "max", "mean"];
+    print!("  {:<14}", "(ms)");
+    columns.iter().for_each(|column| print!("{column:>9}"));
+    println!();
     let rows = [
-        ("latency", summary_json(&stats.latency, true)),
-        ("ttft", summary_json(&stats.ttft, false)),
-        ("overhead-hdr", summary_json(&stats.overhead_header, false)),
-        ("send-lag", summary_json(&stats.send_lag, false)),
+        ("latency", "latency_ms"),
+        ("ttft", "ttft_ms"),
+        ("overhead-hdr", "overhead_header_ms"),
+        ("send-lag", "send_lag_ms"),
     ];
-    for (name, summary) in rows {
-        let cell = |key: &str| {
-            summary[key]
-                .as_f64()
-                .map_or("-".to_owned(), |v| format!("{v:.3}"))
-        };
-        println!(
-            "  {name:<14}{:>9}{:>9}{:>9}{:>9}{:>9}",
-            cell("p50"),
-            cell("p90"),
-            cell("p99"),
-            cell("max"),
-            cell("mean"),
-        );
+    for (name, key) in rows {
+        print!("  {name:<14}");
+        for column in columns {
+            match report[key][column].as_f64() {
+                Some(ms) => print!("{ms:>9.3}"),
+                None => print!("{:>9}", "-"),
+            }
+        }
+        println!();
     }
 }
 
@@ -567,16 +591,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("failed to start the tokio runtime")?;
-    let stats = runtime.block_on(run(&args))?;
+    let (stats, elapsed_s) = runtime.block_on(run(&args))?;
     runtime.shutdown_background();
 
+    let report = report_json(&args, &stats, elapsed_s);
     if args.json {
-        println!("{}", report_json(&args, &stats));
+        println!("{report}");
     } else {
-        print_table(&args, &stats);
-    }
-    if let Some(error) = &stats.first_error {
-        eprintln!("first error: {error}");
+        print_table(&report);
+        if let Some(error) = &stats.first_error {
+            println!("  first error: {error}");
+        }
     }
     Ok(())
 }

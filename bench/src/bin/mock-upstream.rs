@@ -1,1 +1,417 @@
-fn main() {}
+//! `mock-upstream`: an OpenAI-compatible upstream for tests and benchmarks.
+//!
+//! It answers `POST /v1/chat/completions` (streaming and not) with the same
+//! deterministic completions as the node's built-in mock, with real SSE
+//! framing and `usage`. Latency, time to first token, inter-token delay and
+//! output length are flags, overridable per request with `x-mock-*` headers.
+//! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
+//! `hang`, `reset` (connection closed before headers), `cut` (stream closed
+//! after `x-mock-cut-after` chunks) and `garbage` (malformed body).
+//! `GET /mock/stats` counts requests and streams (including streams the
+//! client abandoned); `GET /mock/last-request` shows the last chat request.
+//!
+//! Built on bare hyper so it is never the bottleneck of a benchmark.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use chorus_proto::mock::MockCompletion;
+use chorus_proto::{sse, ChatRequest, ErrorBody, ErrorType};
+use clap::Parser;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mock-upstream",
+    about = "OpenAI-compatible mock upstream with latency knobs and fault injection"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Non-streaming: delay before the response, in ms. Header `x-mock-latency-ms`.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Streaming: delay before the first chunk, in ms. Header `x-mock-ttft-ms`.
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    /// Streaming: delay between chunks, in ms. Header `x-mock-token-delay-ms`.
+    #[arg(long, default_value_t = 0)]
+    token_delay_ms: u64,
+    /// Tokens per completion (capped by max_tokens). Header `x-mock-output-tokens`.
+    #[arg(long, default_value_t = 16)]
+    output_tokens: u64,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What a request may change with headers; the flags are the defaults.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    latency: Duration,
+    ttft: Duration,
+    token_delay: Duration,
+    output_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Status500,
+    Status429,
+    Hang,
+    Reset,
+    Cut { after_chunks: usize },
+    Garbage,
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    streams_started: AtomicU64,
+    streams_completed: AtomicU64,
+    streams_cancelled: AtomicU64,
+}
+
+struct Mock {
+    defaults: Knobs,
+    stats: Stats,
+    /// Body and `authorization` header of the last chat request.
+    last_request: Mutex<Option<(Bytes, Option<String>)>>,
+}
+
+/// Returned by the service to make hyper drop the connection without a response.
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by x-mock-fault")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let mock = Arc::new(Mock {
+        defaults: Knobs {
+            latency: Duration::from_millis(args.latency_ms),
+            ttft: Duration::from_millis(args.ttft_ms),
+            token_delay: Duration::from_millis(args.token_delay_ms),
+            output_tokens: args.output_tokens.max(1),
+        },
+        stats: Stats::default(),
+        last_request: Mutex::new(None),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "mock-upstream listening on http://{}",
+        listener.local_addr()?
+    );
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                eprintln!("accept failed: {error}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mock = mock.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(mock.clone(), request));
+            // Errors here are connections the client or a fault closed.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    mock: Arc<Mock>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ResetConnection> {
+    match (request.method(), request.uri().path()) {
+        (&Method::POST, "/v1/chat/completions") => chat(mock, request).await,
+        (&Method::GET, "/v1/models") => Ok(json_response(
+            StatusCode::OK,
+            json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock-upstream"}]}),
+        )),
+        (&Method::GET, "/mock/stats") => {
+            let stats = &mock.stats;
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "requests": stats.requests.load(Ordering::Relaxed),
+                    "streams_started": stats.streams_started.load(Ordering::Relaxed),
+                    "streams_completed": stats.streams_completed.load(Ordering::Relaxed),
+                    "streams_cancelled": stats.streams_cancelled.load(Ordering::Relaxed),
+                }),
+            ))
+        }
+        (&Method::GET, "/mock/last-request") => {
+            let last = mock
+                .last_request
+                .lock()
+                .map(|last| last.clone())
+                .unwrap_or(None);
+            let value = match last {
+                Some((body, authorization)) => json!({
+                    "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null),
+                    "authorization": authorization,
+                }),
+                None => serde_json::Value::Null,
+            };
+            Ok(json_response(StatusCode::OK, value))
+        }
+        _ => Ok(error_response(StatusCode::NOT_FOUND, "unknown route")),
+    }
+}
+
+async fn chat(
+    mock: Arc<Mock>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ResetConnection> {
+    mock.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = request.into_parts();
+    let knobs = knobs(&parts.headers, mock.defaults);
+    let fault = fault(&parts.headers);
+    let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
+        return Err(ResetConnection);
+    };
+    let authorization = header_text(&parts.headers, "authorization").map(str::to_owned);
+    if let Ok(mut last) = mock.last_request.lock() {
+        *last = Some((body.clone(), authorization));
+    }
+    match fault {
+        Some(Fault::Reset) => return Err(ResetConnection),
+        Some(Fault::Hang) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Err(ResetConnection);
+        }
+        Some(Fault::Status500) => {
+            return Ok(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected server error",
+            ));
+        }
+        Some(Fault::Status429) => {
+            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "injected rate limit");
+            let retry_after = header_text(&parts.headers, "x-mock-retry-after").unwrap_or("1");
+            if let Ok(value) = HeaderValue::from_str(retry_after) {
+                response.headers_mut().insert("retry-after", value);
+            }
+            return Ok(response);
+        }
+        _ => {}
+    }
+    let chat = match ChatRequest::parse(&body) {
+        Ok(chat) => chat,
+        Err(error) => return Ok(error_response(StatusCode::BAD_REQUEST, &error.to_string())),
+    };
+    let tokens = chat
+        .max_output_tokens()
+        .map_or(knobs.output_tokens, |max| max.clamp(1, knobs.output_tokens));
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let completion = MockCompletion::new(&chat.model, chat.messages(), tokens as usize, created);
+    if !chat.stream {
+        sleep_unless_zero(knobs.latency).await;
+        if fault == Some(Fault::Garbage) {
+            return Ok(body_response(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from_static(b"{\"id\": \"chatcmpl-garb"),
+            ));
+        }
+        return Ok(body_response(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from(completion.completion_json()),
+        ));
+    }
+    Ok(stream_response(
+        mock,
+        completion,
+        chat.include_usage,
+        knobs,
+        fault,
+    ))
+}
+
+fn stream_response(
+    mock: Arc<Mock>,
+    completion: MockCompletion,
+    include_usage: bool,
+    knobs: Knobs,
+    fault: Option<Fault>,
+) -> Response<Body> {
+    let mut frames: Vec<Bytes> = completion
+        .chunk_payloads(include_usage)
+        .iter()
+        .map(|payload| sse::data_frame(payload))
+        .collect();
+    frames.push(sse::done_frame());
+    let cut_after = match fault {
+        Some(Fault::Cut { after_chunks }) => Some(after_chunks),
+        Some(Fault::Garbage) => {
+            frames.insert(1, Bytes::from_static(b"data: {\"id\": not json at all\n\n"));
+            None
+        }
+        _ => None,
+    };
+    mock.stats.streams_started.fetch_add(1, Ordering::Relaxed);
+    let guard = StreamGuard {
+        mock,
+        completed: false,
+    };
+    let total = frames.len();
+    let events = futures::stream::iter(frames.into_iter().enumerate()).then(
+        move |(index, frame)| async move {
+            let delay = if index == 0 {
+                knobs.ttft
+            } else {
+                knobs.token_delay
+            };
+            sleep_unless_zero(delay).await;
+            (index, frame)
+        },
+    );
+    let body = futures::stream::unfold(
+        (Box::pin(events), guard),
+        move |(mut events, mut guard)| async move {
+            let (index, frame) = events.next().await?;
+            if cut_after.is_some_and(|after| index >= after) {
+                // Let the chunks already sent reach the client first, then end
+                // the body with an error: no chunked terminator, so the client
+                // sees the connection break mid-stream.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Some((
+                    Err(std::io::Error::other("stream cut by x-mock-fault")),
+                    (events, guard),
+                ));
+            }
+            if index + 1 == total {
+                guard.completed = true;
+            }
+            Some((Ok(Frame::data(frame)), (events, guard)))
+        },
+    );
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Counts a stream as cancelled when its body is dropped before the last frame.
+struct StreamGuard {
+    mock: Arc<Mock>,
+    completed: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.completed {
+            &self.mock.stats.streams_completed
+        } else {
+            &self.mock.stats.streams_cancelled
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn knobs(headers: &HeaderMap, defaults: Knobs) -> Knobs {
+    let number =
+        |name: &str| header_text(headers, name).and_then(|value| value.parse::<u64>().ok());
+    let millis =
+        |name: &str, default: Duration| number(name).map_or(default, Duration::from_millis);
+    Knobs {
+        latency: millis("x-mock-latency-ms", defaults.latency),
+        ttft: millis("x-mock-ttft-ms", defaults.ttft),
+        token_delay: millis("x-mock-token-delay-ms", defaults.token_delay),
+        output_tokens: number("x-mock-output-tokens").map_or(defaults.output_tokens, |n| n.max(1)),
+    }
+}
+
+fn fault(headers: &HeaderMap) -> Option<Fault> {
+    Some(match header_text(headers, "x-mock-fault")? {
+        "500" => Fault::Status500,
+        "429" => Fault::Status429,
+        "hang" => Fault::Hang,
+        "reset" => Fault::Reset,
+        "cut" => Fault::Cut {
+            after_chunks: header_text(headers, "x-mock-cut-after")
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(3),
+        },
+        "garbage" => Fault::Garbage,
+        _ => return None,
+    })
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+async fn sleep_unless_zero(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn body_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(
+        Full::new(body).map_err(|never: Infallible| match never {}),
+    ));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    body_response(status, "application/json", Bytes::from(value.to_string()))
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let kind = if status.is_server_error() {
+        ErrorType::Upstream
+    } else {
+        ErrorType::InvalidRequest
+    };
+    let body = ErrorBody::new(kind, message).with_code(status.as_str());
+    body_response(status, "application/json", Bytes::from(body.to_json()))
+}

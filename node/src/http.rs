@@ -1,0 +1,41 @@
+//! The HTTP API. Every request first gets its id and arrival time
+//! (`request_id`), then its handler; every error, ours or an upstream's,
+//! leaves as an OpenAI error object (`error`).
+
+mod auth;
+mod chat;
+mod error;
+mod health;
+mod models;
+mod request_id;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use chorus_actors::Routes;
+
+pub use auth::KeyStore;
+pub use error::ApiError;
+pub use request_id::RequestContext;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub routes: Arc<Routes>,
+    pub keys: Arc<KeyStore>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/health", get(health::summary))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(error::unknown_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state)
+}

@@ -1,0 +1,62 @@
+//! Gateway keys: kept only as SHA-256 hashes; a presented key is hashed and
+//! looked up, so the clear key exists only in the request being checked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chorus_proto::ErrorType;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, StatusCode};
+
+use super::error::ApiError;
+use crate::config::{sha256, KeyConfig};
+
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    names_by_hash: HashMap<[u8; 32], Arc<str>>,
+}
+
+impl KeyStore {
+    pub fn new(keys: &[KeyConfig]) -> Self {
+        KeyStore {
+            names_by_hash: keys
+                .iter()
+                .map(|key| (key.sha256, Arc::from(key.name.as_str())))
+                .collect(),
+        }
+    }
+
+    /// The name of the key in `Authorization: Bearer <key>`, or a 401 that
+    /// says what is wrong without repeating the key.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, ApiError> {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|key| !key.is_empty());
+        let Some(presented) = presented else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::Authentication,
+                "missing_api_key",
+                "missing API key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        self.names_by_hash
+            .get(&sha256(presented))
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorType::Authentication,
+                    "invalid_api_key",
+                    "invalid API key",
+                )
+            })
+    }
+}

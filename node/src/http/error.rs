@@ -1,0 +1,78 @@
+//! `ApiError`: a status and an OpenAI error object, and the one place that
+//! turns either into an HTTP response.
+
+use axum::response::{IntoResponse, Response};
+use chorus_actors::CallError;
+use chorus_proto::{ErrorBody, ErrorType};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Method, StatusCode, Uri};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+    pub retry_after: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody::new(kind, message).with_code(code),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.body = self.body.with_param(param);
+        self
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+            retry_after: error.retry_after().map(str::to_owned),
+            body: error.to_error_body(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body.to_json()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(value) = self
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.insert(RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorType::InvalidRequest,
+        "unknown_url",
+        format!("unknown route `{method} {}`", uri.path()),
+    )
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorType::InvalidRequest,
+        "method_not_allowed",
+        format!("method `{method}` is not allowed on `{}`", uri.path()),
+    )
+}

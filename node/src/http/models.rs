@@ -1,0 +1,21 @@
+//! `GET /v1/models`: the aliases this node serves, in OpenAI's list shape.
+
+use axum::extract::State;
+use axum::Json;
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.keys.authenticate(&headers)?;
+    let data: Vec<Value> = state
+        .routes
+        .aliases()
+        .map(|alias| json!({"id": alias, "object": "model", "created": 0, "owned_by": "chorus"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}

@@ -1,0 +1,47 @@
+//! The node's providers: each configured `[[providers]]` entry becomes an
+//! implementation of the actors' `Provider` trait.
+
+mod mock;
+mod openai;
+
+use std::sync::Arc;
+
+use chorus_actors::Provider;
+
+use crate::config::{ProviderConfig, ProviderKind};
+
+pub use mock::MockProvider;
+pub use openai::OpenAiProvider;
+
+/// Builds the provider for one config entry. `http` is shared by all HTTP
+/// providers so they share one connection pool.
+pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provider> {
+    match &config.kind {
+        ProviderKind::OpenAi {
+            base_url,
+            api_key,
+            headers,
+        } => Arc::new(OpenAiProvider::new(
+            http.clone(),
+            base_url,
+            api_key.as_deref(),
+            headers,
+        )),
+        ProviderKind::Mock {
+            token_delay,
+            output_tokens,
+        } => Arc::new(MockProvider::new(*token_delay, *output_tokens)),
+    }
+}
+
+/// The HTTP client for upstreams: no retries of its own (the gateway decides
+/// what to retry), no Nagle delay, and enough idle connections kept per
+/// upstream for a busy node.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .retry(reqwest::retry::never())
+        .pool_max_idle_per_host(1024)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+}

@@ -1,0 +1,65 @@
+//! The built-in `mock` provider: deterministic OpenAI-shaped completions with
+//! real `usage`, streamed token by token with a configurable delay. It makes
+//! a node useful with no upstream and no API keys.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chorus_actors::{Provider, ProviderError, UpstreamCall, UpstreamReply};
+use chorus_proto::mock::MockCompletion;
+use chorus_proto::{sse, ChatRequest};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+
+pub struct MockProvider {
+    token_delay: Duration,
+    output_tokens: u64,
+}
+
+impl MockProvider {
+    pub fn new(token_delay: Duration, output_tokens: u64) -> Self {
+        MockProvider {
+            token_delay,
+            output_tokens,
+        }
+    }
+}
+
+impl Provider for MockProvider {
+    fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
+        let token_delay = self.token_delay;
+        let output_tokens = self.output_tokens;
+        Box::pin(async move {
+            let request = ChatRequest::parse(&call.body)
+                .map_err(|e| ProviderError::Malformed(e.to_string()))?;
+            let tokens = request
+                .max_output_tokens()
+                .map_or(output_tokens, |max| max.clamp(1, output_tokens));
+            let created = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs());
+            let completion =
+                MockCompletion::new(&request.model, request.messages(), tokens as usize, created);
+            if !request.stream {
+                tokio::time::sleep(token_delay * tokens as u32).await;
+                return Ok(UpstreamReply::Complete(Bytes::from(
+                    completion.completion_json(),
+                )));
+            }
+            let payloads = completion.chunk_payloads(request.include_usage);
+            let data = payloads
+                .into_iter()
+                .map(|payload| String::from_utf8_lossy(&payload).into_owned())
+                .chain(std::iter::once(sse::DONE.to_owned()));
+            let events = futures::stream::iter(data)
+                .then(move |data| async move {
+                    if !token_delay.is_zero() {
+                        tokio::time::sleep(token_delay).await;
+                    }
+                    Ok(data)
+                })
+                .boxed();
+            Ok(UpstreamReply::Stream(events))
+        })
+    }
+}
