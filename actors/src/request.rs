@@ -193,13 +193,15 @@ async fn run(args: RequestArgs) {
     match answer {
         Err(cause) => {
             let error = record.error(cause);
-            record.finish(CallOutcome::Failed, error.status(), None, None);
+            let status = error.status();
             let _ = reply_tx.send(Err(error));
+            record.finish(CallOutcome::Failed, status, None, None);
         }
         Ok(UpstreamReply::Complete(body)) => match rewrite_model(&body, &route.alias) {
             Ok(rewritten) => {
-                record.finish(CallOutcome::Completed, 200, None, rewritten.usage);
+                // Answer first: the report and the log line are not the client's wait.
                 let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(rewritten.json.into()))));
+                record.finish(CallOutcome::Completed, 200, None, rewritten.usage);
             }
             Err(detail) => {
                 let error = record.error(ProviderError::Malformed(detail));

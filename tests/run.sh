@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every Chorus test: formatting and lints, unit and property tests, the
+# end-to-end suites (real `chorus` and `mock-upstream` processes on
+# 127.0.0.1), and the official OpenAI Python SDK against a node.
+#
+# Installs what it needs when missing (Debian packages when run as root, the
+# SDK into a venv). Set CARGO_TARGET_DIR to keep builds outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  else
+    echo "missing system packages: ${missing[*]} (install them, then re-run)" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build (binaries the end-to-end tests start)"
+cargo build --workspace --bins --quiet
+echo "== cargo test"
+cargo test --workspace --quiet
+
+echo "== OpenAI Python SDK against a node"
+venv="$target_dir/sdk-venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+CHORUS_BIN_DIR="$target_dir/debug" "$venv/bin/python" -m pytest -q tests/sdk

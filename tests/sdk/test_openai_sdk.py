@@ -1,0 +1,138 @@
+"""The official `openai` Python SDK against a real Chorus node.
+
+Starts `mock-upstream` and `chorus` from CHORUS_BIN_DIR on ephemeral ports and
+points the SDK's base_url at the node, unchanged otherwise.
+"""
+
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import openai
+import pytest
+
+BIN_DIR = pathlib.Path(os.environ.get("CHORUS_BIN_DIR", "target/debug"))
+KEY = "sk-chorus-sdk-test-key"
+
+
+def start(args):
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert "http://" in line, f"unexpected start-up line {line!r}"
+    return process, line.strip().rsplit("http://", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def node():
+    upstream, upstream_addr = start([str(BIN_DIR / "mock-upstream"), "--listen", "127.0.0.1:0"])
+    config = f"""
+[[providers]]
+name = "up"
+format = "openai"
+base_url = "http://{upstream_addr}/v1"
+timeout_ms = 2000
+
+[[providers]]
+name = "cut"
+format = "openai"
+base_url = "http://{upstream_addr}/v1"
+headers = {{ "x-mock-fault" = "cut", "x-mock-cut-after" = "3" }}
+
+[[providers]]
+name = "limited"
+format = "openai"
+base_url = "http://{upstream_addr}/v1"
+headers = {{ "x-mock-fault" = "429" }}
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "broken-stream"
+deployments = [{{ provider = "cut", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "limited"
+deployments = [{{ provider = "limited", model = "gpt-4o-mini" }}]
+
+[[keys]]
+name = "sdk"
+key = "{KEY}"
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as file:
+        file.write(config)
+    chorus, address = start([str(BIN_DIR / "chorus"), "serve", "--config", file.name, "--listen", "127.0.0.1:0"])
+    yield f"http://{address}/v1"
+    for process in (chorus, upstream):
+        process.kill()
+        process.wait()
+    os.unlink(file.name)
+
+
+@pytest.fixture
+def client(node):
+    return openai.OpenAI(base_url=node, api_key=KEY, max_retries=0)
+
+
+def test_sync_completion(client):
+    completion = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "Hello from the SDK"}],
+        seed=7,
+    )
+    assert completion.model == "fast"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.content
+    assert completion.usage.completion_tokens == 16
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 16
+
+
+def test_streaming_with_usage(client):
+    stream = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "Stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 16
+    assert all(c.model == "fast" for c in chunks)
+    assert chunks[-1].usage.completion_tokens == 16
+
+
+def test_models_list(client):
+    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited"]
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.code == "model_not_found"
+
+
+def test_wrong_key_is_an_authentication_error(node):
+    bad = openai.OpenAI(base_url=node, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+
+
+def test_upstream_rate_limit_reaches_the_sdk(client):
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="limited", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.response.headers["retry-after"] == "1"
+
+
+def test_a_broken_stream_raises_instead_of_finishing(client):
+    stream = client.chat.completions.create(
+        model="broken-stream", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            received.append(chunk)
+    assert len(received) == 3
+    assert all(c.choices[0].finish_reason is None for c in received)
+    assert "broke off" in str(raised.value)
