@@ -19,7 +19,9 @@ impl CallError {
     /// the key) is dropped.
     pub fn status(&self) -> u16 {
         match &self.cause {
-            ProviderError::Status { status, .. } if matches!(status, 401 | 403) => 502,
+            ProviderError::Status {
+                status: 401 | 403, ..
+            } => 502,
             ProviderError::Status { status, .. } => *status,
             ProviderError::Timeout(_) => 504,
             ProviderError::Unreachable(_)

@@ -10,7 +10,8 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    /// Boxed: errors travel in `Result`s on the request path, kept small.
+    pub body: Box<ErrorBody>,
     pub retry_after: Option<String>,
 }
 
@@ -23,13 +24,13 @@ impl ApiError {
     ) -> Self {
         ApiError {
             status,
-            body: ErrorBody::new(kind, message).with_code(code),
+            body: Box::new(ErrorBody::new(kind, message).with_code(code)),
             retry_after: None,
         }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.body = self.body.with_param(param);
+        self.body.error.param = Some(param.into());
         self
     }
 }
@@ -39,7 +40,7 @@ impl From<CallError> for ApiError {
         ApiError {
             status: StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY),
             retry_after: error.retry_after().map(str::to_owned),
-            body: error.to_error_body(),
+            body: Box::new(error.to_error_body()),
         }
     }
 }
