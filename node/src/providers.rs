@@ -18,12 +18,12 @@ pub use openai::OpenAiProvider;
 pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provider> {
     match &config.kind {
         ProviderKind::OpenAi {
-            base_url,
+            completions_url,
             api_key,
             headers,
         } => Arc::new(OpenAiProvider::new(
             http.clone(),
-            base_url,
+            completions_url.clone(),
             api_key.as_deref(),
             headers,
         )),

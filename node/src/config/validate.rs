@@ -38,8 +38,8 @@ pub struct ProviderConfig {
 #[derive(Clone)]
 pub enum ProviderKind {
     OpenAi {
-        /// Ends without a slash; `/chat/completions` is appended.
-        base_url: String,
+        /// `base_url` + `/chat/completions`, parsed once here.
+        completions_url: reqwest::Url,
         api_key: Option<String>,
         /// Sent with every call; values may be secrets.
         headers: Vec<(String, String)>,
@@ -55,12 +55,12 @@ impl std::fmt::Debug for ProviderKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProviderKind::OpenAi {
-                base_url,
+                completions_url,
                 api_key,
                 headers,
             } => f
                 .debug_struct("OpenAi")
-                .field("base_url", base_url)
+                .field("completions_url", &completions_url.as_str())
                 .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
                 .field(
                     "headers",
@@ -314,8 +314,9 @@ fn provider_kind(
                 ));
             };
             let base_url = expanded("base_url", base_url)?;
-            match reqwest::Url::parse(&base_url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            let completions = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+            let completions_url = match reqwest::Url::parse(&completions) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
                 Ok(_) => {
                     return Err((
                         at("base_url"),
@@ -328,7 +329,7 @@ fn provider_kind(
                         format!("`{base_url}` is not a valid URL: {e}"),
                     ))
                 }
-            }
+            };
             let api_key = match &provider.api_key {
                 Some(key) => Some(expanded("api_key", key)?).filter(|key| !key.is_empty()),
                 None => None,
@@ -349,7 +350,7 @@ fn provider_kind(
                 headers.push((name.clone(), value));
             }
             Ok(ProviderKind::OpenAi {
-                base_url: base_url.trim_end_matches('/').to_owned(),
+                completions_url,
                 api_key,
                 headers,
             })
@@ -421,9 +422,14 @@ mod tests {
         assert_eq!(config.keys[0].sha256, sha256("secret"));
         match &config.providers[0].kind {
             ProviderKind::OpenAi {
-                base_url, api_key, ..
+                completions_url,
+                api_key,
+                ..
             } => {
-                assert_eq!(base_url, "http://127.0.0.1:9001/v1");
+                assert_eq!(
+                    completions_url.as_str(),
+                    "http://127.0.0.1:9001/v1/chat/completions"
+                );
                 assert_eq!(api_key.as_deref(), Some("secret"));
             }
             other => panic!("unexpected {other:?}"),

@@ -15,7 +15,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 pub struct OpenAiProvider {
     http: reqwest::Client,
-    completions_url: String,
+    completions_url: reqwest::Url,
     /// `Authorization` and the provider's configured headers, all marked
     /// sensitive so no debug output shows them.
     headers: HeaderMap,
@@ -26,7 +26,7 @@ impl OpenAiProvider {
     /// any that still fail to convert are skipped.
     pub fn new(
         http: reqwest::Client,
-        base_url: &str,
+        completions_url: reqwest::Url,
         api_key: Option<&str>,
         extra_headers: &[(String, String)],
     ) -> Self {
@@ -45,7 +45,7 @@ impl OpenAiProvider {
         }
         OpenAiProvider {
             http,
-            completions_url: format!("{base_url}/chat/completions"),
+            completions_url,
             headers,
         }
     }
@@ -55,7 +55,7 @@ impl Provider for OpenAiProvider {
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
         let request = self
             .http
-            .post(&self.completions_url)
+            .post(self.completions_url.clone())
             .headers(self.headers.clone())
             .header("x-request-id", call.request_id)
             .body(call.body);
