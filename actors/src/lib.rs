@@ -10,6 +10,7 @@
 //! trait, which the `node` crate implements with reqwest and the built-in mock.
 
 pub mod balance;
+pub mod counter;
 pub mod deployment;
 pub mod error;
 pub mod ewma;

@@ -2,6 +2,7 @@
 //! receive, so the actors and the HTTP layer agree on one definition.
 
 pub mod chat;
+pub mod codec;
 pub mod error;
 pub mod mock;
 pub mod sse;
