@@ -1,10 +1,15 @@
-//! `DeploymentActor`: owns one provider deployment's live figures — in-flight
-//! count, latency EWMAs (total, time to first token, per output token) and
-//! error counts. Request actors tell it when a call starts and how it ended;
-//! after each message it publishes a [`DeploymentStats`] snapshot that
-//! balancers and the health endpoint read without a message hop. The snapshot
-//! lives in the [`DeploymentHandle`], outside the actor, so a restarted actor
-//! resumes from it after a crash.
+//! `DeploymentActor`: owns one provider deployment's live figures — latency
+//! EWMAs (total, time to first token, per output token) and outcome counts.
+//! Request actors tell it how each call ended; after each message it
+//! publishes a [`DeploymentStats`] snapshot that balancers and the health
+//! endpoint read without a message hop. The snapshot lives in the
+//! [`DeploymentHandle`], outside the actor, so a restarted actor resumes from
+//! it after a crash.
+//!
+//! The in-flight count is the one figure kept outside the actor: an
+//! [`InFlight`] guard held by the request counts it and uncounts it when
+//! dropped, so no lost message, crashed actor or panicked request can leave
+//! it too high.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +40,7 @@ pub struct DeploymentSpec {
 /// A point-in-time view of one deployment, cheap to read from any thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DeploymentStats {
+    /// Calls under way now (from the in-flight guards, not the actor).
     pub in_flight: u64,
     /// Calls that ended, whatever the outcome.
     pub finished: u64,
@@ -58,8 +64,6 @@ pub enum CallOutcome {
 /// Messages a `DeploymentActor` accepts.
 #[derive(Debug)]
 pub enum DeploymentMsg {
-    /// A request actor is about to call this deployment.
-    CallStarted,
     /// A call ended.
     CallFinished {
         outcome: CallOutcome,
@@ -84,6 +88,17 @@ struct DeploymentShared {
     stats: ArcSwap<DeploymentStats>,
     actor: ArcSwapOption<ActorRef<DeploymentMsg>>,
     restarts: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// Counts one call as in flight for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(DeploymentHandle);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0 .0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for DeploymentHandle {
@@ -102,6 +117,7 @@ impl DeploymentHandle {
             stats: ArcSwap::from_pointee(DeploymentStats::default()),
             actor: ArcSwapOption::empty(),
             restarts: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         }))
     }
 
@@ -118,7 +134,16 @@ impl DeploymentHandle {
     }
 
     pub fn stats(&self) -> DeploymentStats {
-        **self.0.stats.load()
+        DeploymentStats {
+            in_flight: self.0.in_flight.load(Ordering::Relaxed),
+            ..**self.0.stats.load()
+        }
+    }
+
+    /// Counts a call as in flight until the returned guard is dropped.
+    pub fn start_call(&self) -> InFlight {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
     }
 
     /// How often the supervisor has restarted this deployment's actor.
@@ -173,14 +198,12 @@ pub struct DeploymentState {
 impl DeploymentState {
     fn record(&mut self, message: DeploymentMsg) -> Result<(), ActorProcessingErr> {
         match message {
-            DeploymentMsg::CallStarted => self.stats.in_flight += 1,
             DeploymentMsg::CallFinished {
                 outcome,
                 latency,
                 ttft,
                 output_tokens,
             } => {
-                self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
                 self.stats.finished += 1;
                 match outcome {
                     CallOutcome::Completed => {

@@ -13,19 +13,19 @@ pub struct CallError {
 }
 
 impl CallError {
-    /// Upstream statuses pass through, except credentials the upstream
-    /// rejected: that is the gateway's misconfiguration, not the client's, so
-    /// it becomes a 502 and the upstream's message (which may echo part of
-    /// the key) is dropped.
+    /// Upstream error statuses pass through, except those that describe the
+    /// gateway's own setup rather than the client's request — credentials or
+    /// access refused (401, 403), or the configured upstream model unknown
+    /// (404) — and anything that is not an error status at all: those
+    /// become 502, since the client asked for a model that is listed.
     pub fn status(&self) -> u16 {
         match &self.cause {
-            ProviderError::Status {
-                status: 401 | 403, ..
-            } => 502,
+            ProviderError::Status { status, .. } if gateway_misconfigured(*status) => 502,
             ProviderError::Status { status, .. } => *status,
             ProviderError::Timeout(_) => 504,
             ProviderError::Unreachable(_)
             | ProviderError::Malformed(_)
+            | ProviderError::Reported(_)
             | ProviderError::Broken(_) => 502,
         }
     }
@@ -40,13 +40,18 @@ impl CallError {
     pub fn to_error_body(&self) -> ErrorBody {
         let deployment = &self.deployment;
         match &self.cause {
-            ProviderError::Status { status, .. } if matches!(status, 401 | 403) => ErrorBody::new(
-                ErrorType::Upstream,
-                format!(
-                    "upstream `{deployment}` rejected the gateway's credentials (status {status})"
-                ),
-            )
-            .with_code("upstream_auth_failed"),
+            // The upstream's own message is dropped here: for 401 and 403 it
+            // may echo part of the gateway's key.
+            ProviderError::Status { status, .. } if gateway_misconfigured(*status) => {
+                ErrorBody::new(
+                    ErrorType::Upstream,
+                    format!(
+                        "upstream `{deployment}` refused the gateway's request with status \
+                         {status}: check the provider's key, access and model name"
+                    ),
+                )
+                .with_code("upstream_misconfigured")
+            }
             ProviderError::Status { status, body, .. } => match ErrorBody::parse_lenient(body) {
                 Some(mut upstream) => {
                     upstream.error.message = format!(
@@ -79,6 +84,11 @@ impl CallError {
                 format!("upstream `{deployment}` sent a malformed response: {detail}"),
             )
             .with_code("upstream_malformed_response"),
+            ProviderError::Reported(message) => ErrorBody::new(
+                ErrorType::Upstream,
+                format!("upstream `{deployment}` reported an error mid-stream: {message}"),
+            )
+            .with_code("upstream_stream_error"),
             ProviderError::Broken(detail) => ErrorBody::new(
                 ErrorType::Upstream,
                 format!("upstream `{deployment}` broke off mid-response: {detail}"),
@@ -86,6 +96,10 @@ impl CallError {
             .with_code("upstream_broken"),
         }
     }
+}
+
+fn gateway_misconfigured(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404) || !(400..=599).contains(&status)
 }
 
 #[cfg(test)]
@@ -111,6 +125,8 @@ mod tests {
         assert_eq!(error(status(429)).status(), 429);
         assert_eq!(error(status(500)).status(), 500);
         assert_eq!(error(status(401)).status(), 502);
+        assert_eq!(error(status(404)).status(), 502);
+        assert_eq!(error(status(302)).status(), 502);
         assert_eq!(
             error(ProviderError::Timeout(Duration::from_secs(1))).status(),
             504

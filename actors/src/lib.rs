@@ -2,9 +2,15 @@
 //!
 //! ```text
 //! NodeSupervisor
-//!  ├─ DeploymentActor   one per provider deployment: in-flight, latency EWMAs, errors
-//!  └─ RequestActor      one per request: choose deployment → call provider → report → log
+//!  └─ DeploymentActor   one per provider deployment: latency EWMAs, outcome counts;
+//!                       restarted from its last published figures if it fails
+//! RequestActor          one per request: choose deployment → call provider → report → log
 //! ```
+//!
+//! Request actors are not linked to the supervisor: each lives exactly as
+//! long as its request, and a failure ends only that request (its client
+//! gets a 503, its in-flight guard is dropped). Linking them would add two
+//! supervision messages per request to one actor for no recovery to make.
 //!
 //! Nothing here knows HTTP: providers are reached through the [`Provider`]
 //! trait, which the `node` crate implements with reqwest and the built-in mock.

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-/// One call to an upstream, already in the upstream's terms.
-#[derive(Debug, Clone)]
+/// One call to an upstream, already in the upstream's terms. No `Debug`:
+/// the body holds the prompt.
+#[derive(Clone)]
 pub struct UpstreamCall {
     pub request_id: String,
     /// The request body with `model` set to the upstream model.
@@ -58,6 +59,9 @@ pub enum ProviderError {
     /// The upstream answered 2xx with a body that is not what OpenAI sends.
     #[error("upstream sent a malformed response: {0}")]
     Malformed(String),
+    /// The upstream sent an SSE `error` event mid-stream, with this message.
+    #[error("upstream reported an error mid-stream: {0}")]
+    Reported(String),
     /// The response body broke off while it was being read.
     #[error("upstream connection broke mid-response: {0}")]
     Broken(String),

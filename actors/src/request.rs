@@ -97,9 +97,54 @@ impl Actor for RequestActor {
     }
 }
 
-/// What the log line and the deployment actor learn about a finished call.
+/// How a call ended: what the deployment actor and the log line learn.
+struct Ending {
+    outcome: CallOutcome,
+    /// The status the client got; 499 when it went away first.
+    status: u16,
+    ttft: Option<Duration>,
+    usage: Option<Usage>,
+    /// Why the upstream call failed, for the log line.
+    error: Option<CallError>,
+}
+
+impl Ending {
+    fn completed(ttft: Option<Duration>, usage: Option<Usage>) -> Self {
+        Ending {
+            outcome: CallOutcome::Completed,
+            status: 200,
+            ttft,
+            usage,
+            error: None,
+        }
+    }
+
+    fn cancelled(ttft: Option<Duration>) -> Self {
+        Ending {
+            outcome: CallOutcome::Cancelled,
+            status: 499,
+            ttft,
+            usage: None,
+            error: None,
+        }
+    }
+
+    /// `status` is what the client saw: the error's own status, or 200 for
+    /// a stream that had already started.
+    fn failed(status: u16, ttft: Option<Duration>, error: CallError) -> Self {
+        Ending {
+            outcome: CallOutcome::Failed,
+            status,
+            ttft,
+            usage: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The facts of one call that its report and log line are made of.
 struct CallRecord<'a> {
-    args_request_id: &'a str,
+    request_id: &'a str,
     alias: &'a str,
     deployment: &'a DeploymentHandle,
     started: Instant,
@@ -108,13 +153,14 @@ struct CallRecord<'a> {
 }
 
 impl CallRecord<'_> {
-    fn finish(
-        &self,
-        outcome: CallOutcome,
-        status: u16,
-        ttft: Option<Duration>,
-        usage: Option<Usage>,
-    ) {
+    fn finish(&self, ending: Ending) {
+        let Ending {
+            outcome,
+            status,
+            ttft,
+            usage,
+            error,
+        } = ending;
         self.deployment.tell(DeploymentMsg::CallFinished {
             outcome,
             latency: self.started.elapsed(),
@@ -123,7 +169,7 @@ impl CallRecord<'_> {
         });
         tracing::info!(
             target: "chorus::request",
-            request_id = %self.args_request_id,
+            request_id = %self.request_id,
             alias = %self.alias,
             deployment = %self.deployment.name(),
             stream = self.stream,
@@ -133,6 +179,7 @@ impl CallRecord<'_> {
             completion_tokens = usage.map(|usage| usage.completion_tokens),
             ttft_ms = ttft.map(|ttft| ttft.as_secs_f64() * 1000.0),
             latency_ms = self.received_at.elapsed().as_secs_f64() * 1000.0,
+            error = error.as_ref().map(tracing::field::display),
             "request finished"
         );
     }
@@ -154,15 +201,13 @@ async fn run(args: RequestArgs) {
         mut reply_tx,
     } = args;
     let Some(deployment) = route.choose() else {
-        let _ = reply_tx.send(Err(CallError {
-            deployment: route.alias.clone(),
-            cause: ProviderError::Unreachable("the alias has no deployments".into()),
-        }));
+        // Config validation gives every alias a deployment.
+        debug_assert!(false, "alias `{}` has no deployments", route.alias);
         return;
     };
     let spec = deployment.spec();
     let record = CallRecord {
-        args_request_id: &request_id,
+        request_id: &request_id,
         alias: &route.alias,
         deployment,
         started: Instant::now(),
@@ -174,13 +219,13 @@ async fn run(args: RequestArgs) {
         body: request.upstream_body(&spec.upstream_model),
         stream: request.stream,
     };
-    deployment.tell(DeploymentMsg::CallStarted);
+    let _in_flight = deployment.start_call();
     let answer = tokio::select! {
         answer = tokio::time::timeout(spec.timeout, deployment.provider().send(call)) => {
             answer.unwrap_or(Err(ProviderError::Timeout(spec.timeout)))
         }
         _ = reply_tx.closed() => {
-            record.finish(CallOutcome::Cancelled, 499, None, None);
+            record.finish(Ending::cancelled(None));
             return;
         }
     };
@@ -191,23 +236,14 @@ async fn run(args: RequestArgs) {
         body,
     };
     match answer {
-        Err(cause) => {
-            let error = record.error(cause);
-            let status = error.status();
-            let _ = reply_tx.send(Err(error));
-            record.finish(CallOutcome::Failed, status, None, None);
-        }
+        Err(cause) => fail(&record, reply_tx, cause),
         Ok(UpstreamReply::Complete(body)) => match rewrite_model(&body, &route.alias) {
             Ok(rewritten) => {
                 // Answer first: the report and the log line are not the client's wait.
                 let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(rewritten.json.into()))));
-                record.finish(CallOutcome::Completed, 200, None, rewritten.usage);
+                record.finish(Ending::completed(None, rewritten.usage));
             }
-            Err(detail) => {
-                let error = record.error(ProviderError::Malformed(detail));
-                record.finish(CallOutcome::Failed, error.status(), None, None);
-                let _ = reply_tx.send(Err(error));
-            }
+            Err(detail) => fail(&record, reply_tx, ProviderError::Malformed(detail)),
         },
         Ok(UpstreamReply::Stream(events)) => {
             let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
@@ -215,89 +251,78 @@ async fn run(args: RequestArgs) {
                 .send(Ok(reply(ReplyBody::Stream(frames_rx))))
                 .is_err()
             {
-                record.finish(CallOutcome::Cancelled, 499, None, None);
+                record.finish(Ending::cancelled(None));
                 return;
             }
-            let end = pump(events, frames_tx, &record, &route.alias, spec.timeout).await;
-            let status = if end.outcome == CallOutcome::Cancelled {
-                499
-            } else {
-                200
-            };
-            record.finish(end.outcome, status, end.ttft, end.usage);
+            let ending = pump(events, frames_tx, &record, &route.alias, spec.timeout).await;
+            record.finish(ending);
         }
     }
 }
 
-/// How a stream ended.
-struct StreamEnd {
-    outcome: CallOutcome,
-    ttft: Option<Duration>,
-    usage: Option<Usage>,
+/// Answers the client with the error before the call is reported.
+fn fail(
+    record: &CallRecord<'_>,
+    reply_tx: oneshot::Sender<Result<Reply, CallError>>,
+    cause: ProviderError,
+) {
+    let error = record.error(cause);
+    let _ = reply_tx.send(Err(error.clone()));
+    record.finish(Ending::failed(error.status(), None, error));
 }
 
 /// Forwards upstream events to the client as they arrive, `model` rewritten.
 /// A stream counts as complete only when the upstream sent `[DONE]`; any
 /// other end (closed early, broken, stalled, garbage) is reported to the
-/// client as an SSE `error` event, never as a normal finish.
+/// client as an SSE `error` event, never as a normal finish. A client that
+/// goes away, or stops reading for the idle timeout, cancels the stream.
 async fn pump(
     mut events: EventStream,
     frames_tx: mpsc::Sender<Bytes>,
     record: &CallRecord<'_>,
     alias: &str,
     idle_timeout: Duration,
-) -> StreamEnd {
-    let mut end = StreamEnd {
-        outcome: CallOutcome::Failed,
-        ttft: None,
-        usage: None,
-    };
+) -> Ending {
+    let mut ttft = None;
+    let mut usage = None;
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(idle_timeout, events.next()) => next,
-            _ = frames_tx.closed() => {
-                end.outcome = CallOutcome::Cancelled;
-                return end;
-            }
+            _ = frames_tx.closed() => return Ending::cancelled(ttft),
         };
-        if end.ttft.is_none() {
-            end.ttft = Some(record.started.elapsed());
+        if ttft.is_none() {
+            ttft = Some(record.started.elapsed());
         }
-        // Each arm gives the frame to forward and whether it ends the stream.
-        let (frame, last) = match next {
+        let failure = match next {
             Ok(Some(Ok(data))) if data == sse::DONE => {
-                end.outcome = CallOutcome::Completed;
-                (sse::done_frame(), true)
+                return match frames_tx
+                    .send_timeout(sse::done_frame(), idle_timeout)
+                    .await
+                {
+                    Ok(()) => Ending::completed(ttft, usage),
+                    Err(_) => Ending::cancelled(ttft),
+                };
             }
             Ok(Some(Ok(data))) => match rewrite_model(data.as_bytes(), alias) {
                 Ok(rewritten) => {
-                    end.usage = rewritten.usage.or(end.usage);
-                    (sse::data_frame(&rewritten.json), false)
+                    usage = rewritten.usage.or(usage);
+                    let frame = sse::data_frame(&rewritten.json);
+                    if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
+                        return Ending::cancelled(ttft);
+                    }
+                    continue;
                 }
-                Err(detail) => (stream_error(record, ProviderError::Malformed(detail)), true),
+                Err(detail) => ProviderError::Malformed(detail),
             },
-            Ok(Some(Err(cause))) => (stream_error(record, cause), true),
-            Ok(None) => {
-                let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
-                (stream_error(record, cause), true)
-            }
-            Err(_) => (
-                stream_error(record, ProviderError::Timeout(idle_timeout)),
-                true,
-            ),
+            Ok(Some(Err(cause))) => cause,
+            Ok(None) => ProviderError::Broken("the stream ended without `[DONE]`".into()),
+            Err(_) => ProviderError::Timeout(idle_timeout),
         };
-        if frames_tx.send(frame).await.is_err() {
-            end.outcome = CallOutcome::Cancelled;
-            return end;
+        let error = record.error(failure);
+        let frame = sse::error_frame(&error.to_error_body());
+        if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
+            return Ending::cancelled(ttft);
         }
-        if last {
-            return end;
-        }
+        return Ending::failed(200, ttft, error);
     }
-}
-
-fn stream_error(record: &CallRecord<'_>, cause: ProviderError) -> Bytes {
-    let error = record.error(cause);
-    tracing::warn!(deployment = %record.deployment.name(), %error, "upstream stream failed");
-    sse::error_frame(&error.to_error_body())
 }

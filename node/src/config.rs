@@ -1,5 +1,6 @@
 //! The TOML configuration: raw serde structs exactly as written in the file,
-//! loaded here and turned into a checked [`Config`] by [`validate`].
+//! loaded here and turned into a checked [`Config`] by [`validate`]. The raw
+//! structs have no `Debug`: they hold keys in clear.
 //!
 //! Every field's default and unit is in its doc comment; the annotated
 //! example lives in `deploy/chorus.example.toml`.
@@ -26,7 +27,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -40,7 +41,7 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address the HTTP API listens on. Default `127.0.0.1:4000`.
@@ -51,7 +52,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// Unique name that deployments refer to.
@@ -74,7 +75,7 @@ pub struct RawProvider {
     pub output_tokens: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     /// The model name clients send.
@@ -82,7 +83,7 @@ pub struct RawModel {
     pub deployments: Vec<RawDeployment>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
     /// Name of a `[[providers]]` entry.
@@ -97,7 +98,7 @@ pub struct RawDeployment {
     pub output_per_mtok: f64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     /// A label for logs; never the key itself.

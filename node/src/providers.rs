@@ -35,12 +35,15 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provide
 }
 
 /// The HTTP client for upstreams: no retries of its own (the gateway decides
-/// what to retry), no Nagle delay, and enough idle connections kept per
-/// upstream for a busy node.
+/// what to retry), no redirects, no Nagle delay, and enough idle connections
+/// kept per upstream for a busy node.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .retry(reqwest::retry::never())
+        // A redirect would resend configured secret headers to another
+        // host and turn the POST into a GET: treat it as an error instead.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1024)
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()

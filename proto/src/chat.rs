@@ -9,7 +9,8 @@ use crate::usage::Usage;
 /// A chat completion request as the client sent it. Only `model`, `messages`,
 /// `stream` and `stream_options` are interpreted; tools, response_format,
 /// logprobs, seed and anything a provider adds tomorrow pass through.
-#[derive(Debug, Clone)]
+/// Its `Debug` leaves the body out: it holds the prompt.
+#[derive(Clone)]
 pub struct ChatRequest {
     body: Map<String, Value>,
     /// The alias the client asked for.
@@ -54,6 +55,16 @@ impl RequestError {
             RequestError::MissingField(_) => "missing_required_parameter",
             RequestError::WrongType { .. } => "invalid_type",
         }
+    }
+}
+
+impl std::fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("model", &self.model)
+            .field("stream", &self.stream)
+            .field("include_usage", &self.include_usage)
+            .finish_non_exhaustive()
     }
 }
 

@@ -35,7 +35,7 @@ impl ErrorType {
         match self {
             ErrorType::InvalidRequest => "invalid_request_error",
             ErrorType::Authentication => "authentication_error",
-            ErrorType::Upstream => "upstream_error",
+            ErrorType::Upstream => "api_error",
         }
     }
 }

@@ -2,9 +2,15 @@
 //! provider and the benchmark's mock upstream: the same messages always give
 //! the same words, and `usage` counts what was really produced.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde_json::{json, Value};
 
+use crate::chat::ChatRequest;
 use crate::usage::Usage;
+
+/// The most tokens one mock completion has, whatever is asked.
+pub const MAX_OUTPUT_TOKENS: u64 = 100_000;
 
 const WORDS: [&str; 32] = [
     "chorus", "gateway", "many", "voices", "one", "endpoint", "nodes", "gossip", "counters",
@@ -46,6 +52,20 @@ impl MockCompletion {
             usage: Usage::new(prompt_tokens(messages), tokens.len() as u64),
             tokens,
         }
+    }
+
+    /// The reply to `request`: `default_tokens` tokens, fewer when the
+    /// request's `max_tokens` says so, at least one and at most
+    /// [`MAX_OUTPUT_TOKENS`]; stamped with the current time.
+    pub fn for_request(request: &ChatRequest, default_tokens: u64) -> Self {
+        let ceiling = default_tokens.clamp(1, MAX_OUTPUT_TOKENS);
+        let tokens = request
+            .max_output_tokens()
+            .map_or(ceiling, |asked| asked.clamp(1, ceiling));
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        MockCompletion::new(&request.model, request.messages(), tokens as usize, created)
     }
 
     pub fn text(&self) -> String {

@@ -66,10 +66,11 @@ fn spawn_listening(mut command: Command) -> (Process, String) {
     let mut child = command.spawn().expect("spawn process");
     let stdout = child.stdout.take().expect("piped stdout");
     let process = Process(child);
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read startup line");
+    reader.read_line(&mut line).expect("read startup line");
+    // Keep reading, so a later line never meets a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let address = line
         .trim()
         .rsplit("http://")
@@ -227,7 +228,15 @@ where
 
 /// The faults `mock-upstream` can inject; each test config has an alias
 /// `fault-<name>` whose provider sends the matching `x-mock-fault` header.
-pub const FAULTS: [&str; 6] = ["500", "429", "hang", "reset", "cut", "garbage"];
+pub const FAULTS: [&str; 7] = [
+    "500",
+    "429",
+    "hang",
+    "reset",
+    "cut",
+    "garbage",
+    "error-event",
+];
 
 /// A config with `fast` on the mock upstream, one `fault-*` alias per fault,
 /// `slow` (100 ms between stream tokens), `demo` on the built-in mock, and

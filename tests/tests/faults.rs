@@ -162,6 +162,32 @@ async fn a_garbage_chunk_ends_the_stream_with_an_error_event() {
 }
 
 #[tokio::test]
+async fn an_upstream_error_event_ends_the_stream_as_a_failure() {
+    let upstream = MockUpstream::start(&[]);
+    let node = Node::start(&standard_config(&upstream)).await;
+    let text = node
+        .chat(&chat_body("fault-error-event", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_broken_stream(&text, "upstream_stream_error");
+    assert!(text.contains("injected overload mid-stream"), "{text}");
+    eventually(Duration::from_secs(2), "failure counted", || async {
+        let health = chorus_tests::get_json(&node.url("/v1/health")).await;
+        let failing = health["deployments"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "fault-error-event/gpt-4o-mini")?
+            .clone();
+        (failing["errors"] == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&standard_config(&upstream)).await;

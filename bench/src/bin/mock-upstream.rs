@@ -6,7 +6,8 @@
 //! output length are flags, overridable per request with `x-mock-*` headers.
 //! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
 //! `hang`, `reset` (connection closed before headers), `cut` (stream closed
-//! after `x-mock-cut-after` chunks) and `garbage` (malformed body).
+//! after `x-mock-cut-after` chunks), `garbage` (malformed body) and
+//! `error-event` (an SSE `error` event mid-stream).
 //! `GET /mock/stats` counts requests and streams (including streams the
 //! client abandoned); `GET /mock/last-request` shows the last chat request.
 //!
@@ -16,7 +17,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -75,8 +76,12 @@ enum Fault {
     Status429,
     Hang,
     Reset,
-    Cut { after_chunks: usize },
+    Cut {
+        after_chunks: usize,
+    },
     Garbage,
+    /// Streams only: an SSE `error` event after two chunks, then `[DONE]`.
+    ErrorEvent,
 }
 
 #[derive(Default)]
@@ -236,13 +241,7 @@ async fn chat(
         Ok(chat) => chat,
         Err(error) => return Ok(error_response(StatusCode::BAD_REQUEST, &error.to_string())),
     };
-    let tokens = chat
-        .max_output_tokens()
-        .map_or(knobs.output_tokens, |max| max.clamp(1, knobs.output_tokens));
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
-    let completion = MockCompletion::new(&chat.model, chat.messages(), tokens as usize, created);
+    let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
     if !chat.stream {
         sleep_unless_zero(knobs.latency).await;
         if fault == Some(Fault::Garbage) {
@@ -284,6 +283,11 @@ fn stream_response(
         Some(Fault::Cut { after_chunks }) => Some(after_chunks),
         Some(Fault::Garbage) => {
             frames.insert(1, Bytes::from_static(b"data: {\"id\": not json at all\n\n"));
+            None
+        }
+        Some(Fault::ErrorEvent) => {
+            let error = ErrorBody::new(ErrorType::Upstream, "injected overload mid-stream");
+            frames.insert(2, sse::error_frame(&error));
             None
         }
         _ => None,
@@ -377,6 +381,7 @@ fn fault(headers: &HeaderMap) -> Option<Fault> {
                 .unwrap_or(3),
         },
         "garbage" => Fault::Garbage,
+        "error-event" => Fault::ErrorEvent,
         _ => return None,
     })
 }

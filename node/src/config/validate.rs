@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use chorus_proto::mock::MAX_OUTPUT_TOKENS;
+
 use super::env::expand;
 use super::{ConfigError, RawConfig, RawProvider};
 
@@ -16,6 +18,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_MOCK_OUTPUT_TOKENS: u64 = 16;
+const MAX_MOCK_TOKEN_DELAY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -60,7 +63,7 @@ impl std::fmt::Debug for ProviderKind {
                 headers,
             } => f
                 .debug_struct("OpenAi")
-                .field("completions_url", &completions_url.as_str())
+                .field("host", &completions_url.host_str())
                 .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
                 .field(
                     "headers",
@@ -154,6 +157,10 @@ pub fn validate(
         let at = |field: &str| format!("providers[{index}].{field}");
         if provider.name.trim().is_empty() {
             return Err(fail(at("name"), "must not be empty".into()));
+        }
+        if provider.name.contains('/') {
+            // Deployments are named `provider/model`.
+            return Err(fail(at("name"), "must not contain `/`".into()));
         }
         if !provider_names.insert(provider.name.as_str()) {
             return Err(fail(
@@ -285,6 +292,14 @@ pub fn validate(
 
 type FieldProblem = (String, String);
 
+/// `base` with `chat/completions` appended to its path, keeping any query
+/// (Azure's `?api-version=`).
+fn completions_url(mut base: reqwest::Url) -> reqwest::Url {
+    let path = format!("{}/chat/completions", base.path().trim_end_matches('/'));
+    base.set_path(&path);
+    base
+}
+
 fn provider_kind(
     provider: &RawProvider,
     at: &dyn Fn(&str) -> String,
@@ -307,26 +322,29 @@ fn provider_kind(
         "openai" => {
             only_for("token_delay_ms", provider.token_delay_ms.is_some(), "mock")?;
             only_for("output_tokens", provider.output_tokens.is_some(), "mock")?;
-            let Some(base_url) = &provider.base_url else {
+            let Some(written) = &provider.base_url else {
                 return Err((
                     at("base_url"),
                     "required for format `openai`, e.g. `https://api.openai.com/v1`".into(),
                 ));
             };
-            let base_url = expanded("base_url", base_url)?;
-            let completions = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-            let completions_url = match reqwest::Url::parse(&completions) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+            // Messages quote the value as written, so an expanded secret
+            // (a key in the URL, say) is never printed.
+            let base_url = expanded("base_url", written)?;
+            let completions_url = match reqwest::Url::parse(&base_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    completions_url(url)
+                }
                 Ok(_) => {
                     return Err((
                         at("base_url"),
-                        format!("`{base_url}` must be an http:// or https:// URL"),
+                        format!("`{written}` must be an http:// or https:// URL"),
                     ))
                 }
                 Err(e) => {
                     return Err((
                         at("base_url"),
-                        format!("`{base_url}` is not a valid URL: {e}"),
+                        format!("`{written}` is not a valid URL: {e}"),
                     ))
                 }
             };
@@ -360,11 +378,21 @@ fn provider_kind(
             only_for("api_key", provider.api_key.is_some(), "openai")?;
             only_for("headers", !provider.headers.is_empty(), "openai")?;
             let output_tokens = provider.output_tokens.unwrap_or(DEFAULT_MOCK_OUTPUT_TOKENS);
-            if output_tokens == 0 {
-                return Err((at("output_tokens"), "must be at least 1".into()));
+            if !(1..=MAX_OUTPUT_TOKENS).contains(&output_tokens) {
+                return Err((
+                    at("output_tokens"),
+                    format!("must be between 1 and {MAX_OUTPUT_TOKENS}"),
+                ));
+            }
+            let token_delay_ms = provider.token_delay_ms.unwrap_or(0);
+            if token_delay_ms > MAX_MOCK_TOKEN_DELAY_MS {
+                return Err((
+                    at("token_delay_ms"),
+                    format!("must be at most {MAX_MOCK_TOKEN_DELAY_MS}"),
+                ));
             }
             Ok(ProviderKind::Mock {
-                token_delay: Duration::from_millis(provider.token_delay_ms.unwrap_or(0)),
+                token_delay: Duration::from_millis(token_delay_ms),
                 output_tokens,
             })
         }
@@ -435,6 +463,17 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!format!("{:?}", config.providers).contains("secret"));
+    }
+
+    #[test]
+    fn keeps_the_query_of_the_base_url() {
+        let url =
+            reqwest::Url::parse("https://x.example/openai/deployments/d/?api-version=2024-06-01")
+                .unwrap();
+        assert_eq!(
+            completions_url(url).as_str(),
+            "https://x.example/openai/deployments/d/chat/completions?api-version=2024-06-01"
+        );
     }
 
     #[test]

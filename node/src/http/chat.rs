@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, RequestContext};
 
+/// Most bytes reserved for a body before they arrive.
+const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
+
 /// A client that has not sent its whole body by then is cut off with 408.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -108,7 +111,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         return Err(too_large());
     }
     let read = async {
-        let mut collected = Vec::with_capacity(declared.map_or(0, |length| length as usize));
+        // The declared length only sizes the first allocation, up to a
+        // bound: a client that declares 10 MiB and stalls holds no more.
+        let capacity = declared.map_or(0, |length| length.min(INITIAL_BODY_CAPACITY) as usize);
+        let mut collected = Vec::with_capacity(capacity);
         let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| {

@@ -2,7 +2,7 @@
 //! real `usage`, streamed token by token with a configurable delay. It makes
 //! a node useful with no upstream and no API keys.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_actors::{Provider, ProviderError, UpstreamCall, UpstreamReply};
@@ -32,16 +32,10 @@ impl Provider for MockProvider {
         Box::pin(async move {
             let request = ChatRequest::parse(&call.body)
                 .map_err(|e| ProviderError::Malformed(e.to_string()))?;
-            let tokens = request
-                .max_output_tokens()
-                .map_or(output_tokens, |max| max.clamp(1, output_tokens));
-            let created = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |t| t.as_secs());
-            let completion =
-                MockCompletion::new(&request.model, request.messages(), tokens as usize, created);
+            let completion = MockCompletion::for_request(&request, output_tokens);
             if !request.stream {
-                tokio::time::sleep(token_delay * tokens as u32).await;
+                let tokens = u32::try_from(completion.tokens.len()).unwrap_or(u32::MAX);
+                tokio::time::sleep(token_delay.saturating_mul(tokens)).await;
                 return Ok(UpstreamReply::Complete(Bytes::from(
                     completion.completion_json(),
                 )));

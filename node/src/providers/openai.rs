@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
+use chorus_proto::ErrorBody;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -12,6 +13,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TY
 /// Upstream error bodies are read only this far: enough for any error
 /// object, and a misbehaving upstream cannot make us buffer without end.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest non-streaming completion accepted from an upstream.
+const MAX_COMPLETION_BYTES: usize = 32 * 1024 * 1024;
 
 pub struct OpenAiProvider {
     http: reqwest::Client,
@@ -81,7 +85,15 @@ impl Provider for OpenAiProvider {
                 let events: EventStream = response
                     .bytes_stream()
                     .eventsource()
+                    // Keep-alive events carry no data; skip them.
+                    .filter(|event| {
+                        std::future::ready(!matches!(event, Ok(e) if e.data.is_empty()))
+                    })
                     .map(|event| match event {
+                        Ok(event) if event.event == "error" => Err(ProviderError::Reported(
+                            ErrorBody::parse_lenient(event.data.as_bytes())
+                                .map_or(event.data, |body| body.error.message),
+                        )),
                         Ok(event) => Ok(event.data),
                         Err(EventStreamError::Transport(e)) => {
                             Err(ProviderError::Broken(describe(e)))
@@ -91,14 +103,29 @@ impl Provider for OpenAiProvider {
                     .boxed();
                 Ok(UpstreamReply::Stream(events))
             } else {
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| ProviderError::Broken(describe(e)))?;
-                Ok(UpstreamReply::Complete(body))
+                read_completion(response).await.map(UpstreamReply::Complete)
             }
         })
     }
+}
+
+/// The whole body of a completion, refused past `MAX_COMPLETION_BYTES` so
+/// a misbehaving upstream cannot make the node buffer without end.
+async fn read_completion(mut response: reqwest::Response) -> Result<Bytes, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Broken(describe(e)))?
+    {
+        if body.len() + chunk.len() > MAX_COMPLETION_BYTES {
+            return Err(ProviderError::Malformed(format!(
+                "the response body is larger than {MAX_COMPLETION_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Bytes {
