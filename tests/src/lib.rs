@@ -178,6 +178,52 @@ impl Node {
             .json(body)
     }
 
+    /// A chat request's response body, as JSON.
+    pub async fn chat_json(&self, body: &serde_json::Value) -> serde_json::Value {
+        self.chat(body)
+            .send()
+            .await
+            .expect("chat request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// A chat request's whole response body, as text.
+    pub async fn chat_text(&self, body: &serde_json::Value) -> String {
+        self.chat(body)
+            .send()
+            .await
+            .expect("chat request")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// Waits until deployment `name`'s entry in `/v1/health` satisfies
+    /// `check` (figures arrive a moment after the response), and returns it.
+    pub async fn wait_for_deployment(
+        &self,
+        name: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let url = self.url("/v1/health");
+        eventually(
+            Duration::from_secs(5),
+            &format!("deployment `{name}` figures"),
+            || async {
+                let health = get_json(&url).await;
+                let deployment = health["deployments"]
+                    .as_array()?
+                    .iter()
+                    .find(|d| d["name"] == name)?
+                    .clone();
+                check(&deployment).then_some(deployment)
+            },
+        )
+        .await
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -58,14 +58,7 @@ async fn the_response_is_the_upstream_response_except_model() {
         .await
         .unwrap();
     direct_body["model"] = json!("fast");
-    let through: Value = node
-        .chat(&direct_body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let through: Value = node.chat_json(&direct_body).await;
     let mut expected = direct;
     expected["model"] = json!("fast");
     expected["created"] = through["created"].clone();
@@ -105,14 +98,7 @@ async fn streams_chunks_with_usage_and_done() {
     );
 
     // Without include_usage the client gets no usage chunk, as from OpenAI.
-    let text = node
-        .chat(&chat_body("fast", true))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.chat_text(&chat_body("fast", true)).await;
     assert!(!text.contains("\"usage\""), "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"));
 }
@@ -205,16 +191,9 @@ async fn health_endpoints_need_no_key_and_show_deployment_figures() {
         assert_eq!(response.status(), 200, "{path}");
     }
     node.chat(&chat_body("fast", false)).send().await.unwrap();
-    let health = chorus_tests::eventually(Duration::from_secs(5), "finished count", || async {
-        let health = chorus_tests::get_json(&node.url("/v1/health")).await;
-        let fast = health["deployments"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == "up/gpt-4o-mini")?
-            .clone();
-        (fast["finished"] == 1).then_some(fast)
-    })
-    .await;
+    let health = node
+        .wait_for_deployment("up/gpt-4o-mini", |d| d["finished"] == 1)
+        .await;
     assert_eq!(health["in_flight"], 0);
     assert_eq!(health["running"], true);
     assert!(health["latency_ms"].as_f64().unwrap() > 0.0);
@@ -224,31 +203,17 @@ async fn health_endpoints_need_no_key_and_show_deployment_figures() {
 async fn the_builtin_mock_provider_completes_and_streams() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&standard_config(&upstream)).await;
-    let completion: Value = node
-        .chat(&chat_body("demo", false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let completion: Value = node.chat_json(&chat_body("demo", false)).await;
     assert_eq!(completion["model"], "demo");
     assert_eq!(completion["usage"]["completion_tokens"], 8);
-    let again: Value = node
-        .chat(&chat_body("demo", false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = node.chat_json(&chat_body("demo", false)).await;
     assert_eq!(
         completion["choices"][0]["message"]["content"], again["choices"][0]["message"]["content"],
         "the mock is deterministic"
     );
     let mut body = chat_body("demo", true);
     body["max_tokens"] = json!(3);
-    let text = node.chat(&body).send().await.unwrap().text().await.unwrap();
+    let text = node.chat_text(&body).await;
     let events = sse_events(&text);
     assert_eq!(events.len(), 3 + 2 + 1);
     assert_eq!(events.last().unwrap().1, "[DONE]");

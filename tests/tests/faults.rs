@@ -150,14 +150,7 @@ async fn a_stream_cut_upstream_ends_with_an_error_event() {
 async fn a_garbage_chunk_ends_the_stream_with_an_error_event() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&standard_config(&upstream)).await;
-    let text = node
-        .chat(&chat_body("fault-garbage", true))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.chat_text(&chat_body("fault-garbage", true)).await;
     assert_broken_stream(&text, "upstream_malformed_response");
 }
 
@@ -165,26 +158,11 @@ async fn a_garbage_chunk_ends_the_stream_with_an_error_event() {
 async fn an_upstream_error_event_ends_the_stream_as_a_failure() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&standard_config(&upstream)).await;
-    let text = node
-        .chat(&chat_body("fault-error-event", true))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.chat_text(&chat_body("fault-error-event", true)).await;
     assert_broken_stream(&text, "upstream_stream_error");
     assert!(text.contains("injected overload mid-stream"), "{text}");
-    eventually(Duration::from_secs(2), "failure counted", || async {
-        let health = chorus_tests::get_json(&node.url("/v1/health")).await;
-        let failing = health["deployments"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == "fault-error-event/gpt-4o-mini")?
-            .clone();
-        (failing["errors"] == 1).then_some(())
-    })
-    .await;
+    node.wait_for_deployment("fault-error-event/gpt-4o-mini", |d| d["errors"] == 1)
+        .await;
 }
 
 #[tokio::test]
@@ -205,17 +183,10 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     )
     .await;
     assert!(started.elapsed() < Duration::from_millis(1500));
-    let health = eventually(Duration::from_secs(2), "cancel recorded", || async {
-        let health = chorus_tests::get_json(&node.url("/v1/health")).await;
-        let slow = health["deployments"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == "slow/gpt-4o-mini")?
-            .clone();
-        (slow["cancelled"] == 1).then_some(slow)
-    })
-    .await;
-    assert_eq!(health["in_flight"], 0);
+    let slow = node
+        .wait_for_deployment("slow/gpt-4o-mini", |d| d["cancelled"] == 1)
+        .await;
+    assert_eq!(slow["in_flight"], 0);
     assert_eq!(upstream.stats().await["streams_completed"], 0);
 }
 
@@ -229,14 +200,8 @@ async fn errors_are_counted_per_deployment() {
             .await
             .unwrap();
     }
-    eventually(Duration::from_secs(2), "three errors", || async {
-        let health = chorus_tests::get_json(&node.url("/v1/health")).await;
-        let failing = health["deployments"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == "fault-500/gpt-4o-mini")?
-            .clone();
-        (failing["errors"] == 3 && failing["in_flight"] == 0).then_some(())
+    node.wait_for_deployment("fault-500/gpt-4o-mini", |d| {
+        d["errors"] == 3 && d["in_flight"] == 0
     })
     .await;
 }
