@@ -117,7 +117,7 @@ async fn run(args: Args) -> Result<()> {
         medians.push(micros(0.5));
     }
     println!(
-        "\nactor hops add {:.2} µs at the median per request (spawn + 2 casts + oneshot)",
+        "\nactor hops add {:.2} µs at the median per request (spawn, in-flight guard, one cast, oneshot)",
         medians[1] - medians[0]
     );
     let stats = deployment.stats();
