@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use validate::{
-    sha256, validate, Config, DeploymentConfig, KeyConfig, ModelConfig, ProviderConfig,
-    ProviderKind,
+    sha256, validate, ClusterConfig, Config, DeploymentConfig, KeyConfig, ModelConfig,
+    ProviderConfig, ProviderKind,
 };
 
 /// A config problem, naming the file, the field and what to fix.
@@ -39,6 +39,29 @@ pub struct RawConfig {
     /// Bootstrap gateway keys; hashed with SHA-256 at load.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Absent: the node runs alone.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// This node's stable identity; keep it across restarts. Required.
+    pub node_id: String,
+    /// UDP address gossip listens on. Default `127.0.0.1:7946`.
+    pub listen: Option<String>,
+    /// Address peers reach this node's gossip at. Default: `listen`.
+    pub advertise: Option<String>,
+    /// Gossip addresses (`host:port`) of nodes to join through. Default none.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Nodes only gossip with nodes of the same cluster id. Default `chorus`.
+    pub cluster_id: Option<String>,
+    /// Time between gossip rounds, in ms. Default 500.
+    pub gossip_interval_ms: Option<u64>,
+    /// Shared secret every gossip packet is authenticated with
+    /// (HMAC-SHA256). Required; `${VAR}` allowed.
+    pub secret: String,
 }
 
 #[derive(Default, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod auth;
 mod chat;
+mod cluster;
 mod error;
 mod health;
 mod models;
@@ -15,6 +16,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use chorus_actors::Routes;
 
+use crate::cluster::Cluster;
+
 pub use auth::KeyStore;
 pub use error::ApiError;
 pub use request_id::RequestContext;
@@ -25,12 +28,15 @@ pub struct AppState {
     pub routes: Arc<Routes>,
     pub keys: Arc<KeyStore>,
     pub max_body_bytes: usize,
+    /// `None` when the node runs without a `[cluster]` section.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models::list))
+        .route("/v1/cluster", get(cluster::view))
         .route("/v1/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -2,6 +2,7 @@
 //! wiring that starts the actors behind it.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -12,6 +12,7 @@ use axum::serve::ListenerExt;
 use chorus_actors::{AliasRoute, DeploymentHandle, DeploymentSpec, NodeSupervisor, Routes};
 
 use crate::cli::ServeArgs;
+use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::{logging, providers};
@@ -105,17 +106,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let supervisor = NodeSupervisor::start(routes.deployments().to_vec())
         .await
         .context("cannot start the node supervisor")?;
-    let state = AppState {
-        routes: routes.clone(),
-        keys: Arc::new(KeyStore::new(&config.keys)),
-        max_body_bytes: config.max_body_bytes,
-    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener
         .local_addr()
         .context("cannot read the listen address")?;
+    let cluster = match &config.cluster {
+        Some(cluster_config) => Some(Arc::new(Cluster::join(cluster_config, address).await?)),
+        None => None,
+    };
+    let state = AppState {
+        routes: routes.clone(),
+        keys: Arc::new(KeyStore::new(&config.keys)),
+        max_body_bytes: config.max_body_bytes,
+        cluster: cluster.clone(),
+    };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -147,6 +153,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!("connections still open after the grace period; closing them");
             }
         }
+    }
+    if let Some(cluster) = cluster {
+        cluster.leave();
     }
     supervisor.stop().await;
     Ok(())

@@ -113,7 +113,7 @@ impl MockUpstream {
 }
 
 pub struct Node {
-    _process: Process,
+    process: Process,
     pub address: String,
     pub log_path: PathBuf,
 }
@@ -141,12 +141,31 @@ impl Node {
             .stderr(log);
         let (process, address) = spawn_listening(command);
         let node = Node {
-            _process: process,
+            process,
             address,
             log_path,
         };
         node.wait_ready().await;
         node
+    }
+
+    /// Kills the node with SIGKILL: no shutdown, no goodbye to peers.
+    pub fn kill(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
+    /// `GET` a `/v1` path with the test key, as JSON.
+    pub async fn get_v1(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(TEST_KEY)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
     }
 
     pub fn url(&self, path: &str) -> String {

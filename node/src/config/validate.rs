@@ -29,6 +29,32 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub keys: Vec<KeyConfig>,
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+    pub secret: String,
+}
+
+/// Hand-written so the secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("cluster_id", &self.cluster_id)
+            .field("gossip_interval", &self.gossip_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -280,7 +306,16 @@ pub fn validate(
         });
     }
 
+    let cluster = match &raw.cluster {
+        Some(cluster) => Some(
+            cluster_config(cluster, &expand_field)
+                .map_err(|(field, problem)| fail(field, problem))?,
+        ),
+        None => None,
+    };
+
     Ok(Config {
+        cluster,
         listen,
         admin_token_sha256,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
@@ -291,6 +326,90 @@ pub fn validate(
 }
 
 type FieldProblem = (String, String);
+
+const DEFAULT_GOSSIP_LISTEN: &str = "127.0.0.1:7946";
+const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 500;
+const DEFAULT_CLUSTER_ID: &str = "chorus";
+/// Shorter secrets are too easy to guess for packet authentication.
+const MIN_SECRET_LEN: usize = 16;
+
+fn cluster_config(
+    cluster: &super::RawCluster,
+    expand_field: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<ClusterConfig, FieldProblem> {
+    let at = |field: &str| format!("cluster.{field}");
+    let expanded = |field: &str, value: &str| {
+        expand_field(&at(field), value).map_err(|e| (e.field, e.problem))
+    };
+    let address = |field: &str, written: &str| -> Result<SocketAddr, FieldProblem> {
+        expanded(field, written)?.parse().map_err(|_| {
+            (
+                at(field),
+                format!("`{written}` is not an address like `127.0.0.1:7946`"),
+            )
+        })
+    };
+    let node_id = cluster.node_id.trim();
+    if node_id.is_empty() || node_id.contains(char::is_whitespace) {
+        return Err((
+            at("node_id"),
+            "must be a non-empty name without spaces".into(),
+        ));
+    }
+    let listen = address(
+        "listen",
+        cluster.listen.as_deref().unwrap_or(DEFAULT_GOSSIP_LISTEN),
+    )?;
+    let advertise = match &cluster.advertise {
+        Some(written) => address("advertise", written)?,
+        None => listen,
+    };
+    if advertise.ip().is_unspecified() {
+        return Err((
+            at("advertise"),
+            format!("peers cannot reach `{advertise}`: set `advertise` to this node's address"),
+        ));
+    }
+    let mut seeds = Vec::with_capacity(cluster.seeds.len());
+    for (index, seed) in cluster.seeds.iter().enumerate() {
+        let seed = expanded(&format!("seeds[{index}]"), seed)?;
+        if !seed.contains(':') {
+            return Err((
+                at(&format!("seeds[{index}]")),
+                format!("`{seed}` needs a port, like `10.0.0.2:7946`"),
+            ));
+        }
+        seeds.push(seed);
+    }
+    let interval_ms = cluster
+        .gossip_interval_ms
+        .unwrap_or(DEFAULT_GOSSIP_INTERVAL_MS);
+    if !(10..=60_000).contains(&interval_ms) {
+        return Err((
+            at("gossip_interval_ms"),
+            "must be between 10 and 60000".into(),
+        ));
+    }
+    let secret = expanded("secret", &cluster.secret)?;
+    if secret.len() < MIN_SECRET_LEN {
+        return Err((
+            at("secret"),
+            format!("must be at least {MIN_SECRET_LEN} characters"),
+        ));
+    }
+    Ok(ClusterConfig {
+        node_id: node_id.to_owned(),
+        listen,
+        advertise,
+        seeds,
+        cluster_id: cluster
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
+        gossip_interval: Duration::from_millis(interval_ms),
+        secret,
+    })
+}
 
 /// `base` with `chat/completions` appended to its path, keeping any query
 /// (Azure's `?api-version=`).
@@ -485,6 +604,9 @@ mod tests {
             ("[[providers]]\nname = \"p\"\nformat = \"openai\"\nbase_url = \"not a url\"\n[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"p\", model = \"m\" }]".to_owned(), "providers[0].base_url", "not a valid URL"),
             ("[[providers]]\nname = \"p\"\nformat = \"grpc\"".to_owned(), "providers[0].format", "unknown format"),
             (PROVIDERS.to_owned(), "models", "at least one"),
+            (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\" }]\n[cluster]\nnode_id = \"n\"\nsecret = \"short\""), "cluster.secret", "at least 16"),
+            (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\" }]\n[cluster]\nnode_id = \"n\"\nlisten = \"0.0.0.0:7946\"\nsecret = \"0123456789abcdef\""), "cluster.advertise", "cannot reach"),
+            (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\" }]\n[cluster]\nnode_id = \"n\"\nseeds = [\"nohost\"]\nsecret = \"0123456789abcdef\""), "cluster.seeds[0]", "needs a port"),
         ];
         for (text, field, problem) in cases {
             let err = check(&text).unwrap_err();

@@ -1,0 +1,205 @@
+//! The node's view of its cluster, with chitchat kept behind this front:
+//! joining with authenticated gossip, the key names each node publishes
+//! about itself, and the member list the API and status page show.
+
+mod keys;
+mod transport;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+    ProtocolVersion,
+};
+use serde::Serialize;
+
+use crate::config::ClusterConfig;
+use transport::AuthenticatedTransport;
+pub use transport::GossipCounters;
+
+/// How long a dead node's state is kept before chitchat forgets it.
+const DEAD_NODE_GRACE: Duration = Duration::from_secs(60 * 60);
+
+/// One node as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub node_id: String,
+    pub generation: u64,
+    pub gossip_addr: String,
+    pub http_addr: Option<String>,
+    pub version: Option<String>,
+    pub alive: bool,
+    pub is_self: bool,
+    /// Since this node last saw the member's heartbeat move.
+    pub heartbeat_age_ms: Option<u64>,
+    pub uptime_s: Option<u64>,
+}
+
+/// This node's gossip traffic and state size.
+#[derive(Debug, Clone, Serialize)]
+pub struct GossipFigures {
+    pub peers: usize,
+    pub state_bytes: usize,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub auth_failures: u64,
+    pub other_cluster: u64,
+    pub malformed: u64,
+    pub undecodable: u64,
+    pub dropped: u64,
+}
+
+pub struct Cluster {
+    chitchat: ChitchatHandle,
+    cluster_id: String,
+    counters: Arc<GossipCounters>,
+    /// When each member's heartbeat last changed, as seen from here.
+    heartbeats: Mutex<HashMap<ChitchatId, (u64, Instant)>>,
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+impl Cluster {
+    /// Starts gossip. The generation is the start time in ms, so a node
+    /// restarted with the same `node_id` is a newer generation of itself.
+    pub async fn join(config: &ClusterConfig, http_addr: SocketAddr) -> anyhow::Result<Cluster> {
+        let started_ms = unix_millis();
+        let chitchat_id = ChitchatId::new(config.node_id.clone(), started_ms, config.advertise);
+        let failure_detector_config = FailureDetectorConfig {
+            dead_node_grace_period: DEAD_NODE_GRACE,
+            initial_interval: config.gossip_interval * 4,
+            ..FailureDetectorConfig::default()
+        };
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.listen,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config,
+            marked_for_deletion_grace_period: DEAD_NODE_GRACE,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V0,
+        };
+        let initial = vec![
+            (keys::HTTP_ADDR.to_owned(), http_addr.to_string()),
+            (
+                keys::VERSION.to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+            (keys::STARTED_MS.to_owned(), started_ms.to_string()),
+        ];
+        let counters = Arc::new(GossipCounters::default());
+        let transport =
+            AuthenticatedTransport::new(&config.secret, &config.cluster_id, counters.clone())?;
+        let chitchat = spawn_chitchat(chitchat_config, initial, &transport)
+            .await
+            .context("cannot start gossip")?;
+        tracing::info!(node_id = %config.node_id, gossip = %config.listen, seeds = ?config.seeds, "joined the cluster");
+        Ok(Cluster {
+            chitchat,
+            cluster_id: config.cluster_id.clone(),
+            counters,
+            heartbeats: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn self_node_id(&self) -> &str {
+        &self.chitchat.chitchat_id().node_id
+    }
+
+    /// Every node known, one entry per node id: a restarted node shows as
+    /// its newest generation only.
+    pub async fn members(&self) -> Vec<Member> {
+        let now = Instant::now();
+        let now_ms = unix_millis();
+        let chitchat = self.chitchat.chitchat();
+        let chitchat = chitchat.lock().await;
+        let self_id = chitchat.self_chitchat_id().clone();
+        let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
+        let mut newest: BTreeMap<String, Member> = BTreeMap::new();
+        let Ok(mut heartbeats) = self.heartbeats.lock() else {
+            return Vec::new();
+        };
+        for (id, state) in chitchat.node_states() {
+            let heartbeat = u64::from(state.heartbeat());
+            let seen = heartbeats.entry(id.clone()).or_insert((heartbeat, now));
+            if seen.0 != heartbeat {
+                *seen = (heartbeat, now);
+            }
+            let is_self = *id == self_id;
+            let member = Member {
+                node_id: id.node_id.to_string(),
+                generation: id.generation_id,
+                gossip_addr: id.gossip_advertise_addr.to_string(),
+                http_addr: state.get(keys::HTTP_ADDR).map(str::to_owned),
+                version: state.get(keys::VERSION).map(str::to_owned),
+                alive: is_self || live.contains(id),
+                is_self,
+                heartbeat_age_ms: (!is_self).then(|| now.duration_since(seen.1).as_millis() as u64),
+                uptime_s: state
+                    .get(keys::STARTED_MS)
+                    .and_then(|started| started.parse::<u64>().ok())
+                    .map(|started| now_ms.saturating_sub(started) / 1000),
+            };
+            match newest.get(&member.node_id) {
+                Some(known) if known.generation >= member.generation => {}
+                _ => {
+                    newest.insert(member.node_id.clone(), member);
+                }
+            }
+        }
+        newest.into_values().collect()
+    }
+
+    pub async fn gossip_figures(&self) -> GossipFigures {
+        let chitchat = self.chitchat.chitchat();
+        let chitchat = chitchat.lock().await;
+        let state_bytes = chitchat
+            .node_states()
+            .values()
+            .flat_map(|state| state.key_values())
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        let peers = chitchat.live_nodes().count().saturating_sub(1);
+        drop(chitchat);
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.counters;
+        GossipFigures {
+            peers,
+            state_bytes,
+            packets_sent: load(&counters.packets_sent),
+            packets_received: load(&counters.packets_received),
+            bytes_sent: load(&counters.bytes_sent),
+            bytes_received: load(&counters.bytes_received),
+            auth_failures: load(&counters.auth_failures),
+            other_cluster: load(&counters.other_cluster),
+            malformed: load(&counters.malformed),
+            undecodable: load(&counters.undecodable),
+            dropped: counters.dropped(),
+        }
+    }
+
+    /// Stops gossiping; peers will see this node go dead.
+    pub fn leave(&self) {
+        if let Err(error) = self.chitchat.initiate_shutdown() {
+            tracing::warn!(%error, "gossip did not stop cleanly");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Nodes form a cluster by authenticated gossip: they converge, see a node
+//! killed with SIGKILL go dead and come back after a restart, and drop
+//! (and count) forged, foreign and garbage gossip packets.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use chorus_tests::{eventually, Node, TEST_KEY};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+const CLUSTER_ID: &str = "test-cluster";
+/// Convergence and failure detection can take a few seconds on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node_config(node_id: &str, gossip_port: u16, seeds: &[u16], secret: &str) -> String {
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|port| format!("\"127.0.0.1:{port}\""))
+        .collect();
+    format!(
+        r#"
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+
+[cluster]
+node_id = "{node_id}"
+listen = "127.0.0.1:{gossip_port}"
+seeds = [{seeds}]
+cluster_id = "{CLUSTER_ID}"
+gossip_interval_ms = 100
+secret = "{secret}"
+"#,
+        seeds = seeds.join(", ")
+    )
+}
+
+/// `node_id -> (alive, generation)` as `node` sees the cluster.
+async fn view(node: &Node) -> Vec<(String, bool, u64)> {
+    let cluster = node.get_v1("/v1/cluster").await;
+    cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["node_id"].as_str().unwrap().to_owned(),
+                m["alive"].as_bool().unwrap(),
+                m["generation"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_view(
+    node: &Node,
+    what: &str,
+    check: impl Fn(&[(String, bool, u64)]) -> bool,
+) -> Vec<(String, bool, u64)> {
+    eventually(PATIENCE, what, || async {
+        let members = view(node).await;
+        check(&members).then_some(members)
+    })
+    .await
+}
+
+fn all_alive(members: &[(String, bool, u64)], ids: &[&str]) -> bool {
+    members.len() == ids.len()
+        && ids
+            .iter()
+            .all(|id| members.iter().any(|(m, alive, _)| m == id && *alive))
+}
+
+#[tokio::test]
+async fn three_nodes_converge_see_a_killed_node_dead_and_see_it_rejoin() {
+    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let configs = [
+        node_config("node-a", ports[0], &[ports[1], ports[2]], SECRET),
+        node_config("node-b", ports[1], &[ports[0]], SECRET),
+        node_config("node-c", ports[2], &[ports[0]], SECRET),
+    ];
+    let a = Node::start(&configs[0]).await;
+    let b = Node::start(&configs[1]).await;
+    let mut c = Node::start(&configs[2]).await;
+    let ids = ["node-a", "node-b", "node-c"];
+    for node in [&a, &b, &c] {
+        wait_for_view(node, "three live members", |m| all_alive(m, &ids)).await;
+    }
+    let first_generation = view(&a).await.iter().find(|m| m.0 == "node-c").unwrap().2;
+
+    c.kill();
+    for node in [&a, &b] {
+        wait_for_view(node, "node-c dead", |m| {
+            m.iter().any(|(id, alive, _)| id == "node-c" && !alive)
+        })
+        .await;
+    }
+    let cluster = a.get_v1("/v1/cluster").await;
+    assert_eq!(cluster["gossip"]["peers"], 1, "{cluster}");
+
+    let c = Node::start(&configs[2]).await;
+    for node in [&a, &b, &c] {
+        let members = wait_for_view(node, "node-c back", |m| all_alive(m, &ids)).await;
+        let generation = members.iter().find(|m| m.0 == "node-c").unwrap().2;
+        assert!(
+            generation > first_generation,
+            "a restart is a newer generation"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
+    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let a = Node::start(&node_config("node-a", ports[0], &[ports[1]], SECRET)).await;
+    let b = Node::start(&node_config("node-b", ports[1], &[ports[0]], SECRET)).await;
+    wait_for_view(&a, "two live members", |m| {
+        all_alive(m, &["node-a", "node-b"])
+    })
+    .await;
+
+    // A node with the wrong secret cannot join.
+    let intruder = Node::start(&node_config(
+        "intruder",
+        ports[2],
+        &[ports[0]],
+        "wrong-secret-0123456789",
+    ))
+    .await;
+
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("127.0.0.1:{}", ports[0]);
+    let tag: [u8; 8] = Sha256::digest(CLUSTER_ID.as_bytes())[..8]
+        .try_into()
+        .unwrap();
+    let packet =
+        |tag: &[u8], mac: &[u8], payload: &[u8]| [b"CHG1".as_slice(), tag, mac, payload].concat();
+    // Garbage, and a truncated header.
+    sender
+        .send_to(b"\x00\x01 definitely not gossip", &target)
+        .unwrap();
+    sender.send_to(b"CHG1", &target).unwrap();
+    // Another cluster's tag.
+    sender
+        .send_to(&packet(&[7; 8], &[0; 32], b"payload"), &target)
+        .unwrap();
+    // The right tag, a MAC made with the wrong key.
+    let mut forged = Hmac::<Sha256>::new_from_slice(b"guessed").unwrap();
+    forged.update(&tag);
+    forged.update(b"payload");
+    sender
+        .send_to(
+            &packet(&tag, &forged.finalize().into_bytes(), b"payload"),
+            &target,
+        )
+        .unwrap();
+    // The right key over a payload that is not a chitchat message.
+    let mut genuine = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    genuine.update(&tag);
+    genuine.update(b"not chitchat");
+    sender
+        .send_to(
+            &packet(&tag, &genuine.finalize().into_bytes(), b"not chitchat"),
+            &target,
+        )
+        .unwrap();
+
+    let gossip = eventually(PATIENCE, "drops counted", || async {
+        let gossip = a.get_v1("/v1/cluster").await["gossip"].clone();
+        let counted = |field: &str| gossip[field].as_u64().unwrap_or(0);
+        (counted("malformed") >= 2
+            && counted("other_cluster") >= 1
+            && counted("auth_failures") >= 2
+            && counted("undecodable") >= 1)
+            .then_some(gossip)
+    })
+    .await;
+    assert!(gossip["dropped"].as_u64().unwrap() >= 6, "{gossip}");
+
+    // The cluster is undisturbed and the intruder never appears.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let members = view(&a).await;
+    assert!(all_alive(&members, &["node-a", "node-b"]), "{members:?}");
+    assert!(view(&b).await.iter().all(|m| m.0 != "intruder"));
+    let intruder_view: Value = intruder.get_v1("/v1/cluster").await;
+    assert_eq!(
+        intruder_view["members"].as_array().unwrap().len(),
+        1,
+        "{intruder_view}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_without_a_cluster_section_runs_alone() {
+    let config = node_config("x", 1, &[], SECRET);
+    let alone = config.split("[cluster]").next().unwrap();
+    let node = Node::start(alone).await;
+    let cluster = node.get_v1("/v1/cluster").await;
+    assert_eq!(cluster["clustered"], false);
+    assert_eq!(
+        node.chat_json(&chorus_tests::chat_body("fast", false))
+            .await["model"],
+        "fast"
+    );
+}
