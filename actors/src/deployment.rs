@@ -18,6 +18,9 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use chorus_proto::gossip::DeploymentReport;
+
+use crate::cluster_view::ClusterDeploymentStats;
 use crate::ewma::Ewma;
 use crate::provider::Provider;
 
@@ -51,6 +54,51 @@ pub struct DeploymentStats {
     pub latency_ms: Option<f64>,
     pub ttft_ms: Option<f64>,
     pub ms_per_output_token: Option<f64>,
+    /// Failed calls in a row; 0 after any success.
+    pub consecutive_failures: u32,
+}
+
+/// How a deployment is doing, from its recent failures. Ordered from best
+/// to worst, so the cluster view can take the worst any node reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    #[default]
+    Healthy,
+    /// One or two failures in a row.
+    Degraded,
+    /// Three or more failures in a row.
+    Failing,
+}
+
+impl Health {
+    pub fn from_consecutive_failures(failures: u32) -> Self {
+        match failures {
+            0 => Health::Healthy,
+            1 | 2 => Health::Degraded,
+            _ => Health::Failing,
+        }
+    }
+}
+
+impl DeploymentStats {
+    pub fn health(&self) -> Health {
+        Health::from_consecutive_failures(self.consecutive_failures)
+    }
+
+    /// This node's figures as gossiped.
+    pub fn report(&self) -> DeploymentReport {
+        DeploymentReport {
+            in_flight: self.in_flight,
+            finished: self.finished,
+            errors: self.errors,
+            cancelled: self.cancelled,
+            latency_ms: self.latency_ms.map(|v| v as f32),
+            ttft_ms: self.ttft_ms.map(|v| v as f32),
+            ms_per_output_token: self.ms_per_output_token.map(|v| v as f32),
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
 }
 
 /// How a call ended, as the request actor reports it.
@@ -89,6 +137,8 @@ struct DeploymentShared {
     actor: ArcSwapOption<ActorRef<DeploymentMsg>>,
     restarts: AtomicU64,
     in_flight: AtomicU64,
+    /// The merged figures of every node, when the node is in a cluster.
+    cluster: ArcSwapOption<ClusterDeploymentStats>,
 }
 
 /// Counts one call as in flight for as long as it lives.
@@ -118,6 +168,7 @@ impl DeploymentHandle {
             actor: ArcSwapOption::empty(),
             restarts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            cluster: ArcSwapOption::empty(),
         }))
     }
 
@@ -138,6 +189,16 @@ impl DeploymentHandle {
             in_flight: self.0.in_flight.load(Ordering::Relaxed),
             ..**self.0.stats.load()
         }
+    }
+
+    /// The cluster-wide figures, merged from every node's gossip; `None`
+    /// on a node without a cluster, where [`Self::stats`] is the whole view.
+    pub fn cluster_stats(&self) -> Option<ClusterDeploymentStats> {
+        self.0.cluster.load().as_deref().copied()
+    }
+
+    pub(crate) fn set_cluster_stats(&self, stats: ClusterDeploymentStats) {
+        self.0.cluster.store(Some(Arc::new(stats)));
     }
 
     /// Counts a call as in flight until the returned guard is dropped.
@@ -207,6 +268,7 @@ impl DeploymentState {
                 self.stats.finished += 1;
                 match outcome {
                     CallOutcome::Completed => {
+                        self.stats.consecutive_failures = 0;
                         let total_ms = millis(latency);
                         self.latency.observe(total_ms);
                         if let Some(ttft) = ttft {
@@ -217,7 +279,10 @@ impl DeploymentState {
                             self.per_token.observe(generation_ms / tokens as f64);
                         }
                     }
-                    CallOutcome::Failed => self.stats.errors += 1,
+                    CallOutcome::Failed => {
+                        self.stats.errors += 1;
+                        self.stats.consecutive_failures += 1;
+                    }
                     CallOutcome::Cancelled => self.stats.cancelled += 1,
                 }
             }

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! NodeSupervisor
-//!  └─ DeploymentActor   one per provider deployment: latency EWMAs, outcome counts;
-//!                       restarted from its last published figures if it fails
+//!  ├─ DeploymentActor   one per provider deployment: latency EWMAs, outcome counts;
+//!  │                    restarted from its last published figures if it fails
+//!  └─ GossipActor       in a cluster: publishes this node's deployment figures,
+//!                       merges every node's into each deployment's cluster view
 //! RequestActor          one per request: choose deployment → call provider → report → log
 //! ```
 //!
@@ -16,18 +18,22 @@
 //! trait, which the `node` crate implements with reqwest and the built-in mock.
 
 pub mod balance;
+pub mod cluster_view;
 pub mod counter;
 pub mod deployment;
 pub mod error;
 pub mod ewma;
+pub mod gossip;
 pub mod provider;
 pub mod request;
 pub mod routes;
 pub mod supervisor;
 
-pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats};
+pub use cluster_view::{ClusterDeploymentStats, NodeReport};
+pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats, Health};
 pub use error::CallError;
+pub use gossip::{GossipArgs, GossipBus};
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, Routes};
-pub use supervisor::{NodeSupervisor, SupervisorHandle};
+pub use supervisor::{NodeSupervisor, SupervisorArgs, SupervisorHandle};

@@ -1,28 +1,35 @@
 //! `NodeSupervisor`: the root of a node's supervision tree. It starts one
-//! `DeploymentActor` per deployment and restarts any that fails, pointing the
-//! deployment's handle at the new actor so reports keep flowing. ractor has
-//! no restart strategy of its own and by default stops a supervisor whose
-//! child fails, hence `handle_supervisor_evt` below.
+//! `DeploymentActor` per deployment and, in a cluster, the `GossipActor`,
+//! and restarts any that fails — a deployment's handle is pointed at its new
+//! actor so reports keep flowing. ractor has no restart strategy of its own
+//! and by default stops a supervisor whose child fails, hence
+//! `handle_supervisor_evt` below.
 
 use std::collections::HashMap;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::deployment::{DeploymentActor, DeploymentHandle};
+use crate::gossip::{GossipActor, GossipArgs};
 
 pub struct NodeSupervisor;
 
-/// A running supervision tree; stop it to stop every deployment actor.
+/// What the supervisor starts.
+pub struct SupervisorArgs {
+    pub deployments: Vec<DeploymentHandle>,
+    /// `None` on a node without a cluster.
+    pub gossip: Option<GossipArgs>,
+}
+
+/// A running supervision tree; stop it to stop every child.
 pub struct SupervisorHandle {
     actor: ActorRef<()>,
     done: tokio::task::JoinHandle<()>,
 }
 
 impl NodeSupervisor {
-    pub async fn start(
-        deployments: Vec<DeploymentHandle>,
-    ) -> Result<SupervisorHandle, ractor::SpawnErr> {
-        let (actor, done) = Actor::spawn(None, NodeSupervisor, deployments).await?;
+    pub async fn start(args: SupervisorArgs) -> Result<SupervisorHandle, ractor::SpawnErr> {
+        let (actor, done) = Actor::spawn(None, NodeSupervisor, args).await?;
         Ok(SupervisorHandle { actor, done })
     }
 }
@@ -34,33 +41,60 @@ impl SupervisorHandle {
     }
 }
 
-pub struct SupervisorState {
-    /// Which deployment each running child serves.
-    children: HashMap<ActorId, DeploymentHandle>,
+/// A supervised child, with what it takes to start it again.
+#[derive(Clone)]
+enum Child {
+    Deployment(DeploymentHandle),
+    Gossip(GossipArgs),
 }
 
-async fn start_deployment(
-    handle: DeploymentHandle,
-    supervisor: ActorCell,
-) -> Result<ActorId, ActorProcessingErr> {
-    let (actor, _) = Actor::spawn_linked(None, DeploymentActor, handle, supervisor).await?;
-    Ok(actor.get_id())
+impl Child {
+    async fn start(&self, supervisor: ActorCell) -> Result<ActorId, ActorProcessingErr> {
+        let id = match self {
+            Child::Deployment(handle) => {
+                Actor::spawn_linked(None, DeploymentActor, handle.clone(), supervisor)
+                    .await?
+                    .0
+                    .get_id()
+            }
+            Child::Gossip(args) => Actor::spawn_linked(None, GossipActor, args.clone(), supervisor)
+                .await?
+                .0
+                .get_id(),
+        };
+        Ok(id)
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Child::Deployment(handle) => handle.name(),
+            Child::Gossip(_) => "gossip",
+        }
+    }
+}
+
+pub struct SupervisorState {
+    children: HashMap<ActorId, Child>,
 }
 
 impl Actor for NodeSupervisor {
     type Msg = ();
     type State = SupervisorState;
-    type Arguments = Vec<DeploymentHandle>;
+    type Arguments = SupervisorArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        deployments: Vec<DeploymentHandle>,
+        args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut children = HashMap::with_capacity(deployments.len());
-        for handle in deployments {
-            let id = start_deployment(handle.clone(), myself.get_cell()).await?;
-            children.insert(id, handle);
+        let mut children = HashMap::with_capacity(args.deployments.len() + 1);
+        let all = args
+            .deployments
+            .into_iter()
+            .map(Child::Deployment)
+            .chain(args.gossip.map(Child::Gossip));
+        for child in all {
+            children.insert(child.start(myself.get_cell()).await?, child);
         }
         Ok(SupervisorState { children })
     }
@@ -81,18 +115,20 @@ impl Actor for NodeSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorFailed(child, reason) => {
-                let Some(handle) = state.children.remove(&child.get_id()) else {
+            SupervisionEvent::ActorFailed(failed, reason) => {
+                let Some(child) = state.children.remove(&failed.get_id()) else {
                     return Ok(());
                 };
-                handle.detach();
-                handle.count_restart();
-                tracing::error!(deployment = %handle.name(), %reason, restarts = handle.restarts(), "deployment actor failed, restarting");
-                let id = start_deployment(handle.clone(), myself.get_cell()).await?;
-                state.children.insert(id, handle);
+                if let Child::Deployment(handle) = &child {
+                    handle.detach();
+                    handle.count_restart();
+                }
+                tracing::error!(child = %child.name(), %reason, "actor failed, restarting");
+                let id = child.start(myself.get_cell()).await?;
+                state.children.insert(id, child);
             }
-            SupervisionEvent::ActorTerminated(child, _, _) => {
-                if let Some(handle) = state.children.remove(&child.get_id()) {
+            SupervisionEvent::ActorTerminated(stopped, _, _) => {
+                if let Some(Child::Deployment(handle)) = state.children.remove(&stopped.get_id()) {
                     handle.detach();
                 }
             }
@@ -173,9 +209,11 @@ mod tests {
     async fn a_crashed_deployment_actor_is_restarted_and_keeps_its_figures() {
         let handle = deployment();
         let route = Arc::new(AliasRoute::new("alias".into(), vec![handle.clone()]));
-        let (supervisor, _) = Actor::spawn(None, NodeSupervisor, vec![handle.clone()])
-            .await
-            .unwrap();
+        let args = SupervisorArgs {
+            deployments: vec![handle.clone()],
+            gossip: None,
+        };
+        let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
 
         let body = complete(&route).await;
         assert!(std::str::from_utf8(&body)

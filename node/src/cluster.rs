@@ -5,7 +5,7 @@
 mod keys;
 mod transport;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use chitchat::{
-    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    ProtocolVersion,
+    spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+    NodeState, ProtocolVersion,
 };
+use chorus_actors::{GossipBus, NodeReport};
+use chorus_proto::gossip::DeploymentReport;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::config::ClusterConfig;
@@ -59,9 +62,89 @@ pub struct GossipFigures {
 pub struct Cluster {
     chitchat: ChitchatHandle,
     cluster_id: String,
+    gossip_interval: Duration,
     counters: Arc<GossipCounters>,
     /// When each member's heartbeat last changed, as seen from here.
     heartbeats: Mutex<HashMap<ChitchatId, (u64, Instant)>>,
+}
+
+/// One node id's newest generation, as chitchat knows it.
+struct NodeEntry<'a> {
+    id: &'a ChitchatId,
+    state: &'a NodeState,
+    alive: bool,
+    is_self: bool,
+}
+
+/// Every node id once, as its newest generation, in node id order. chitchat
+/// sees a restarted node as a new member while the old generation lingers;
+/// counting both would count the node twice.
+fn newest_generations(chitchat: &Chitchat) -> Vec<NodeEntry<'_>> {
+    let self_id = chitchat.self_chitchat_id();
+    let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut newest: BTreeMap<&str, NodeEntry<'_>> = BTreeMap::new();
+    for (id, state) in chitchat.node_states() {
+        if newest
+            .get(&*id.node_id)
+            .is_some_and(|known| known.id.generation_id >= id.generation_id)
+        {
+            continue;
+        }
+        let is_self = id == self_id;
+        newest.insert(
+            &id.node_id,
+            NodeEntry {
+                id,
+                state,
+                alive: is_self || live.contains(id),
+                is_self,
+            },
+        );
+    }
+    newest.into_values().collect()
+}
+
+impl GossipBus for Cluster {
+    fn publish_deployments(&self, reports: Vec<(String, DeploymentReport)>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let chitchat = self.chitchat.chitchat();
+            let mut chitchat = chitchat.lock().await;
+            let state = chitchat.self_node_state();
+            for (deployment, report) in reports {
+                state.set(
+                    keys::deployment_key(&deployment),
+                    keys::encode_report(&report),
+                );
+            }
+        })
+    }
+
+    fn deployment_reports(&self) -> BoxFuture<'_, Vec<NodeReport>> {
+        Box::pin(async move {
+            let chitchat = self.chitchat.chitchat();
+            let chitchat = chitchat.lock().await;
+            let mut reports = Vec::new();
+            for NodeEntry {
+                id, state, alive, ..
+            } in newest_generations(&chitchat)
+            {
+                for (key, value) in state.key_values() {
+                    let (Some(deployment), Some(report)) =
+                        (keys::deployment_of(key), keys::decode_report(value))
+                    else {
+                        continue;
+                    };
+                    reports.push(NodeReport {
+                        node_id: id.node_id.to_string(),
+                        alive,
+                        deployment: deployment.to_owned(),
+                        report,
+                    });
+                }
+            }
+            reports
+        })
+    }
 }
 
 fn unix_millis() -> u64 {
@@ -111,9 +194,14 @@ impl Cluster {
         Ok(Cluster {
             chitchat,
             cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
             counters,
             heartbeats: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn gossip_interval(&self) -> Duration {
+        self.gossip_interval
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -131,41 +219,38 @@ impl Cluster {
         let now_ms = unix_millis();
         let chitchat = self.chitchat.chitchat();
         let chitchat = chitchat.lock().await;
-        let self_id = chitchat.self_chitchat_id().clone();
-        let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
-        let mut newest: BTreeMap<String, Member> = BTreeMap::new();
         let Ok(mut heartbeats) = self.heartbeats.lock() else {
             return Vec::new();
         };
-        for (id, state) in chitchat.node_states() {
+        let mut members = Vec::new();
+        for NodeEntry {
+            id,
+            state,
+            alive,
+            is_self,
+        } in newest_generations(&chitchat)
+        {
             let heartbeat = u64::from(state.heartbeat());
             let seen = heartbeats.entry(id.clone()).or_insert((heartbeat, now));
             if seen.0 != heartbeat {
                 *seen = (heartbeat, now);
             }
-            let is_self = *id == self_id;
-            let member = Member {
+            members.push(Member {
                 node_id: id.node_id.to_string(),
                 generation: id.generation_id,
                 gossip_addr: id.gossip_advertise_addr.to_string(),
                 http_addr: state.get(keys::HTTP_ADDR).map(str::to_owned),
                 version: state.get(keys::VERSION).map(str::to_owned),
-                alive: is_self || live.contains(id),
+                alive,
                 is_self,
                 heartbeat_age_ms: (!is_self).then(|| now.duration_since(seen.1).as_millis() as u64),
                 uptime_s: state
                     .get(keys::STARTED_MS)
                     .and_then(|started| started.parse::<u64>().ok())
                     .map(|started| now_ms.saturating_sub(started) / 1000),
-            };
-            match newest.get(&member.node_id) {
-                Some(known) if known.generation >= member.generation => {}
-                _ => {
-                    newest.insert(member.node_id.clone(), member);
-                }
-            }
+            });
         }
-        newest.into_values().collect()
+        members
     }
 
     pub async fn gossip_figures(&self) -> GossipFigures {

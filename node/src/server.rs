@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use chorus_actors::{AliasRoute, DeploymentHandle, DeploymentSpec, NodeSupervisor, Routes};
+use chorus_actors::{
+    AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, NodeSupervisor, Routes,
+    SupervisorArgs,
+};
 
 use crate::cli::ServeArgs;
 use crate::cluster::Cluster;
@@ -103,9 +106,6 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client) -> Routes {
 async fn run(config: Config) -> anyhow::Result<()> {
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
     let routes = Arc::new(build_routes(&config, &http_client));
-    let supervisor = NodeSupervisor::start(routes.deployments().to_vec())
-        .await
-        .context("cannot start the node supervisor")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -116,6 +116,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(cluster_config) => Some(Arc::new(Cluster::join(cluster_config, address).await?)),
         None => None,
     };
+    let gossip = cluster.as_ref().map(|cluster| GossipArgs {
+        bus: cluster.clone(),
+        deployments: routes.deployments().to_vec(),
+        interval: cluster.gossip_interval(),
+    });
+    let supervisor = NodeSupervisor::start(SupervisorArgs {
+        deployments: routes.deployments().to_vec(),
+        gossip,
+    })
+    .await
+    .context("cannot start the node supervisor")?;
     let state = AppState {
         routes: routes.clone(),
         keys: Arc::new(KeyStore::new(&config.keys)),

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod codec;
 pub mod error;
+pub mod gossip;
 pub mod mock;
 pub mod sse;
 pub mod usage;

@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use chorus_tests::{eventually, Node, TEST_KEY};
+use chorus_tests::{chat_body, eventually, Node, TEST_KEY};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -34,9 +34,29 @@ fn node_config(node_id: &str, gossip_port: u16, seeds: &[u16], secret: &str) -> 
 name = "builtin"
 format = "mock"
 
+[[providers]]
+name = "paced"
+format = "mock"
+token_delay_ms = 100
+output_tokens = 20
+
+[[providers]]
+name = "nowhere"
+format = "openai"
+base_url = "http://127.0.0.1:9/v1"
+timeout_ms = 1000
+
 [[models]]
 alias = "fast"
 deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[models]]
+alias = "slow"
+deployments = [{{ provider = "paced", model = "mock" }}]
+
+[[models]]
+alias = "dead"
+deployments = [{{ provider = "nowhere", model = "m" }}]
 
 [[keys]]
 name = "test"
@@ -221,4 +241,80 @@ async fn a_node_without_a_cluster_section_runs_alone() {
             .await["model"],
         "fast"
     );
+}
+
+/// `deployment`'s cluster-wide figures as `node` sees them.
+async fn cluster_figures(node: &Node, deployment: &str) -> Option<Value> {
+    let cluster = node.get_v1("/v1/cluster").await;
+    let entry = cluster["deployments"]
+        .as_array()?
+        .iter()
+        .find(|d| d["name"] == deployment)?
+        .clone();
+    Some(entry["cluster"].clone()).filter(|figures| !figures.is_null())
+}
+
+async fn wait_for_figures(
+    node: &Node,
+    deployment: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(PATIENCE, what, || async {
+        cluster_figures(node, deployment)
+            .await
+            .filter(|figures| check(figures))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_node_sees_the_cluster_wide_deployment_figures() {
+    let ports = [free_udp_port(), free_udp_port()];
+    let a = Node::start(&node_config("node-a", ports[0], &[ports[1]], SECRET)).await;
+    let b = Node::start(&node_config("node-b", ports[1], &[ports[0]], SECRET)).await;
+    wait_for_view(&a, "two live members", |m| {
+        all_alive(m, &["node-a", "node-b"])
+    })
+    .await;
+
+    // Load on one node is visible on the other.
+    let mut stream = a.chat(&chat_body("slow", true)).send().await.unwrap();
+    stream.chunk().await.unwrap();
+    let busy = wait_for_figures(&b, "paced/mock", "in-flight seen from node-b", |f| {
+        f["in_flight"] == 1
+    })
+    .await;
+    assert_eq!(busy["nodes"], 2, "{busy}");
+    drop(stream);
+    wait_for_figures(&b, "paced/mock", "in-flight back to zero", |f| {
+        f["in_flight"] == 0
+    })
+    .await;
+
+    // Finished calls add up across nodes.
+    for _ in 0..3 {
+        a.chat_json(&chat_body("fast", false)).await;
+    }
+    for _ in 0..2 {
+        b.chat_json(&chat_body("fast", false)).await;
+    }
+    for node in [&a, &b] {
+        let figures = wait_for_figures(node, "builtin/mock", "five finished", |f| {
+            f["finished"] == 5
+        })
+        .await;
+        assert!(figures["latency_ms"].as_f64().is_some(), "{figures}");
+        assert_eq!(figures["health"], "healthy");
+    }
+
+    // A deployment failing on one node is failing in everyone's view.
+    for _ in 0..3 {
+        a.chat(&chat_body("dead", false)).send().await.unwrap();
+    }
+    let failing = wait_for_figures(&b, "nowhere/m", "failing seen from node-b", |f| {
+        f["health"] == "failing"
+    })
+    .await;
+    assert_eq!(failing["errors"], 3, "{failing}");
 }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chorus_actors::{
     AliasRoute, DeploymentHandle, DeploymentSpec, NodeSupervisor, Provider, ProviderError,
-    ReplyBody, RequestActor, RequestArgs, UpstreamCall, UpstreamReply,
+    ReplyBody, RequestActor, RequestArgs, SupervisorArgs, UpstreamCall, UpstreamReply,
 };
 use chorus_proto::chat::rewrite_model;
 use chorus_proto::ChatRequest;
@@ -85,7 +85,11 @@ async fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(5),
     };
     let deployment = DeploymentHandle::new(spec, Arc::new(Instant0));
-    let supervisor = NodeSupervisor::start(vec![deployment.clone()]).await?;
+    let supervisor = NodeSupervisor::start(SupervisorArgs {
+        deployments: vec![deployment.clone()],
+        gossip: None,
+    })
+    .await?;
     let route = Arc::new(AliasRoute::new("fast".into(), vec![deployment.clone()]));
 
     println!(

@@ -1,5 +1,6 @@
-//! `GET /v1/cluster`: the members this node knows, alive or dead, and its
-//! gossip figures. A node without a `[cluster]` section says so.
+//! `GET /v1/cluster`: the members this node knows, alive or dead, each
+//! deployment's cluster-wide figures, and this node's gossip figures. A node
+//! without a `[cluster]` section says so.
 
 use axum::extract::State;
 use axum::Json;
@@ -16,11 +17,18 @@ pub async fn view(
     let Some(cluster) = &state.cluster else {
         return Ok(Json(json!({"clustered": false, "members": []})));
     };
+    let deployments: Vec<Value> = state
+        .routes
+        .deployments()
+        .iter()
+        .map(|deployment| json!({"name": deployment.name(), "cluster": deployment.cluster_stats()}))
+        .collect();
     Ok(Json(json!({
         "clustered": true,
         "cluster_id": cluster.cluster_id(),
         "node_id": cluster.self_node_id(),
         "members": cluster.members().await,
+        "deployments": deployments,
         "gossip": cluster.gossip_figures().await,
     })))
 }
