@@ -1,39 +1,113 @@
 #!/usr/bin/env bash
-# Builds Chorus and starts a local node on the built-in mock providers: no
-# upstream and no API keys needed. Prints a curl to try; Ctrl-C stops it.
+# Builds Chorus and starts a local cluster on the built-in mock providers —
+# no upstream and no API keys needed: N node processes on 127.0.0.1 that
+# find each other by authenticated gossip, each with its own store, behind
+# HAProxy in TCP mode (an L4 balancer, installed when missing). Prints the
+# balancer URL, each node's status page and a curl to try; Ctrl-C stops all.
 #
-#   CHORUS_PORT      port to listen on (default 4000)
+#   bash deploy/local.sh [--nodes N]        (default 3)
+#
+#   CHORUS_PORT      the balancer's port (default 4000); nodes use the next N
 #   CHORUS_DEV_KEY   the gateway key clients send (default sk-chorus-local)
+#   CHORUS_DATA      where node stores and configs go (default target/local-cluster)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+nodes=3
+while (($#)); do
+  case "$1" in
+    --nodes) nodes="$2"; shift 2 ;;
+    *) echo "usage: bash deploy/local.sh [--nodes N]" >&2; exit 2 ;;
+  esac
+done
+
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
-if ! command -v cc >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q build-essential
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || missing+=(libclang-dev)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  else
+    echo "missing packages: ${missing[*]} (install them, then re-run)" >&2; exit 1
+  fi
 fi
 
 port="${CHORUS_PORT:-4000}"
 export CHORUS_DEV_KEY="${CHORUS_DEV_KEY:-sk-chorus-local}"
-export CHORUS_LISTEN_ADDR="127.0.0.1:$port"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+data="${CHORUS_DATA:-$target_dir/local-cluster}"
+mkdir -p "$data"
+secret_file="$data/cluster-secret"
+[ -s "$secret_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file"
+export CHORUS_CLUSTER_SECRET="$(cat "$secret_file")"
 
-echo "building chorus (release; the first build takes a few minutes)..."
+echo "building chorus (release; the first build compiles RocksDB and takes a while)..."
 cargo build --release --quiet -p chorus-node
-"$target_dir/release/chorus" serve --config deploy/local.toml &
-node_pid=$!
-trap 'kill "$node_pid" 2>/dev/null; wait "$node_pid" 2>/dev/null; echo; echo "chorus stopped"' EXIT
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo; echo "local cluster stopped"
+}
+trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  kill -0 "$node_pid" 2>/dev/null || { echo "chorus failed to start" >&2; exit 1; }
-  sleep 0.1
+wait_for_port() { # port pid
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+servers=""
+for i in $(seq 1 "$nodes"); do
+  http_port=$((port + i))
+  gossip_port=$((7945 + i))
+  config="$data/node-$i.toml"
+  {
+    sed "s/\${CHORUS_LISTEN_ADDR}/127.0.0.1:$http_port/" deploy/local.toml
+    printf '\n[storage]\npath = "%s"\n' "$data/node-$i"
+    printf '\n[cluster]\nnode_id = "node-%s"\nlisten = "127.0.0.1:%s"\nseeds = ["127.0.0.1:7946"]\n' "$i" "$gossip_port"
+    printf 'gossip_interval_ms = 200\nsecret = "${CHORUS_CLUSTER_SECRET}"\n'
+  } > "$config"
+  "$target_dir/release/chorus" serve --config "$config" >/dev/null 2>"$data/node-$i.log" &
+  pids+=($!)
+  wait_for_port "$http_port" "$!" || { echo "node-$i failed to start; see $data/node-$i.log" >&2; exit 1; }
+  servers+="    server node-$i 127.0.0.1:$http_port check inter 1s fall 2 rise 1"$'\n'
 done
 
-cat <<MSG
+cat > "$data/haproxy.cfg" <<CFG
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10m
+    timeout server 10m
+frontend chorus
+    bind 127.0.0.1:$port
+    default_backend nodes
+backend nodes
+    balance roundrobin
+$servers
+CFG
+haproxy -db -f "$data/haproxy.cfg" >"$data/haproxy.log" 2>&1 &
+pids+=($!)
+wait_for_port "$port" "$!" || { echo "haproxy failed to start; see $data/haproxy.log" >&2; exit 1; }
 
-Chorus is running at http://127.0.0.1:$port (models: fast, smart; built-in mock providers).
-Health: http://127.0.0.1:$port/v1/health
+echo
+echo "Chorus cluster of $nodes nodes behind HAProxy (TCP): http://127.0.0.1:$port"
+echo "Models: fast, smart (built-in mock providers). Logs and stores: $data"
+echo
+for i in $(seq 1 "$nodes"); do
+  echo "  node-$i  status page  http://127.0.0.1:$((port + i))/status"
+done
+cat <<MSG
 
 Try it:
 
@@ -42,7 +116,6 @@ Try it:
     -d '{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello, Chorus"}]}'
 
 Or with the OpenAI SDK: base_url="http://127.0.0.1:$port/v1", api_key="$CHORUS_DEV_KEY".
-Logs follow; Ctrl-C stops the node.
-
+Ctrl-C stops the cluster.
 MSG
-wait "$node_pid"
+wait

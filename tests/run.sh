@@ -4,13 +4,20 @@
 # 127.0.0.1), and the official OpenAI Python SDK against a node.
 #
 # Installs what it needs when missing (Debian packages when run as root, the
-# SDK into a venv). Set CARGO_TARGET_DIR to keep builds outside the clone.
+# SDK into a venv). Set CARGO_TARGET_DIR to keep builds outside the clone:
+# the first build compiles RocksDB's C++ and takes tens of minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# RocksDB's bindings are generated with bindgen, which needs libclang.
+compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null || missing+=(libclang-dev)
+# The status page is checked in headless Chromium.
+command -v chromium >/dev/null || missing+=(chromium)
+# Cluster tests run nodes behind a real L4 balancer.
+command -v haproxy >/dev/null || missing+=(haproxy)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

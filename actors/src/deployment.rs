@@ -19,9 +19,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use chorus_proto::gossip::DeploymentReport;
+use chorus_proto::Usage;
 
 use crate::cluster_view::ClusterDeploymentStats;
 use crate::ewma::Ewma;
+use crate::ledger::Ledger;
 use crate::provider::Provider;
 
 /// What a deployment is: which provider, which upstream model, at what price.
@@ -72,6 +74,14 @@ pub enum Health {
 }
 
 impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Failing => "failing",
+        }
+    }
+
     pub fn from_consecutive_failures(failures: u32) -> Self {
         match failures {
             0 => Health::Healthy,
@@ -118,7 +128,7 @@ pub enum DeploymentMsg {
         latency: Duration,
         /// Time to the first stream event, for streaming calls.
         ttft: Option<Duration>,
-        output_tokens: Option<u64>,
+        usage: Option<Usage>,
     },
     /// Fails the actor, so supervision can be exercised in tests.
     #[cfg(test)]
@@ -139,6 +149,7 @@ struct DeploymentShared {
     in_flight: AtomicU64,
     /// The merged figures of every node, when the node is in a cluster.
     cluster: ArcSwapOption<ClusterDeploymentStats>,
+    ledger: Ledger,
 }
 
 /// Counts one call as in flight for as long as it lives.
@@ -160,7 +171,8 @@ impl std::fmt::Debug for DeploymentHandle {
 }
 
 impl DeploymentHandle {
-    pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>) -> Self {
+    /// `ledger` keeps the deployment's durable counts.
+    pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>, ledger: Ledger) -> Self {
         DeploymentHandle(Arc::new(DeploymentShared {
             spec,
             provider,
@@ -169,6 +181,7 @@ impl DeploymentHandle {
             restarts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             cluster: ArcSwapOption::empty(),
+            ledger,
         }))
     }
 
@@ -257,15 +270,34 @@ pub struct DeploymentState {
 }
 
 impl DeploymentState {
+    /// The durable, cluster-wide counts; the stats above are this run's.
+    fn count_in_ledger(&self, outcome: CallOutcome, usage: Option<Usage>) {
+        let ledger = &self.handle.0.ledger;
+        let name = self.handle.name();
+        ledger.add(&counter_name(CALLS, name), 1);
+        if outcome == CallOutcome::Failed {
+            ledger.add(&counter_name(ERRORS, name), 1);
+        }
+        if let Some(usage) = usage {
+            ledger.add(&counter_name(PROMPT_TOKENS, name), usage.prompt_tokens);
+            ledger.add(
+                &counter_name(COMPLETION_TOKENS, name),
+                usage.completion_tokens,
+            );
+        }
+    }
+
     fn record(&mut self, message: DeploymentMsg) -> Result<(), ActorProcessingErr> {
         match message {
             DeploymentMsg::CallFinished {
                 outcome,
                 latency,
                 ttft,
-                output_tokens,
+                usage,
             } => {
                 self.stats.finished += 1;
+                self.count_in_ledger(outcome, usage);
+                let output_tokens = usage.map(|usage| usage.completion_tokens);
                 match outcome {
                     CallOutcome::Completed => {
                         self.stats.consecutive_failures = 0;
@@ -295,6 +327,16 @@ impl DeploymentState {
         self.handle.0.stats.store(Arc::new(self.stats));
         Ok(())
     }
+}
+
+/// Ledger counters kept per deployment, named `<kind>/<deployment>`.
+pub const CALLS: &str = "calls";
+pub const ERRORS: &str = "errors";
+pub const PROMPT_TOKENS: &str = "prompt_tokens";
+pub const COMPLETION_TOKENS: &str = "completion_tokens";
+
+pub fn counter_name(kind: &str, deployment: &str) -> String {
+    format!("{kind}/{deployment}")
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -1,10 +1,12 @@
-//! `GossipActor`: every gossip interval it publishes this node's figures
-//! for each deployment and merges every node's into the cluster view that
-//! each `DeploymentHandle` carries for the balancers. The gossip layer
-//! itself (chitchat, in `node`) is reached through [`GossipBus`], so this
-//! actor is tested without sockets.
+//! `GossipActor`: every gossip interval it reads what every node publishes,
+//! merges their counter contributions into the ledger and their deployment
+//! reports into each deployment's cluster view, then publishes this node's
+//! own figures — and the counter contributions of nodes that are not alive,
+//! so a node that joins later still learns them. The gossip layer itself
+//! (chitchat, in `node`) is reached through [`GossipBus`], so this actor is
+//! tested without sockets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,27 +15,42 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::cluster_view::{merge, NodeReport};
+use crate::counter::NodeId;
 use crate::deployment::DeploymentHandle;
+use crate::ledger::{Contribution, Ledger};
+
+/// Everything read from gossip in one exchange, one set per node id (a
+/// restarted node counts once, as its newest generation).
+#[derive(Debug, Default)]
+pub struct GossipRead {
+    pub live_nodes: Vec<NodeId>,
+    pub deployments: Vec<NodeReport>,
+    /// Every contribution any node publishes, its own or one it holds.
+    pub counters: Vec<Contribution>,
+}
 
 /// What the actors need from the gossip layer.
 pub trait GossipBus: Send + Sync + 'static {
-    /// Replaces this node's published reports.
-    fn publish_deployments(&self, reports: Vec<(String, DeploymentReport)>) -> BoxFuture<'_, ()>;
-    /// Every known node's reports (this node's included), one set per node
-    /// id: a restarted node counts once, as its newest generation.
-    fn deployment_reports(&self) -> BoxFuture<'_, Vec<NodeReport>>;
+    /// Sets this node's published reports and counter contributions.
+    fn publish(
+        &self,
+        deployments: Vec<(String, DeploymentReport)>,
+        counters: Vec<Contribution>,
+    ) -> BoxFuture<'_, ()>;
+    fn read(&self) -> BoxFuture<'_, GossipRead>;
 }
 
 #[derive(Clone)]
 pub struct GossipArgs {
     pub bus: Arc<dyn GossipBus>,
     pub deployments: Vec<DeploymentHandle>,
+    pub ledger: Ledger,
     pub interval: Duration,
 }
 
 #[derive(Debug)]
 pub enum GossipMsg {
-    /// Publish ours, merge everyone's.
+    /// Merge everyone's, publish ours.
     Exchange,
 }
 
@@ -65,18 +82,16 @@ impl Actor for GossipActor {
 }
 
 async fn exchange(state: &GossipArgs) {
-    let ours = state
-        .deployments
-        .iter()
-        .map(|deployment| (deployment.name().to_owned(), deployment.stats().report()))
-        .collect();
-    state.bus.publish_deployments(ours).await;
-    let mut by_deployment: HashMap<String, Vec<NodeReport>> = HashMap::new();
-    for report in state.bus.deployment_reports().await {
+    let read = state.bus.read().await;
+    for (name, node, total) in &read.counters {
+        state.ledger.observe(name, node, *total);
+    }
+    let mut by_deployment: HashMap<&str, Vec<NodeReport>> = HashMap::new();
+    for report in &read.deployments {
         by_deployment
-            .entry(report.deployment.clone())
+            .entry(report.deployment.as_str())
             .or_default()
-            .push(report);
+            .push(report.clone());
     }
     for deployment in &state.deployments {
         let reports = by_deployment
@@ -85,6 +100,21 @@ async fn exchange(state: &GossipArgs) {
             .unwrap_or_default();
         deployment.set_cluster_stats(merge(reports));
     }
+
+    let live: HashSet<&str> = read.live_nodes.iter().map(String::as_str).collect();
+    let self_id = state.ledger.node_id();
+    let counters = state
+        .ledger
+        .contributions()
+        .into_iter()
+        .filter(|(_, node, _)| node == self_id || !live.contains(node.as_str()))
+        .collect();
+    let deployments = state
+        .deployments
+        .iter()
+        .map(|deployment| (deployment.name().to_owned(), deployment.stats().report()))
+        .collect();
+    state.bus.publish(deployments, counters).await;
 }
 
 #[cfg(test)]
@@ -92,43 +122,45 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::deployment::DeploymentSpec;
+    use crate::deployment::{DeploymentSpec, Health};
     use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
 
-    /// Two "nodes" in memory: what we publish plus a fixed peer report.
+    type Published = (Vec<(String, DeploymentReport)>, Vec<Contribution>);
+
+    /// This node's published state, plus what a fixed set of peers says.
     struct InMemoryBus {
-        ours: Mutex<Vec<(String, DeploymentReport)>>,
-        peer: NodeReport,
+        published: Mutex<Published>,
+        peers: GossipRead,
     }
 
     impl GossipBus for InMemoryBus {
-        fn publish_deployments(
+        fn publish(
             &self,
-            reports: Vec<(String, DeploymentReport)>,
+            deployments: Vec<(String, DeploymentReport)>,
+            counters: Vec<Contribution>,
         ) -> BoxFuture<'_, ()> {
-            if let Ok(mut ours) = self.ours.lock() {
-                *ours = reports;
-            }
+            *self.published.lock().unwrap() = (deployments, counters);
             Box::pin(async {})
         }
 
-        fn deployment_reports(&self) -> BoxFuture<'_, Vec<NodeReport>> {
-            let mut all: Vec<NodeReport> = self
-                .ours
-                .lock()
-                .map(|ours| {
-                    ours.iter()
-                        .map(|(deployment, report)| NodeReport {
-                            node_id: "self".into(),
-                            alive: true,
-                            deployment: deployment.clone(),
-                            report: *report,
-                        })
-                        .collect()
+        fn read(&self) -> BoxFuture<'_, GossipRead> {
+            let (ours, _) = self.published.lock().unwrap().clone();
+            let mut deployments: Vec<NodeReport> = ours
+                .into_iter()
+                .map(|(deployment, report)| NodeReport {
+                    node_id: "self".into(),
+                    alive: true,
+                    deployment,
+                    report,
                 })
-                .unwrap_or_default();
-            all.push(self.peer.clone());
-            Box::pin(async move { all })
+                .collect();
+            deployments.extend(self.peers.deployments.iter().cloned());
+            let read = GossipRead {
+                live_nodes: self.peers.live_nodes.clone(),
+                deployments,
+                counters: self.peers.counters.clone(),
+            };
+            Box::pin(async move { read })
         }
     }
 
@@ -143,7 +175,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publishes_local_figures_and_merges_the_peers() {
+    async fn merges_peers_and_republishes_dead_nodes_counts() {
         let spec = DeploymentSpec {
             name: "p/m".into(),
             provider: "p".into(),
@@ -152,7 +184,9 @@ mod tests {
             output_per_mtok: 0.0,
             timeout: Duration::from_secs(1),
         };
-        let deployment = DeploymentHandle::new(spec, Arc::new(Unused));
+        let ledger = Ledger::new("self", Vec::new());
+        ledger.add("calls/p/m", 2);
+        let deployment = DeploymentHandle::new(spec, Arc::new(Unused), ledger.clone());
         let _call = deployment.start_call();
         let peer = NodeReport {
             node_id: "peer".into(),
@@ -165,19 +199,40 @@ mod tests {
                 ..DeploymentReport::default()
             },
         };
+        let peers = GossipRead {
+            live_nodes: vec!["self".into(), "peer".into()],
+            deployments: vec![peer],
+            counters: vec![
+                ("calls/p/m".into(), "peer".into(), 5),
+                ("calls/p/m".into(), "gone".into(), 9),
+            ],
+        };
         let bus = Arc::new(InMemoryBus {
-            ours: Mutex::new(Vec::new()),
-            peer,
+            published: Mutex::new(Default::default()),
+            peers,
         });
         let args = GossipArgs {
             bus: bus.clone(),
             deployments: vec![deployment.clone()],
+            ledger: ledger.clone(),
             interval: Duration::from_secs(60),
         };
         exchange(&args).await;
-        assert_eq!(bus.ours.lock().unwrap()[0].1.in_flight, 1);
+        exchange(&args).await;
+
+        assert_eq!(ledger.total("calls/p/m"), 2 + 5 + 9);
+        let (reports, counters) = bus.published.lock().unwrap().clone();
+        assert_eq!(reports[0].1.in_flight, 1);
+        assert_eq!(
+            counters,
+            [
+                ("calls/p/m".to_owned(), "gone".to_owned(), 9),
+                ("calls/p/m".to_owned(), "self".to_owned(), 2)
+            ],
+            "our own count and the dead node's, not the live peer's"
+        );
         let view = deployment.cluster_stats().unwrap();
         assert_eq!((view.nodes, view.in_flight, view.finished), (2, 5, 7));
-        assert_eq!(view.health, crate::deployment::Health::Failing);
+        assert_eq!(view.health, Health::Failing);
     }
 }

@@ -4,8 +4,9 @@
 //! NodeSupervisor
 //!  ├─ DeploymentActor   one per provider deployment: latency EWMAs, outcome counts;
 //!  │                    restarted from its last published figures if it fails
-//!  └─ GossipActor       in a cluster: publishes this node's deployment figures,
-//!                       merges every node's into each deployment's cluster view
+//!  ├─ LedgerActor       with storage: flushes the durable counters in batches
+//!  └─ GossipActor       in a cluster: publishes this node's figures and counts,
+//!                       merges every node's into the ledger and cluster views
 //! RequestActor          one per request: choose deployment → call provider → report → log
 //! ```
 //!
@@ -24,6 +25,7 @@ pub mod deployment;
 pub mod error;
 pub mod ewma;
 pub mod gossip;
+pub mod ledger;
 pub mod provider;
 pub mod request;
 pub mod routes;
@@ -32,7 +34,8 @@ pub mod supervisor;
 pub use cluster_view::{ClusterDeploymentStats, NodeReport};
 pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats, Health};
 pub use error::CallError;
-pub use gossip::{GossipArgs, GossipBus};
+pub use gossip::{GossipArgs, GossipBus, GossipRead};
+pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore};
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, Routes};

@@ -165,7 +165,7 @@ impl CallRecord<'_> {
             outcome,
             latency: self.started.elapsed(),
             ttft,
-            output_tokens: usage.map(|usage| usage.completion_tokens),
+            usage,
         });
         tracing::info!(
             target: "chorus::request",

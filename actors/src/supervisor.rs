@@ -1,5 +1,6 @@
 //! `NodeSupervisor`: the root of a node's supervision tree. It starts one
-//! `DeploymentActor` per deployment and, in a cluster, the `GossipActor`,
+//! `DeploymentActor` per deployment, the `LedgerActor` when counts are
+//! stored, and the `GossipActor` in a cluster,
 //! and restarts any that fails — a deployment's handle is pointed at its new
 //! actor so reports keep flowing. ractor has no restart strategy of its own
 //! and by default stops a supervisor whose child fails, hence
@@ -11,6 +12,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 
 use crate::deployment::{DeploymentActor, DeploymentHandle};
 use crate::gossip::{GossipActor, GossipArgs};
+use crate::ledger::{LedgerActor, LedgerArgs};
 
 pub struct NodeSupervisor;
 
@@ -19,6 +21,8 @@ pub struct SupervisorArgs {
     pub deployments: Vec<DeploymentHandle>,
     /// `None` on a node without a cluster.
     pub gossip: Option<GossipArgs>,
+    /// `None` on a node without storage: counts live in memory only.
+    pub ledger: Option<LedgerArgs>,
 }
 
 /// A running supervision tree; stop it to stop every child.
@@ -35,7 +39,12 @@ impl NodeSupervisor {
 }
 
 impl SupervisorHandle {
+    /// Stops the children first and waits for them, so the ledger's last
+    /// flush happens before the node exits.
     pub async fn stop(self) {
+        self.actor
+            .stop_children_and_wait(None, Some(std::time::Duration::from_secs(5)))
+            .await;
         self.actor.stop(None);
         let _ = self.done.await;
     }
@@ -46,6 +55,7 @@ impl SupervisorHandle {
 enum Child {
     Deployment(DeploymentHandle),
     Gossip(GossipArgs),
+    Ledger(LedgerArgs),
 }
 
 impl Child {
@@ -61,6 +71,10 @@ impl Child {
                 .await?
                 .0
                 .get_id(),
+            Child::Ledger(args) => Actor::spawn_linked(None, LedgerActor, args.clone(), supervisor)
+                .await?
+                .0
+                .get_id(),
         };
         Ok(id)
     }
@@ -69,6 +83,7 @@ impl Child {
         match self {
             Child::Deployment(handle) => handle.name(),
             Child::Gossip(_) => "gossip",
+            Child::Ledger(_) => "ledger",
         }
     }
 }
@@ -92,7 +107,8 @@ impl Actor for NodeSupervisor {
             .deployments
             .into_iter()
             .map(Child::Deployment)
-            .chain(args.gossip.map(Child::Gossip));
+            .chain(args.gossip.map(Child::Gossip))
+            .chain(args.ledger.map(Child::Ledger));
         for child in all {
             children.insert(child.start(myself.get_cell()).await?, child);
         }
@@ -175,7 +191,11 @@ mod tests {
             output_per_mtok: 0.0,
             timeout: Duration::from_secs(5),
         };
-        DeploymentHandle::new(spec, Arc::new(Canned))
+        DeploymentHandle::new(
+            spec,
+            Arc::new(Canned),
+            crate::ledger::Ledger::new("test", Vec::new()),
+        )
     }
 
     async fn complete(route: &Arc<AliasRoute>) -> Bytes {
@@ -212,6 +232,7 @@ mod tests {
         let args = SupervisorArgs {
             deployments: vec![handle.clone()],
             gossip: None,
+            ledger: None,
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
 

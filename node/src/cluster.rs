@@ -16,7 +16,7 @@ use chitchat::{
     spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
     NodeState, ProtocolVersion,
 };
-use chorus_actors::{GossipBus, NodeReport};
+use chorus_actors::{Contribution, GossipBus, GossipRead, NodeReport};
 use chorus_proto::gossip::DeploymentReport;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -105,44 +105,62 @@ fn newest_generations(chitchat: &Chitchat) -> Vec<NodeEntry<'_>> {
 }
 
 impl GossipBus for Cluster {
-    fn publish_deployments(&self, reports: Vec<(String, DeploymentReport)>) -> BoxFuture<'_, ()> {
+    fn publish(
+        &self,
+        deployments: Vec<(String, DeploymentReport)>,
+        counters: Vec<Contribution>,
+    ) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let chitchat = self.chitchat.chitchat();
             let mut chitchat = chitchat.lock().await;
             let state = chitchat.self_node_state();
-            for (deployment, report) in reports {
+            for (deployment, report) in deployments {
                 state.set(
                     keys::deployment_key(&deployment),
                     keys::encode_report(&report),
                 );
             }
+            for (counter, contributor, total) in counters {
+                let key = keys::counter_key(&contributor, &counter);
+                // Setting an unchanged value would still cost a version bump.
+                if state.get(&key) != Some(total.to_string().as_str()) {
+                    state.set(key, total);
+                }
+            }
         })
     }
 
-    fn deployment_reports(&self) -> BoxFuture<'_, Vec<NodeReport>> {
+    fn read(&self) -> BoxFuture<'_, GossipRead> {
         Box::pin(async move {
             let chitchat = self.chitchat.chitchat();
             let chitchat = chitchat.lock().await;
-            let mut reports = Vec::new();
+            let mut read = GossipRead::default();
             for NodeEntry {
                 id, state, alive, ..
             } in newest_generations(&chitchat)
             {
+                if alive {
+                    read.live_nodes.push(id.node_id.to_string());
+                }
                 for (key, value) in state.key_values() {
-                    let (Some(deployment), Some(report)) =
+                    if let Some((contributor, counter)) = keys::counter_of(key) {
+                        if let Ok(total) = value.parse() {
+                            read.counters
+                                .push((counter.to_owned(), contributor.to_owned(), total));
+                        }
+                    } else if let (Some(deployment), Some(report)) =
                         (keys::deployment_of(key), keys::decode_report(value))
-                    else {
-                        continue;
-                    };
-                    reports.push(NodeReport {
-                        node_id: id.node_id.to_string(),
-                        alive,
-                        deployment: deployment.to_owned(),
-                        report,
-                    });
+                    {
+                        read.deployments.push(NodeReport {
+                            node_id: id.node_id.to_string(),
+                            alive,
+                            deployment: deployment.to_owned(),
+                            report,
+                        });
+                    }
                 }
             }
-            reports
+            read
         })
     }
 }

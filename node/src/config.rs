@@ -41,6 +41,15 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     /// Absent: the node runs alone.
     pub cluster: Option<RawCluster>,
+    /// Absent: counts are kept in memory only and lost on restart.
+    pub storage: Option<RawStorage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Directory of the node's RocksDB store; created if missing. Required.
+    pub path: String,
 }
 
 #[derive(Deserialize)]

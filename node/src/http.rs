@@ -9,12 +9,13 @@ mod error;
 mod health;
 mod models;
 mod request_id;
+mod status;
 
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use chorus_actors::Routes;
+use chorus_actors::{Ledger, Routes};
 
 use crate::cluster::Cluster;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// `None` when the node runs without a `[cluster]` section.
     pub cluster: Option<Arc<Cluster>>,
+    /// The durable counters, cluster-wide when in a cluster.
+    pub ledger: Ledger,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/status", get(status::page))
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn(request_id::assign))

@@ -8,3 +8,4 @@ pub mod http;
 pub mod logging;
 pub mod providers;
 pub mod server;
+pub mod storage;

@@ -10,15 +10,22 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use chorus_actors::{
-    AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, NodeSupervisor, Routes,
-    SupervisorArgs,
+    AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger, LedgerArgs, NodeSupervisor,
+    Routes, SupervisorArgs,
 };
 
 use crate::cli::ServeArgs;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
+use crate::storage::Storage;
 use crate::{logging, providers};
+
+/// The ledger's node id on a node without a `[cluster]` section.
+const STANDALONE_NODE_ID: &str = "standalone";
+
+/// How often changed counters are written to the store.
+const LEDGER_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long open connections (streams, mostly) get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -58,7 +65,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
 
 /// One handle per distinct `provider/model`, however many aliases use it,
 /// and the alias table over them.
-pub fn build_routes(config: &Config, http_client: &reqwest::Client) -> Routes {
+pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Ledger) -> Routes {
     let providers: HashMap<&str, _> = config
         .providers
         .iter()
@@ -91,7 +98,7 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client) -> Routes {
                         output_per_mtok: deployment.output_per_mtok,
                         timeout: provider.timeout,
                     };
-                    let handle = DeploymentHandle::new(spec, client.clone());
+                    let handle = DeploymentHandle::new(spec, client.clone(), ledger.clone());
                     deployments.push(handle.clone());
                     handle
                 }
@@ -105,7 +112,25 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client) -> Routes {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
-    let routes = Arc::new(build_routes(&config, &http_client));
+    let node_id = config
+        .cluster
+        .as_ref()
+        .map_or(STANDALONE_NODE_ID, |cluster| cluster.node_id.as_str());
+    let storage = match &config.storage_path {
+        Some(path) => Some(Arc::new(Storage::open(path)?)),
+        None => None,
+    };
+    let restored = match &storage {
+        Some(storage) => storage.load_counters()?,
+        None => Vec::new(),
+    };
+    tracing::info!(
+        node_id,
+        restored_counters = restored.len(),
+        "counters restored"
+    );
+    let ledger = Ledger::new(node_id, restored);
+    let routes = Arc::new(build_routes(&config, &http_client, &ledger));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -119,11 +144,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let gossip = cluster.as_ref().map(|cluster| GossipArgs {
         bus: cluster.clone(),
         deployments: routes.deployments().to_vec(),
+        ledger: ledger.clone(),
         interval: cluster.gossip_interval(),
+    });
+    let ledger_flush = storage.map(|store| LedgerArgs {
+        ledger: ledger.clone(),
+        store,
+        flush_interval: LEDGER_FLUSH_INTERVAL,
     });
     let supervisor = NodeSupervisor::start(SupervisorArgs {
         deployments: routes.deployments().to_vec(),
         gossip,
+        ledger: ledger_flush,
     })
     .await
     .context("cannot start the node supervisor")?;
@@ -132,6 +164,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         keys: Arc::new(KeyStore::new(&config.keys)),
         max_body_bytes: config.max_body_bytes,
         cluster: cluster.clone(),
+        ledger,
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {

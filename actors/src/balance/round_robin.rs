@@ -48,7 +48,11 @@ mod tests {
             output_per_mtok: 0.0,
             timeout: Duration::from_secs(1),
         };
-        DeploymentHandle::new(spec, Arc::new(Unused))
+        DeploymentHandle::new(
+            spec,
+            Arc::new(Unused),
+            crate::ledger::Ledger::new("test", Vec::new()),
+        )
     }
 
     #[test]

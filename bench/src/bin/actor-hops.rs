@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use chorus_actors::{
-    AliasRoute, DeploymentHandle, DeploymentSpec, NodeSupervisor, Provider, ProviderError,
+    AliasRoute, DeploymentHandle, DeploymentSpec, Ledger, NodeSupervisor, Provider, ProviderError,
     ReplyBody, RequestActor, RequestArgs, SupervisorArgs, UpstreamCall, UpstreamReply,
 };
 use chorus_proto::chat::rewrite_model;
@@ -84,10 +84,12 @@ async fn run(args: Args) -> Result<()> {
         output_per_mtok: 0.0,
         timeout: Duration::from_secs(5),
     };
-    let deployment = DeploymentHandle::new(spec, Arc::new(Instant0));
+    let deployment =
+        DeploymentHandle::new(spec, Arc::new(Instant0), Ledger::new("bench", Vec::new()));
     let supervisor = NodeSupervisor::start(SupervisorArgs {
         deployments: vec![deployment.clone()],
         gossip: None,
+        ledger: None,
     })
     .await?;
     let route = Arc::new(AliasRoute::new("fast".into(), vec![deployment.clone()]));

@@ -11,6 +11,19 @@ pub const VERSION: &str = "version";
 /// When the node started, in ms since the Unix epoch.
 pub const STARTED_MS: &str = "started_ms";
 
+/// Prefix of a counter contribution: `c:<contributing node>:<counter>`.
+/// Node ids cannot contain `:` (config validation sees to it).
+const COUNTER_PREFIX: &str = "c:";
+
+pub fn counter_key(contributor: &str, counter: &str) -> String {
+    format!("{COUNTER_PREFIX}{contributor}:{counter}")
+}
+
+/// (contributing node, counter) of a counter key.
+pub fn counter_of(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(COUNTER_PREFIX)?.split_once(':')
+}
+
 /// Prefix of a node's report on one deployment: `deployment:<provider/model>`.
 const DEPLOYMENT_PREFIX: &str = "deployment:";
 
@@ -50,5 +63,10 @@ mod tests {
         assert_eq!(decode_report("00"), None);
         assert_eq!(deployment_of(&deployment_key("p/m")), Some("p/m"));
         assert_eq!(deployment_of(HTTP_ADDR), None);
+        assert_eq!(
+            counter_of(&counter_key("node-1", "calls/p/m:x")),
+            Some(("node-1", "calls/p/m:x"))
+        );
+        assert_eq!(counter_of(&deployment_key("p/m")), None);
     }
 }

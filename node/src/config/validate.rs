@@ -30,6 +30,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub keys: Vec<KeyConfig>,
     pub cluster: Option<ClusterConfig>,
+    /// Directory of the node's RocksDB store.
+    pub storage_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -314,7 +316,16 @@ pub fn validate(
         None => None,
     };
 
+    let storage_path = match &raw.storage {
+        Some(storage) if storage.path.trim().is_empty() => {
+            return Err(fail("storage.path".into(), "must not be empty".into()))
+        }
+        Some(storage) => Some(expand_field("storage.path", &storage.path)?.into()),
+        None => None,
+    };
+
     Ok(Config {
+        storage_path,
         cluster,
         listen,
         admin_token_sha256,
@@ -350,10 +361,12 @@ fn cluster_config(
         })
     };
     let node_id = cluster.node_id.trim();
-    if node_id.is_empty() || node_id.contains(char::is_whitespace) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if node_id.is_empty() || !node_id.chars().all(allowed) {
+        // Gossip keys embed node ids before a `:`.
         return Err((
             at("node_id"),
-            "must be a non-empty name without spaces".into(),
+            "must be letters, digits, `-`, `_` or `.`".into(),
         ));
     }
     let listen = address(

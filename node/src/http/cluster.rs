@@ -14,8 +14,11 @@ pub async fn view(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.keys.authenticate(&headers)?;
+    let counters = state.ledger.totals();
     let Some(cluster) = &state.cluster else {
-        return Ok(Json(json!({"clustered": false, "members": []})));
+        return Ok(Json(
+            json!({"clustered": false, "members": [], "counters": counters}),
+        ));
     };
     let deployments: Vec<Value> = state
         .routes
@@ -29,6 +32,7 @@ pub async fn view(
         "node_id": cluster.self_node_id(),
         "members": cluster.members().await,
         "deployments": deployments,
+        "counters": counters,
         "gossip": cluster.gossip_figures().await,
     })))
 }

@@ -1,0 +1,147 @@
+//! Requests through a real L4 balancer (HAProxy in TCP mode, which
+//! `tests/run.sh` installs) keep succeeding while a node is killed with
+//! SIGKILL: a client may retry once on a reset connection, and the retries
+//! are counted.
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_tests::{chat_body, scratch_dir, Node, TEST_KEY};
+
+const SECRET: &str = "balancer-test-secret-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node_config(node_id: &str, gossip_port: u16, seed: u16) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+
+[cluster]
+node_id = "{node_id}"
+listen = "127.0.0.1:{gossip_port}"
+seeds = ["127.0.0.1:{seed}"]
+gossip_interval_ms = 100
+secret = "{SECRET}"
+"#
+    )
+}
+
+struct Balancer(Child);
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HAProxy in TCP mode on `port`, round robin over `backends`, with health
+/// checks every 200 ms so a dead node leaves the rotation quickly.
+fn start_haproxy(port: u16, backends: &[&str]) -> Balancer {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, address)| {
+            format!("    server node{i} {address} check inter 200ms fall 1 rise 1\n")
+        })
+        .collect();
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend chorus\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+         backend nodes\n    balance roundrobin\n{servers}"
+    );
+    let path = scratch_dir().join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run haproxy: install Debian's haproxy, as tests/run.sh does");
+    Balancer(child)
+}
+
+#[tokio::test]
+async fn requests_through_the_balancer_survive_a_killed_node() {
+    let gossip = [free_udp_port(), free_udp_port(), free_udp_port()];
+    let mut nodes = [
+        Node::start(&node_config("lb-a", gossip[0], gossip[1])).await,
+        Node::start(&node_config("lb-b", gossip[1], gossip[0])).await,
+        Node::start(&node_config("lb-c", gossip[2], gossip[0])).await,
+    ];
+    let addresses: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
+    let port = free_port();
+    let _balancer = start_haproxy(
+        port,
+        &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    // A new connection per request, so every request is balanced afresh.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let send = || {
+        client
+            .post(&url)
+            .bearer_auth(TEST_KEY)
+            .json(&chat_body("fast", false))
+            .send()
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send().await.is_err() {
+        assert!(Instant::now() < deadline, "the balancer never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (mut succeeded, mut retried) = (0, 0);
+    for i in 0..300 {
+        if i == 100 {
+            nodes[1].kill();
+        }
+        let response = match send().await {
+            Ok(response) => response,
+            Err(_) => {
+                retried += 1;
+                send().await.expect("a request failed even after one retry")
+            }
+        };
+        assert_eq!(response.status(), 200, "request {i}");
+        succeeded += 1;
+    }
+    assert_eq!(succeeded, 300);
+    assert!(
+        retried <= 10,
+        "{retried} retries: the dead node stayed in rotation"
+    );
+    println!("300 requests through HAProxy with one node killed: {retried} retried once");
+}

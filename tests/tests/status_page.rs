@@ -1,0 +1,108 @@
+//! The status page renders in a real browser (headless Chromium, which
+//! `tests/run.sh` installs), names every live node on every node, and shows
+//! no secret.
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use chorus_tests::{eventually, scratch_dir, Node, TEST_KEY};
+
+const SECRET: &str = "status-page-secret-0123456789";
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node_config(node_id: &str, gossip_port: u16, seed: u16) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+
+[cluster]
+node_id = "{node_id}"
+listen = "127.0.0.1:{gossip_port}"
+seeds = ["127.0.0.1:{seed}"]
+gossip_interval_ms = 100
+secret = "{SECRET}"
+"#
+    )
+}
+
+/// The DOM of `url` after Chromium has rendered it.
+fn rendered_dom(url: &str) -> String {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let profile = scratch_dir();
+    let output = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{chromium}` ({e}): install Debian's chromium, as tests/run.sh does")
+        });
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn every_node_renders_a_page_naming_every_live_node() {
+    let ports = [free_udp_port(), free_udp_port()];
+    let a = Node::start(&node_config("page-a", ports[0], ports[1])).await;
+    let b = Node::start(&node_config("page-b", ports[1], ports[0])).await;
+    for node in [&a, &b] {
+        eventually(Duration::from_secs(30), "both members alive", || async {
+            let cluster = node.get_v1("/v1/cluster").await;
+            let alive = cluster["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["alive"] == true)
+                .count();
+            (alive == 2).then_some(())
+        })
+        .await;
+    }
+    for node in [&a, &b] {
+        let url = node.url("/status");
+        let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
+            .await
+            .unwrap();
+        assert!(dom.contains("<table id=\"members\">"), "{dom}");
+        for name in ["page-a", "page-b", "builtin/mock"] {
+            assert!(dom.contains(name), "the page does not name {name}: {dom}");
+        }
+        assert_eq!(dom.matches("class=\"alive\"").count(), 2, "{dom}");
+        for secret in [TEST_KEY, SECRET] {
+            assert!(!dom.contains(secret), "the page shows a secret");
+        }
+    }
+}
