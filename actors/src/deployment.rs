@@ -267,23 +267,40 @@ pub struct DeploymentState {
     latency: Ewma,
     ttft: Ewma,
     per_token: Ewma,
+    counters: CounterNames,
+}
+
+/// The ledger counter names of one deployment, built once.
+struct CounterNames {
+    calls: String,
+    errors: String,
+    prompt_tokens: String,
+    completion_tokens: String,
+}
+
+impl CounterNames {
+    fn of(deployment: &str) -> Self {
+        CounterNames {
+            calls: counter_name(CALLS, deployment),
+            errors: counter_name(ERRORS, deployment),
+            prompt_tokens: counter_name(PROMPT_TOKENS, deployment),
+            completion_tokens: counter_name(COMPLETION_TOKENS, deployment),
+        }
+    }
 }
 
 impl DeploymentState {
     /// The durable, cluster-wide counts; the stats above are this run's.
     fn count_in_ledger(&self, outcome: CallOutcome, usage: Option<Usage>) {
         let ledger = &self.handle.0.ledger;
-        let name = self.handle.name();
-        ledger.add(&counter_name(CALLS, name), 1);
+        let names = &self.counters;
+        ledger.add(&names.calls, 1);
         if outcome == CallOutcome::Failed {
-            ledger.add(&counter_name(ERRORS, name), 1);
+            ledger.add(&names.errors, 1);
         }
         if let Some(usage) = usage {
-            ledger.add(&counter_name(PROMPT_TOKENS, name), usage.prompt_tokens);
-            ledger.add(
-                &counter_name(COMPLETION_TOKENS, name),
-                usage.completion_tokens,
-            );
+            ledger.add(&names.prompt_tokens, usage.prompt_tokens);
+            ledger.add(&names.completion_tokens, usage.completion_tokens);
         }
     }
 
@@ -358,6 +375,7 @@ impl Actor for DeploymentActor {
         let stats = handle.stats();
         handle.attach(myself);
         Ok(DeploymentState {
+            counters: CounterNames::of(handle.name()),
             latency: Ewma::from_value(stats.latency_ms),
             ttft: Ewma::from_value(stats.ttft_ms),
             per_token: Ewma::from_value(stats.ms_per_output_token),

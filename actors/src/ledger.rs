@@ -38,8 +38,10 @@ struct LedgerShared {
 #[derive(Default)]
 struct Book {
     counters: BTreeMap<String, GCounter>,
-    /// (counter, node) pairs changed since the last flush.
+    /// Other nodes' (counter, node) pairs changed since the last flush.
     dirty: BTreeSet<(String, NodeId)>,
+    /// Counters whose own contribution changed since the last flush.
+    dirty_own: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -83,11 +85,19 @@ impl Ledger {
         }
         let node_id = &self.0.node_id;
         let mut book = self.book();
-        book.counters
-            .entry(name.to_owned())
-            .or_default()
-            .add(node_id, amount);
-        book.dirty.insert((name.to_owned(), node_id.clone()));
+        // Counting is on every call's way out: no allocation once a
+        // counter exists.
+        match book.counters.get_mut(name) {
+            Some(counter) => counter.add(node_id, amount),
+            None => book
+                .counters
+                .entry(name.to_owned())
+                .or_default()
+                .add(node_id, amount),
+        }
+        if !book.dirty_own.contains(name) {
+            book.dirty_own.insert(name.to_owned());
+        }
     }
 
     /// Takes `total` as `node`'s contribution to `name` if it is larger.
@@ -129,7 +139,9 @@ impl Ledger {
     /// The contributions changed since the last call.
     fn take_dirty(&self) -> Vec<Contribution> {
         let mut book = self.book();
-        let dirty = std::mem::take(&mut book.dirty);
+        let mut dirty = std::mem::take(&mut book.dirty);
+        let own = std::mem::take(&mut book.dirty_own);
+        dirty.extend(own.into_iter().map(|name| (name, self.0.node_id.clone())));
         dirty
             .into_iter()
             .map(|(name, node)| {

@@ -136,6 +136,22 @@ async fn three_nodes_converge_see_a_killed_node_dead_and_see_it_rejoin() {
     }
     let cluster = a.get_v1("/v1/cluster").await;
     assert_eq!(cluster["gossip"]["peers"], 1, "{cluster}");
+    for node in [&a, &b] {
+        let page = reqwest::get(node.url("/status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let row = page
+            .split("<tr>")
+            .find(|row| row.contains("<code>node-c</code>"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("class=\"dead\""),
+            "node-c is not shown dead on the status page: {row}"
+        );
+    }
 
     let c = Node::start(&configs[2]).await;
     for node in [&a, &b, &c] {
