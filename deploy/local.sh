@@ -10,6 +10,8 @@
 #   CHORUS_PORT      the balancer's port (default 4000); nodes use the next N
 #   CHORUS_DEV_KEY   the gateway key clients send (default sk-chorus-local)
 #   CHORUS_DATA      where node stores and configs go (default target/local-cluster)
+#   CHORUS_GOSSIP_PORT  first node's gossip UDP port (default 7946); nodes use the next N
+#   CHORUS_BIN       a chorus binary to run instead of building one (the tests use it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +45,13 @@ secret_file="$data/cluster-secret"
 [ -s "$secret_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file"
 export CHORUS_CLUSTER_SECRET="$(cat "$secret_file")"
 
-echo "building chorus (release; the first build compiles RocksDB and takes a while)..."
-cargo build --release --quiet -p chorus-node
+chorus="${CHORUS_BIN:-}"
+if [ -z "$chorus" ]; then
+  echo "building chorus (release; the first build compiles RocksDB and takes a while)..."
+  cargo build --release --quiet -p chorus-node
+  chorus="$target_dir/release/chorus"
+fi
+gossip_base="${CHORUS_GOSSIP_PORT:-7946}"
 
 pids=()
 cleanup() {
@@ -67,15 +74,15 @@ wait_for_port() { # port pid
 servers=""
 for i in $(seq 1 "$nodes"); do
   http_port=$((port + i))
-  gossip_port=$((7945 + i))
+  gossip_port=$((gossip_base + i - 1))
   config="$data/node-$i.toml"
   {
     sed "s/\${CHORUS_LISTEN_ADDR}/127.0.0.1:$http_port/" deploy/local.toml
     printf '\n[storage]\npath = "%s"\n' "$data/node-$i"
-    printf '\n[cluster]\nnode_id = "node-%s"\nlisten = "127.0.0.1:%s"\nseeds = ["127.0.0.1:7946"]\n' "$i" "$gossip_port"
+    printf '\n[cluster]\nnode_id = "node-%s"\nlisten = "127.0.0.1:%s"\nseeds = ["127.0.0.1:%s"]\n' "$i" "$gossip_port" "$gossip_base"
     printf 'gossip_interval_ms = 200\nsecret = "${CHORUS_CLUSTER_SECRET}"\n'
   } > "$config"
-  "$target_dir/release/chorus" serve --config "$config" >/dev/null 2>"$data/node-$i.log" &
+  "$chorus" serve --config "$config" >/dev/null 2>"$data/node-$i.log" &
   pids+=($!)
   wait_for_port "$http_port" "$!" || { echo "node-$i failed to start; see $data/node-$i.log" >&2; exit 1; }
   servers+="    server node-$i 127.0.0.1:$http_port check inter 1s fall 2 rise 1"$'\n'

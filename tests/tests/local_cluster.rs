@@ -1,0 +1,107 @@
+//! The README's first command: `deploy/local.sh` starts N nodes behind
+//! HAProxy, prints where everything is, serves requests through the
+//! balancer as one cluster, and stops everything when told to.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chorus_tests::{bin_dir, chat_body, eventually, scratch_dir};
+
+/// A port with `count` free ports from it on, for TCP or UDP.
+fn free_run(count: u16, free: impl Fn(u16) -> bool) -> u16 {
+    (20_000..60_000)
+        .step_by(97)
+        .find(|&start| (start..start + count).all(&free))
+        .expect("no free ports")
+}
+
+#[tokio::test]
+async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
+    let http = free_run(3, |port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+    let gossip = free_run(2, |port| UdpSocket::bind(("127.0.0.1", port)).is_ok());
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut script = Command::new("bash")
+        .arg("deploy/local.sh")
+        .args(["--nodes", "2"])
+        .current_dir(&repository)
+        .env("CHORUS_BIN", bin_dir().join("chorus"))
+        .env("CHORUS_PORT", http.to_string())
+        .env("CHORUS_GOSSIP_PORT", gossip.to_string())
+        .env("CHORUS_DATA", scratch_dir())
+        .env("CHORUS_DEV_KEY", "sk-local-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    let mut stdout = BufReader::new(script.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "local.sh ended early:\n{banner}"
+        );
+        banner.push_str(&line);
+        if line.contains("Ctrl-C stops the cluster") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    for expected in [
+        format!("http://127.0.0.1:{http}"),
+        format!("http://127.0.0.1:{}/status", http + 1),
+        format!("http://127.0.0.1:{}/status", http + 2),
+        "curl -N".to_owned(),
+    ] {
+        assert!(
+            banner.contains(&expected),
+            "the banner lacks {expected}:\n{banner}"
+        );
+    }
+
+    let client = reqwest::Client::new();
+    let through_balancer = client
+        .post(format!("http://127.0.0.1:{http}/v1/chat/completions"))
+        .bearer_auth("sk-local-test")
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through_balancer.status(), 200);
+    eventually(Duration::from_secs(30), "two live members", || async {
+        let cluster: serde_json::Value = client
+            .get(format!("http://127.0.0.1:{}/v1/cluster", http + 1))
+            .bearer_auth("sk-local-test")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let alive = cluster["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["alive"] == true)
+            .count();
+        (alive == 2).then_some(())
+    })
+    .await;
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &script.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    script.wait().unwrap();
+    for port in [http, http + 1, http + 2] {
+        eventually(Duration::from_secs(10), "everything stopped", || async {
+            TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        })
+        .await;
+    }
+}
