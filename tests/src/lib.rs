@@ -395,3 +395,77 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
         })
         .collect()
 }
+
+/// A UDP port free right now on 127.0.0.1, for a node's gossip.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+/// A clustered node's config: built-in mock aliases `fast` (instant),
+/// `slow` (20 tokens 100 ms apart) and `dead` (an upstream nobody listens
+/// on), the test key, a `[cluster]` section gossiping every 100 ms on
+/// `gossip_port` and joining through `seeds`, and with `data` a
+/// `[storage]` section in `data/<node_id>`.
+pub fn cluster_config(
+    node_id: &str,
+    gossip_port: u16,
+    seeds: &[u16],
+    secret: &str,
+    data: Option<&Path>,
+) -> String {
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|port| format!("\"127.0.0.1:{port}\""))
+        .collect();
+    let storage = data
+        .map(|data| format!("[storage]\npath = \"{}\"\n", data.join(node_id).display()))
+        .unwrap_or_default();
+    format!(
+        r#"
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[providers]]
+name = "paced"
+format = "mock"
+token_delay_ms = 100
+output_tokens = 20
+
+[[providers]]
+name = "nowhere"
+format = "openai"
+base_url = "http://127.0.0.1:9/v1"
+timeout_ms = 1000
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[models]]
+alias = "slow"
+deployments = [{{ provider = "paced", model = "mock" }}]
+
+[[models]]
+alias = "dead"
+deployments = [{{ provider = "nowhere", model = "m" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+
+{storage}
+[cluster]
+node_id = "{node_id}"
+listen = "127.0.0.1:{gossip_port}"
+seeds = [{seeds}]
+cluster_id = "test-cluster"
+gossip_interval_ms = 100
+secret = "{secret}"
+"#,
+        seeds = seeds.join(", ")
+    )
+}

@@ -3,11 +3,11 @@
 //! SIGKILL: a client may retry once on a reset connection, and the retries
 //! are counted.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_tests::{chat_body, scratch_dir, Node, TEST_KEY};
+use chorus_tests::{chat_body, cluster_config, free_udp_port, scratch_dir, Node, TEST_KEY};
 
 const SECRET: &str = "balancer-test-secret-0123456789";
 
@@ -17,39 +17,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node_config(node_id: &str, gossip_port: u16, seed: u16) -> String {
-    format!(
-        r#"
-[[providers]]
-name = "builtin"
-format = "mock"
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock" }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-
-[cluster]
-node_id = "{node_id}"
-listen = "127.0.0.1:{gossip_port}"
-seeds = ["127.0.0.1:{seed}"]
-gossip_interval_ms = 100
-secret = "{SECRET}"
-"#
-    )
 }
 
 struct Balancer(Child);
@@ -93,9 +60,30 @@ fn start_haproxy(port: u16, backends: &[&str]) -> Balancer {
 async fn requests_through_the_balancer_survive_a_killed_node() {
     let gossip = [free_udp_port(), free_udp_port(), free_udp_port()];
     let mut nodes = [
-        Node::start(&node_config("lb-a", gossip[0], gossip[1])).await,
-        Node::start(&node_config("lb-b", gossip[1], gossip[0])).await,
-        Node::start(&node_config("lb-c", gossip[2], gossip[0])).await,
+        Node::start(&cluster_config(
+            "lb-a",
+            gossip[0],
+            &[gossip[1]],
+            SECRET,
+            None,
+        ))
+        .await,
+        Node::start(&cluster_config(
+            "lb-b",
+            gossip[1],
+            &[gossip[0]],
+            SECRET,
+            None,
+        ))
+        .await,
+        Node::start(&cluster_config(
+            "lb-c",
+            gossip[2],
+            &[gossip[0]],
+            SECRET,
+            None,
+        ))
+        .await,
     ];
     let addresses: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
     let port = free_port();

@@ -5,74 +5,16 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use chorus_tests::{chat_body, eventually, Node, TEST_KEY};
+use chorus_tests::{chat_body, cluster_config, eventually, free_udp_port, Node};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const SECRET: &str = "cluster-test-secret-0123456789";
+/// The cluster id `cluster_config` gives every node.
 const CLUSTER_ID: &str = "test-cluster";
 /// Convergence and failure detection can take a few seconds on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node_config(node_id: &str, gossip_port: u16, seeds: &[u16], secret: &str) -> String {
-    let seeds: Vec<String> = seeds
-        .iter()
-        .map(|port| format!("\"127.0.0.1:{port}\""))
-        .collect();
-    format!(
-        r#"
-[[providers]]
-name = "builtin"
-format = "mock"
-
-[[providers]]
-name = "paced"
-format = "mock"
-token_delay_ms = 100
-output_tokens = 20
-
-[[providers]]
-name = "nowhere"
-format = "openai"
-base_url = "http://127.0.0.1:9/v1"
-timeout_ms = 1000
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock" }}]
-
-[[models]]
-alias = "slow"
-deployments = [{{ provider = "paced", model = "mock" }}]
-
-[[models]]
-alias = "dead"
-deployments = [{{ provider = "nowhere", model = "m" }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-
-[cluster]
-node_id = "{node_id}"
-listen = "127.0.0.1:{gossip_port}"
-seeds = [{seeds}]
-cluster_id = "{CLUSTER_ID}"
-gossip_interval_ms = 100
-secret = "{secret}"
-"#,
-        seeds = seeds.join(", ")
-    )
-}
 
 /// `node_id -> (alive, generation)` as `node` sees the cluster.
 async fn view(node: &Node) -> Vec<(String, bool, u64)> {
@@ -114,9 +56,9 @@ fn all_alive(members: &[(String, bool, u64)], ids: &[&str]) -> bool {
 async fn three_nodes_converge_see_a_killed_node_dead_and_see_it_rejoin() {
     let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
     let configs = [
-        node_config("node-a", ports[0], &[ports[1], ports[2]], SECRET),
-        node_config("node-b", ports[1], &[ports[0]], SECRET),
-        node_config("node-c", ports[2], &[ports[0]], SECRET),
+        cluster_config("node-a", ports[0], &[ports[1], ports[2]], SECRET, None),
+        cluster_config("node-b", ports[1], &[ports[0]], SECRET, None),
+        cluster_config("node-c", ports[2], &[ports[0]], SECRET, None),
     ];
     let a = Node::start(&configs[0]).await;
     let b = Node::start(&configs[1]).await;
@@ -167,19 +109,34 @@ async fn three_nodes_converge_see_a_killed_node_dead_and_see_it_rejoin() {
 #[tokio::test]
 async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
     let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
-    let a = Node::start(&node_config("node-a", ports[0], &[ports[1]], SECRET)).await;
-    let b = Node::start(&node_config("node-b", ports[1], &[ports[0]], SECRET)).await;
+    let a = Node::start(&cluster_config(
+        "node-a",
+        ports[0],
+        &[ports[1]],
+        SECRET,
+        None,
+    ))
+    .await;
+    let b = Node::start(&cluster_config(
+        "node-b",
+        ports[1],
+        &[ports[0]],
+        SECRET,
+        None,
+    ))
+    .await;
     wait_for_view(&a, "two live members", |m| {
         all_alive(m, &["node-a", "node-b"])
     })
     .await;
 
     // A node with the wrong secret cannot join.
-    let intruder = Node::start(&node_config(
+    let intruder = Node::start(&cluster_config(
         "intruder",
         ports[2],
         &[ports[0]],
         "wrong-secret-0123456789",
+        None,
     ))
     .await;
 
@@ -247,7 +204,7 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_node_without_a_cluster_section_runs_alone() {
-    let config = node_config("x", 1, &[], SECRET);
+    let config = cluster_config("x", 1, &[], SECRET, None);
     let alone = config.split("[cluster]").next().unwrap();
     let node = Node::start(alone).await;
     let cluster = node.get_v1("/v1/cluster").await;
@@ -287,8 +244,22 @@ async fn wait_for_figures(
 #[tokio::test]
 async fn every_node_sees_the_cluster_wide_deployment_figures() {
     let ports = [free_udp_port(), free_udp_port()];
-    let a = Node::start(&node_config("node-a", ports[0], &[ports[1]], SECRET)).await;
-    let b = Node::start(&node_config("node-b", ports[1], &[ports[0]], SECRET)).await;
+    let a = Node::start(&cluster_config(
+        "node-a",
+        ports[0],
+        &[ports[1]],
+        SECRET,
+        None,
+    ))
+    .await;
+    let b = Node::start(&cluster_config(
+        "node-b",
+        ports[1],
+        &[ports[0]],
+        SECRET,
+        None,
+    ))
+    .await;
     wait_for_view(&a, "two live members", |m| {
         all_alive(m, &["node-a", "node-b"])
     })

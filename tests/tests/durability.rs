@@ -3,57 +3,13 @@
 //! every node lose nothing, and a node that joins later — even while one
 //! node is down — sees the same totals.
 
-use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Duration;
 
-use chorus_tests::{chat_body, eventually, scratch_dir, Node, TEST_KEY};
+use chorus_tests::{chat_body, cluster_config, eventually, free_udp_port, scratch_dir, Node};
 
 const SECRET: &str = "durability-test-secret-0123456789";
 const CALLS: &str = "calls/builtin/mock";
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node_config(node_id: &str, gossip_port: u16, seeds: &[u16], data: &Path) -> String {
-    let seeds: Vec<String> = seeds
-        .iter()
-        .map(|port| format!("\"127.0.0.1:{port}\""))
-        .collect();
-    format!(
-        r#"
-[[providers]]
-name = "builtin"
-format = "mock"
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock" }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-
-[storage]
-path = "{data}"
-
-[cluster]
-node_id = "{node_id}"
-listen = "127.0.0.1:{gossip_port}"
-seeds = [{seeds}]
-gossip_interval_ms = 100
-secret = "{SECRET}"
-"#,
-        data = data.join(node_id).display(),
-        seeds = seeds.join(", ")
-    )
-}
 
 async fn total(node: &Node) -> u64 {
     node.get_v1("/v1/cluster").await["counters"][CALLS]
@@ -89,9 +45,27 @@ async fn counts_survive_kills_and_restarts_and_reach_a_late_joiner() {
         free_udp_port(),
     ];
     let configs = [
-        node_config("node-a", ports[0], &[ports[1], ports[2]], &data),
-        node_config("node-b", ports[1], &[ports[0], ports[2]], &data),
-        node_config("node-c", ports[2], &[ports[0], ports[1]], &data),
+        cluster_config(
+            "node-a",
+            ports[0],
+            &[ports[1], ports[2]],
+            SECRET,
+            Some(&data),
+        ),
+        cluster_config(
+            "node-b",
+            ports[1],
+            &[ports[0], ports[2]],
+            SECRET,
+            Some(&data),
+        ),
+        cluster_config(
+            "node-c",
+            ports[2],
+            &[ports[0], ports[1]],
+            SECRET,
+            Some(&data),
+        ),
     ];
     let mut nodes = vec![
         Node::start(&configs[0]).await,
@@ -136,7 +110,14 @@ async fn counts_survive_kills_and_restarts_and_reach_a_late_joiner() {
     // With one node down, a fresh node still learns every count.
     nodes[1].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let late = Node::start(&node_config("node-d", ports[3], &[ports[0]], &data)).await;
+    let late = Node::start(&cluster_config(
+        "node-d",
+        ports[3],
+        &[ports[0]],
+        SECRET,
+        Some(&data),
+    ))
+    .await;
     wait_for_total(&late, 14).await;
     let cluster = late.get_v1("/v1/cluster").await;
     let members = cluster["members"].as_array().unwrap();
@@ -151,7 +132,7 @@ async fn counts_survive_kills_and_restarts_and_reach_a_late_joiner() {
 #[tokio::test]
 async fn a_standalone_node_with_storage_keeps_its_counts_across_restarts() {
     let data = scratch_dir();
-    let config = node_config("solo", free_udp_port(), &[], &data);
+    let config = cluster_config("solo", free_udp_port(), &[], SECRET, Some(&data));
     let config = config.split("[cluster]").next().unwrap().to_owned();
     let mut node = Node::start(&config).await;
     send(&node, 3).await;

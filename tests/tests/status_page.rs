@@ -2,46 +2,12 @@
 //! `tests/run.sh` installs), names every live node on every node, and shows
 //! no secret.
 
-use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use chorus_tests::{eventually, scratch_dir, Node, TEST_KEY};
+use chorus_tests::{cluster_config, eventually, free_udp_port, scratch_dir, Node, TEST_KEY};
 
 const SECRET: &str = "status-page-secret-0123456789";
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node_config(node_id: &str, gossip_port: u16, seed: u16) -> String {
-    format!(
-        r#"
-[[providers]]
-name = "builtin"
-format = "mock"
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock" }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-
-[cluster]
-node_id = "{node_id}"
-listen = "127.0.0.1:{gossip_port}"
-seeds = ["127.0.0.1:{seed}"]
-gossip_interval_ms = 100
-secret = "{SECRET}"
-"#
-    )
-}
 
 /// The DOM of `url` after Chromium has rendered it.
 fn rendered_dom(url: &str) -> String {
@@ -77,8 +43,22 @@ fn rendered_dom(url: &str) -> String {
 #[tokio::test]
 async fn every_node_renders_a_page_naming_every_live_node() {
     let ports = [free_udp_port(), free_udp_port()];
-    let a = Node::start(&node_config("page-a", ports[0], ports[1])).await;
-    let b = Node::start(&node_config("page-b", ports[1], ports[0])).await;
+    let a = Node::start(&cluster_config(
+        "page-a",
+        ports[0],
+        &[ports[1]],
+        SECRET,
+        None,
+    ))
+    .await;
+    let b = Node::start(&cluster_config(
+        "page-b",
+        ports[1],
+        &[ports[0]],
+        SECRET,
+        None,
+    ))
+    .await;
     for node in [&a, &b] {
         eventually(Duration::from_secs(30), "both members alive", || async {
             let cluster = node.get_v1("/v1/cluster").await;
