@@ -122,8 +122,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::deployment::{DeploymentSpec, Health};
-    use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
+    use crate::deployment::Health;
 
     type Published = (Vec<(String, DeploymentReport)>, Vec<Contribution>);
 
@@ -164,29 +163,11 @@ mod tests {
         }
     }
 
-    struct Unused;
-    impl Provider for Unused {
-        fn send(
-            &self,
-            _: UpstreamCall,
-        ) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
-            Box::pin(async { Err(ProviderError::Unreachable("unused".into())) })
-        }
-    }
-
     #[tokio::test]
     async fn merges_peers_and_republishes_dead_nodes_counts() {
-        let spec = DeploymentSpec {
-            name: "p/m".into(),
-            provider: "p".into(),
-            upstream_model: "m".into(),
-            input_per_mtok: 0.0,
-            output_per_mtok: 0.0,
-            timeout: Duration::from_secs(1),
-        };
         let ledger = Ledger::new("self", Vec::new());
         ledger.add("calls/p/m", 2);
-        let deployment = DeploymentHandle::new(spec, Arc::new(Unused), ledger.clone());
+        let deployment = crate::testing::deployment("p/m", ledger.clone());
         let _call = deployment.start_call();
         let peer = NodeReport {
             node_id: "peer".into(),

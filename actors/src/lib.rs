@@ -30,6 +30,8 @@ pub mod provider;
 pub mod request;
 pub mod routes;
 pub mod supervisor;
+#[cfg(test)]
+mod testing;
 
 pub use cluster_view::{ClusterDeploymentStats, NodeReport};
 pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats, Health};

@@ -161,39 +161,16 @@ mod tests {
 
     use bytes::Bytes;
     use chorus_proto::ChatRequest;
-    use futures::future::BoxFuture;
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::deployment::{DeploymentMsg, DeploymentSpec};
-    use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
+    use crate::deployment::DeploymentMsg;
     use crate::request::{ReplyBody, RequestActor, RequestArgs};
     use crate::routes::AliasRoute;
 
-    /// Answers every call at once with a fixed completion.
-    struct Canned;
-    impl Provider for Canned {
-        fn send(
-            &self,
-            _: UpstreamCall,
-        ) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
-            let body = br#"{"model":"upstream","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
-            Box::pin(async { Ok(UpstreamReply::Complete(Bytes::from_static(body))) })
-        }
-    }
-
     fn deployment() -> DeploymentHandle {
-        let spec = DeploymentSpec {
-            name: "canned/upstream".into(),
-            provider: "canned".into(),
-            upstream_model: "upstream".into(),
-            input_per_mtok: 0.0,
-            output_per_mtok: 0.0,
-            timeout: Duration::from_secs(5),
-        };
-        DeploymentHandle::new(
-            spec,
-            Arc::new(Canned),
+        crate::testing::deployment(
+            "canned/upstream",
             crate::ledger::Ledger::new("test", Vec::new()),
         )
     }

@@ -23,36 +23,11 @@ impl Balancer for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::DeploymentSpec;
-    use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
-    use futures::future::BoxFuture;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    struct Unused;
-    impl Provider for Unused {
-        fn send(
-            &self,
-            _: UpstreamCall,
-        ) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
-            Box::pin(async { Err(ProviderError::Unreachable("unused".into())) })
-        }
-    }
+    use crate::ledger::Ledger;
+    use crate::testing::deployment as canned;
 
     fn deployment(name: &str) -> DeploymentHandle {
-        let spec = DeploymentSpec {
-            name: name.into(),
-            provider: "p".into(),
-            upstream_model: name.into(),
-            input_per_mtok: 0.0,
-            output_per_mtok: 0.0,
-            timeout: Duration::from_secs(1),
-        };
-        DeploymentHandle::new(
-            spec,
-            Arc::new(Unused),
-            crate::ledger::Ledger::new("test", Vec::new()),
-        )
+        canned(name, Ledger::new("test", Vec::new()))
     }
 
     #[test]
