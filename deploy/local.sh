@@ -42,7 +42,7 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 data="${CHORUS_DATA:-$target_dir/local-cluster}"
 mkdir -p "$data"
 secret_file="$data/cluster-secret"
-[ -s "$secret_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file"
+[ -s "$secret_file" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file")
 export CHORUS_CLUSTER_SECRET="$(cat "$secret_file")"
 
 chorus="${CHORUS_BIN:-}"

@@ -1,8 +1,9 @@
 //! The cluster-wide view of a deployment, merged from the reports every
-//! node gossips: in-flight summed over live nodes, counts summed over every
-//! node known (a dead node's finished calls still happened), latencies
-//! averaged weighted by each node's finished calls, health the worst any
-//! live node reports.
+//! node gossips about its current run: in-flight summed over live nodes,
+//! this-run counts summed over every node known (a dead node's last run
+//! still happened), latencies averaged weighted by each node's finished
+//! calls, health the worst any live node reports. The durable, all-time
+//! counts are the ledger's.
 
 use chorus_proto::gossip::DeploymentReport;
 use serde::Serialize;
@@ -40,8 +41,9 @@ struct WeightedMean {
 }
 
 impl WeightedMean {
+    /// Values that are not finite (a peer's bug or garbage) are left out.
     fn add(&mut self, value: Option<f32>, weight: u64) {
-        if let Some(value) = value {
+        if let Some(value) = value.filter(|value| value.is_finite()) {
             // A node with a figure but no finished calls yet still counts once.
             let weight = weight.max(1) as f64;
             self.sum += f64::from(value) * weight;
@@ -63,14 +65,15 @@ pub fn merge<'a>(reports: impl IntoIterator<Item = &'a NodeReport>) -> ClusterDe
     );
     for NodeReport { alive, report, .. } in reports {
         merged.nodes += 1;
-        merged.finished += report.finished;
-        merged.errors += report.errors;
-        merged.cancelled += report.cancelled;
+        // Peer figures are untrusted input: saturate rather than overflow.
+        merged.finished = merged.finished.saturating_add(report.finished);
+        merged.errors = merged.errors.saturating_add(report.errors);
+        merged.cancelled = merged.cancelled.saturating_add(report.cancelled);
         latency.add(report.latency_ms, report.finished);
         ttft.add(report.ttft_ms, report.finished);
         per_token.add(report.ms_per_output_token, report.finished);
         if *alive {
-            merged.in_flight += report.in_flight;
+            merged.in_flight = merged.in_flight.saturating_add(report.in_flight);
             merged.health = merged.health.max(Health::from_consecutive_failures(
                 report.consecutive_failures,
             ));

@@ -1,8 +1,8 @@
 //! `GossipActor`: every gossip interval it reads what every node publishes,
 //! merges their counter contributions into the ledger and their deployment
 //! reports into each deployment's cluster view, then publishes this node's
-//! own figures — and the counter contributions of nodes that are not alive,
-//! so a node that joins later still learns them. The gossip layer itself
+//! own figures — and the counter contributions of processes whose gossip
+//! state is gone, so a node that joins later still learns them. The gossip layer itself
 //! (chitchat, in `node`) is reached through [`GossipBus`], so this actor is
 //! tested without sockets.
 
@@ -15,15 +15,16 @@ use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::cluster_view::{merge, NodeReport};
-use crate::counter::NodeId;
 use crate::deployment::DeploymentHandle;
-use crate::ledger::{Contribution, Ledger};
+use crate::ledger::{Contribution, ContributorId, Ledger};
 
 /// Everything read from gossip in one exchange, one set per node id (a
 /// restarted node counts once, as its newest generation).
 #[derive(Debug, Default)]
 pub struct GossipRead {
-    pub live_nodes: Vec<NodeId>,
+    /// The contributor ids (`node#generation`) of every process whose own
+    /// gossip state the cluster still holds, alive or dead.
+    pub publishers: Vec<ContributorId>,
     pub deployments: Vec<NodeReport>,
     /// Every contribution any node publishes, its own or one it holds.
     pub counters: Vec<Contribution>,
@@ -101,13 +102,18 @@ async fn exchange(state: &GossipArgs) {
         deployment.set_cluster_stats(merge(reports));
     }
 
-    let live: HashSet<&str> = read.live_nodes.iter().map(String::as_str).collect();
-    let self_id = state.ledger.node_id();
+    // Our own counts, and those of processes whose gossip state is gone
+    // (garbage-collected, or a whole cluster restarted from its stores):
+    // while a process's state is still gossiped, it speaks for itself.
+    let publishing: HashSet<&str> = read.publishers.iter().map(String::as_str).collect();
+    let self_id = state.ledger.contributor();
     let counters = state
         .ledger
         .contributions()
         .into_iter()
-        .filter(|(_, node, _)| node == self_id || !live.contains(node.as_str()))
+        .filter(|(_, contributor, _)| {
+            contributor == self_id || !publishing.contains(contributor.as_str())
+        })
         .collect();
     let deployments = state
         .deployments
@@ -155,7 +161,7 @@ mod tests {
                 .collect();
             deployments.extend(self.peers.deployments.iter().cloned());
             let read = GossipRead {
-                live_nodes: self.peers.live_nodes.clone(),
+                publishers: self.peers.publishers.clone(),
                 deployments,
                 counters: self.peers.counters.clone(),
             };
@@ -181,7 +187,7 @@ mod tests {
             },
         };
         let peers = GossipRead {
-            live_nodes: vec!["self".into(), "peer".into()],
+            publishers: vec!["self".into(), "peer".into()],
             deployments: vec![peer],
             counters: vec![
                 ("calls/p/m".into(), "peer".into(), 5),

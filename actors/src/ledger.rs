@@ -1,12 +1,17 @@
-//! The node's durable counters: named G-Counters of per-node contributions
-//! (calls, errors and tokens per deployment, for now). This node adds to
-//! its own contribution; gossip brings every other node's, merged by
-//! per-node max, so nothing is counted twice however often it arrives.
+//! The node's durable counters: named G-Counters of per-contributor totals
+//! (calls, errors and tokens per deployment, for now). A contributor is one
+//! process, `node_id#generation`: a restarted node counts under a new
+//! contributor while its previous run's totals stay in the ledger as they
+//! were, so no count can be overwritten or counted twice, with or without a
+//! store. This process adds to its own contribution; gossip brings every
+//! other one, merged by per-contributor max.
 //!
 //! `LedgerActor` writes what changed to a [`LedgerStore`] every flush
 //! interval, in one batch, off the request path. A node restarted with the
-//! same node id reloads its contributions and those it had seen from
-//! peers, and goes on from there.
+//! same node id reloads every contribution it had stored — its own earlier
+//! runs' and those it had seen from peers — and goes on from those totals.
+//! A SIGKILL loses only counts that were neither flushed nor gossiped yet
+//! (at most one flush interval's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,8 +21,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::counter::{GCounter, NodeId};
 
-/// One contribution: counter name, contributing node, its total.
-pub type Contribution = (String, NodeId, u64);
+/// One process of one node: `node_id#generation`.
+pub type ContributorId = String;
+
+/// One contribution: counter name, contributor, its total.
+pub type Contribution = (String, ContributorId, u64);
 
 /// Where the ledger is kept between runs (RocksDB in `node`).
 pub trait LedgerStore: Send + Sync + 'static {
@@ -31,7 +39,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 pub struct Ledger(Arc<LedgerShared>);
 
 struct LedgerShared {
-    node_id: NodeId,
+    contributor: ContributorId,
     book: Mutex<Book>,
 }
 
@@ -47,26 +55,27 @@ struct Book {
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("node_id", &self.0.node_id)
+            .field("contributor", &self.0.contributor)
             .finish_non_exhaustive()
     }
 }
 
 impl Ledger {
-    /// A ledger for `node_id` starting from what was stored.
-    pub fn new(node_id: impl Into<NodeId>, restored: Vec<Contribution>) -> Self {
+    /// A ledger counting as `contributor`, starting from what was stored.
+    pub fn new(contributor: impl Into<ContributorId>, restored: Vec<Contribution>) -> Self {
         let mut book = Book::default();
         for (name, node, total) in restored {
             book.counters.entry(name).or_default().observe(&node, total);
         }
         Ledger(Arc::new(LedgerShared {
-            node_id: node_id.into(),
+            contributor: contributor.into(),
             book: Mutex::new(book),
         }))
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.0.node_id
+    /// This process's contributor id.
+    pub fn contributor(&self) -> &str {
+        &self.0.contributor
     }
 
     /// A poisoned lock only means another thread panicked mid-update of
@@ -83,7 +92,7 @@ impl Ledger {
         if amount == 0 {
             return;
         }
-        let node_id = &self.0.node_id;
+        let node_id = &self.0.contributor;
         let mut book = self.book();
         // Counting is on every call's way out: no allocation once a
         // counter exists.
@@ -141,7 +150,10 @@ impl Ledger {
         let mut book = self.book();
         let mut dirty = std::mem::take(&mut book.dirty);
         let own = std::mem::take(&mut book.dirty_own);
-        dirty.extend(own.into_iter().map(|name| (name, self.0.node_id.clone())));
+        dirty.extend(
+            own.into_iter()
+                .map(|name| (name, self.0.contributor.clone())),
+        );
         dirty
             .into_iter()
             .map(|(name, node)| {

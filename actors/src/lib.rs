@@ -37,7 +37,7 @@ pub use cluster_view::{ClusterDeploymentStats, NodeReport};
 pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats, Health};
 pub use error::CallError;
 pub use gossip::{GossipArgs, GossipBus, GossipRead};
-pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore};
+pub use ledger::{Contribution, ContributorId, Ledger, LedgerArgs, LedgerStore};
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, Routes};

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::ClusterConfig;
 use transport::AuthenticatedTransport;
-pub use transport::GossipCounters;
+use transport::GossipCounters;
 
 /// How long a dead node's state is kept before chitchat forgets it.
 const DEAD_NODE_GRACE: Duration = Duration::from_secs(60 * 60);
@@ -56,6 +56,7 @@ pub struct GossipFigures {
     pub other_cluster: u64,
     pub malformed: u64,
     pub undecodable: u64,
+    pub oversized_sent: u64,
     pub dropped: u64,
 }
 
@@ -120,12 +121,9 @@ impl GossipBus for Cluster {
                     keys::encode_report(&report),
                 );
             }
+            // chitchat ignores a set that does not change the value.
             for (counter, contributor, total) in counters {
-                let key = keys::counter_key(&contributor, &counter);
-                // Setting an unchanged value would still cost a version bump.
-                if state.get(&key) != Some(total.to_string().as_str()) {
-                    state.set(key, total);
-                }
+                state.set(keys::counter_key(&contributor, &counter), total);
             }
         })
     }
@@ -135,20 +133,29 @@ impl GossipBus for Cluster {
             let chitchat = self.chitchat.chitchat();
             let chitchat = chitchat.lock().await;
             let mut read = GossipRead::default();
+            // Counts from every generation of every node: each process
+            // counts under its own contributor id, and max-merge makes
+            // reading one twice harmless.
+            for (id, state) in chitchat.node_states() {
+                read.publishers
+                    .push(contributor_id(&id.node_id, id.generation_id));
+                for (key, value) in state.key_values() {
+                    let Some((contributor, counter)) = keys::counter_of(key) else {
+                        continue;
+                    };
+                    if let Ok(total) = value.parse() {
+                        read.counters
+                            .push((counter.to_owned(), contributor.to_owned(), total));
+                    }
+                }
+            }
+            // Live figures from each node's newest generation only.
             for NodeEntry {
                 id, state, alive, ..
             } in newest_generations(&chitchat)
             {
-                if alive {
-                    read.live_nodes.push(id.node_id.to_string());
-                }
                 for (key, value) in state.key_values() {
-                    if let Some((contributor, counter)) = keys::counter_of(key) {
-                        if let Ok(total) = value.parse() {
-                            read.counters
-                                .push((counter.to_owned(), contributor.to_owned(), total));
-                        }
-                    } else if let (Some(deployment), Some(report)) =
+                    if let (Some(deployment), Some(report)) =
                         (keys::deployment_of(key), keys::decode_report(value))
                     {
                         read.deployments.push(NodeReport {
@@ -165,18 +172,27 @@ impl GossipBus for Cluster {
     }
 }
 
-fn unix_millis() -> u64 {
+/// The ledger's name for one process of a node: `node_id#generation`.
+pub fn contributor_id(node_id: &str, generation: u64) -> String {
+    format!("{node_id}#{generation}")
+}
+
+pub fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
 }
 
 impl Cluster {
-    /// Starts gossip. The generation is the start time in ms, so a node
-    /// restarted with the same `node_id` is a newer generation of itself.
-    pub async fn join(config: &ClusterConfig, http_addr: SocketAddr) -> anyhow::Result<Cluster> {
-        let started_ms = unix_millis();
-        let chitchat_id = ChitchatId::new(config.node_id.clone(), started_ms, config.advertise);
+    /// Starts gossip. `generation` is the process's start time in ms, so a
+    /// node restarted with the same `node_id` is a newer generation of itself.
+    pub async fn join(
+        config: &ClusterConfig,
+        generation: u64,
+        http_addr: SocketAddr,
+    ) -> anyhow::Result<Cluster> {
+        let started_ms = generation;
+        let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
         let failure_detector_config = FailureDetectorConfig {
             dead_node_grace_period: DEAD_NODE_GRACE,
             initial_interval: config.gossip_interval * 4,
@@ -295,6 +311,7 @@ impl Cluster {
             other_cluster: load(&counters.other_cluster),
             malformed: load(&counters.malformed),
             undecodable: load(&counters.undecodable),
+            oversized_sent: load(&counters.oversized_sent),
             dropped: counters.dropped(),
         }
     }

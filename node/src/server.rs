@@ -15,7 +15,7 @@ use chorus_actors::{
 };
 
 use crate::cli::ServeArgs;
-use crate::cluster::Cluster;
+use crate::cluster::{contributor_id, unix_millis, Cluster};
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::storage::Storage;
@@ -112,10 +112,14 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
-    let node_id = config
-        .cluster
-        .as_ref()
-        .map_or(STANDALONE_NODE_ID, |cluster| cluster.node_id.as_str());
+    let generation = unix_millis();
+    let contributor = contributor_id(
+        config
+            .cluster
+            .as_ref()
+            .map_or(STANDALONE_NODE_ID, |cluster| cluster.node_id.as_str()),
+        generation,
+    );
     let storage = match &config.storage_path {
         Some(path) => Some(Arc::new(Storage::open(path)?)),
         None => None,
@@ -124,12 +128,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(storage) => storage.load_counters()?,
         None => Vec::new(),
     };
-    tracing::info!(
-        node_id,
-        restored_counters = restored.len(),
-        "counters restored"
-    );
-    let ledger = Ledger::new(node_id, restored);
+    tracing::info!(%contributor, restored_counters = restored.len(), "counters restored");
+    let ledger = Ledger::new(contributor, restored);
     let routes = Arc::new(build_routes(&config, &http_client, &ledger));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -138,7 +138,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the listen address")?;
     let cluster = match &config.cluster {
-        Some(cluster_config) => Some(Arc::new(Cluster::join(cluster_config, address).await?)),
+        Some(cluster_config) => Some(Arc::new(
+            Cluster::join(cluster_config, generation, address).await?,
+        )),
         None => None,
     };
     let gossip = cluster.as_ref().map(|cluster| GossipArgs {

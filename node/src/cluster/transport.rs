@@ -33,8 +33,9 @@ const MAGIC: [u8; 4] = *b"CHG1";
 const TAG_LEN: usize = 8;
 const MAC_LEN: usize = 32;
 const HEADER_LEN: usize = MAGIC.len() + TAG_LEN + MAC_LEN;
-/// The largest UDP payload; chitchat keeps its own packets below this less
-/// our header (see `max_payload`).
+/// The largest UDP payload. chitchat fills packets up to this size itself,
+/// so with our header its largest ones do not fit and are dropped (counted
+/// as `oversized_sent`): keep gossip values small.
 const MAX_DATAGRAM: usize = 65_507;
 /// How long a decoded envelope may take to come back through loopback.
 const LOOPBACK_WAIT: Duration = Duration::from_millis(200);
@@ -72,6 +73,7 @@ impl GossipCounters {
             &self.other_cluster,
             &self.malformed,
             &self.undecodable,
+            &self.oversized_sent,
         ]
         .iter()
         .map(|counter| counter.load(Ordering::Relaxed))
@@ -230,7 +232,12 @@ impl LoopbackCodec {
     async fn decode(&mut self, payload: &[u8]) -> anyhow::Result<Option<ChitchatEnvelope>> {
         self.tap.send_to(payload, self.chitchat_addr).await?;
         match tokio::time::timeout(LOOPBACK_WAIT, self.chitchat.recv()).await {
-            Ok(outcome) => Ok(Some(outcome?.envelope)),
+            // Only what our tap sent counts: another local process could
+            // write to this loopback port too.
+            Ok(outcome) => {
+                let outcome = outcome?;
+                Ok((outcome.from_addr == self.tap_addr).then_some(outcome.envelope))
+            }
             Err(_) => Ok(None),
         }
     }
@@ -252,8 +259,9 @@ impl Receiver {
         loop {
             let (length, from) = match self.public.recv_from(&mut buffer).await {
                 Ok(received) => received,
-                // A peer that went away makes some platforms report a reset.
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                // A peer that went away (ICMP unreachable), or a moment's
+                // memory pressure: the socket itself is fine.
+                Err(error) if is_transient(&error) => continue,
                 Err(error) => {
                     let _ = self
                         .incoming_tx
@@ -293,6 +301,14 @@ impl Receiver {
             }
         }
     }
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused | ErrorKind::OutOfMemory
+    )
 }
 
 struct AuthenticatedSocket {

@@ -24,7 +24,7 @@ pub async fn page(State(state): State<AppState>) -> Html<String> {
         ),
         None => (
             "(none)".to_owned(),
-            state.ledger.node_id().to_owned(),
+            state.ledger.contributor().to_owned(),
             Vec::new(),
             None,
         ),
