@@ -80,6 +80,17 @@ impl Actor for GossipActor {
         exchange(state).await;
         Ok(())
     }
+
+    /// A last exchange on the way out, so counts made since the previous
+    /// one reach the peers before the node leaves.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        exchange(state).await;
+        Ok(())
+    }
 }
 
 async fn exchange(state: &GossipArgs) {

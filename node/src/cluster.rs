@@ -296,7 +296,10 @@ impl Cluster {
             .flat_map(|state| state.key_values())
             .map(|(key, value)| key.len() + value.len())
             .sum();
-        let peers = chitchat.live_nodes().count().saturating_sub(1);
+        let peers = newest_generations(&chitchat)
+            .iter()
+            .filter(|node| node.alive && !node.is_self)
+            .count();
         drop(chitchat);
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &self.counters;

@@ -200,10 +200,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    // The actors first: the ledger flushes, the gossip actor publishes one
+    // last time; then a few gossip rounds for peers to take it, then leave.
+    supervisor.stop().await;
     if let Some(cluster) = cluster {
+        tokio::time::sleep(cluster.gossip_interval() * 3).await;
         cluster.leave();
     }
-    supervisor.stop().await;
     Ok(())
 }
 
