@@ -27,7 +27,7 @@ pub struct SupervisorArgs {
 
 /// A running supervision tree; stop it to stop every child.
 pub struct SupervisorHandle {
-    actor: ActorRef<()>,
+    actor: ActorRef<SupervisorMsg>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -52,7 +52,7 @@ impl SupervisorHandle {
 
 /// A supervised child, with what it takes to start it again.
 #[derive(Clone)]
-enum Child {
+pub enum Child {
     Deployment(DeploymentHandle),
     Gossip(GossipArgs),
     Ledger(LedgerArgs),
@@ -88,12 +88,34 @@ impl Child {
     }
 }
 
+/// Messages the supervisor sends itself.
+pub enum SupervisorMsg {
+    /// Try again to start a child whose restart failed.
+    Restart(Child),
+}
+
+/// A failed restart must not take the supervisor down with it (ractor
+/// would then stop every other child): it is retried after a pause.
+const RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, child: Child) {
+    match child.start(myself.get_cell()).await {
+        Ok(id) => {
+            state.children.insert(id, child);
+        }
+        Err(error) => {
+            tracing::error!(child = %child.name(), %error, retry_s = RESTART_RETRY.as_secs(), "cannot restart actor");
+            myself.send_after(RESTART_RETRY, move || SupervisorMsg::Restart(child));
+        }
+    }
+}
+
 pub struct SupervisorState {
     children: HashMap<ActorId, Child>,
 }
 
 impl Actor for NodeSupervisor {
-    type Msg = ();
+    type Msg = SupervisorMsg;
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
@@ -117,10 +139,11 @@ impl Actor for NodeSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        _message: (),
-        _state: &mut Self::State,
+        myself: ActorRef<Self::Msg>,
+        SupervisorMsg::Restart(child): SupervisorMsg,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        restart(&myself, state, child).await;
         Ok(())
     }
 
@@ -140,8 +163,7 @@ impl Actor for NodeSupervisor {
                     handle.count_restart();
                 }
                 tracing::error!(child = %child.name(), %reason, "actor failed, restarting");
-                let id = child.start(myself.get_cell()).await?;
-                state.children.insert(id, child);
+                restart(&myself, state, child).await;
             }
             SupervisionEvent::ActorTerminated(stopped, _, _) => {
                 if let Some(Child::Deployment(handle)) = state.children.remove(&stopped.get_id()) {
