@@ -469,3 +469,45 @@ secret = "{secret}"
         seeds = seeds.join(", ")
     )
 }
+
+impl Node {
+    /// Waits until this node's `GET /v1/cluster` counts `count` live members.
+    pub async fn wait_for_live_members(&self, count: usize) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{count} live members"),
+            || async {
+                let cluster = self.get_v1("/v1/cluster").await;
+                let alive = cluster["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["alive"] == true)
+                    .count();
+                (alive == count).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Starts one clustered node per id (`cluster_config`, no storage), each
+/// joining through the first node (the first through the second), and waits
+/// until every node sees them all alive. Returns the nodes and their gossip
+/// ports, in the order of `node_ids`.
+pub async fn start_cluster(node_ids: &[&str], secret: &str) -> (Vec<Node>, Vec<u16>) {
+    let ports: Vec<u16> = node_ids.iter().map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::with_capacity(node_ids.len());
+    for (index, node_id) in node_ids.iter().enumerate() {
+        let seed = if index == 0 {
+            ports.get(1)
+        } else {
+            ports.first()
+        };
+        let seeds: Vec<u16> = seed.copied().into_iter().collect();
+        nodes.push(Node::start(&cluster_config(node_id, ports[index], &seeds, secret, None)).await);
+    }
+    for node in &nodes {
+        node.wait_for_live_members(node_ids.len()).await;
+    }
+    (nodes, ports)
+}

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_tests::{chat_body, cluster_config, free_udp_port, scratch_dir, Node, TEST_KEY};
+use chorus_tests::{chat_body, scratch_dir, start_cluster, TEST_KEY};
 
 const SECRET: &str = "balancer-test-secret-0123456789";
 
@@ -58,33 +58,7 @@ fn start_haproxy(port: u16, backends: &[&str]) -> Balancer {
 
 #[tokio::test]
 async fn requests_through_the_balancer_survive_a_killed_node() {
-    let gossip = [free_udp_port(), free_udp_port(), free_udp_port()];
-    let mut nodes = [
-        Node::start(&cluster_config(
-            "lb-a",
-            gossip[0],
-            &[gossip[1]],
-            SECRET,
-            None,
-        ))
-        .await,
-        Node::start(&cluster_config(
-            "lb-b",
-            gossip[1],
-            &[gossip[0]],
-            SECRET,
-            None,
-        ))
-        .await,
-        Node::start(&cluster_config(
-            "lb-c",
-            gossip[2],
-            &[gossip[0]],
-            SECRET,
-            None,
-        ))
-        .await,
-    ];
+    let (mut nodes, _) = start_cluster(&["lb-a", "lb-b", "lb-c"], SECRET).await;
     let addresses: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
     let port = free_port();
     let _balancer = start_haproxy(

@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use chorus_tests::{chat_body, cluster_config, eventually, free_udp_port, Node};
+use chorus_tests::{chat_body, cluster_config, eventually, free_udp_port, start_cluster, Node};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -108,32 +108,13 @@ async fn three_nodes_converge_see_a_killed_node_dead_and_see_it_rejoin() {
 
 #[tokio::test]
 async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
-    let ports = [free_udp_port(), free_udp_port(), free_udp_port()];
-    let a = Node::start(&cluster_config(
-        "node-a",
-        ports[0],
-        &[ports[1]],
-        SECRET,
-        None,
-    ))
-    .await;
-    let b = Node::start(&cluster_config(
-        "node-b",
-        ports[1],
-        &[ports[0]],
-        SECRET,
-        None,
-    ))
-    .await;
-    wait_for_view(&a, "two live members", |m| {
-        all_alive(m, &["node-a", "node-b"])
-    })
-    .await;
+    let (nodes, ports) = start_cluster(&["node-a", "node-b"], SECRET).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
 
     // A node with the wrong secret cannot join.
     let intruder = Node::start(&cluster_config(
         "intruder",
-        ports[2],
+        free_udp_port(),
         &[ports[0]],
         "wrong-secret-0123456789",
         None,
@@ -191,9 +172,9 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
 
     // The cluster is undisturbed and the intruder never appears.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let members = view(&a).await;
+    let members = view(a).await;
     assert!(all_alive(&members, &["node-a", "node-b"]), "{members:?}");
-    assert!(view(&b).await.iter().all(|m| m.0 != "intruder"));
+    assert!(view(b).await.iter().all(|m| m.0 != "intruder"));
     let intruder_view: Value = intruder.get_v1("/v1/cluster").await;
     assert_eq!(
         intruder_view["members"].as_array().unwrap().len(),
@@ -243,38 +224,19 @@ async fn wait_for_figures(
 
 #[tokio::test]
 async fn every_node_sees_the_cluster_wide_deployment_figures() {
-    let ports = [free_udp_port(), free_udp_port()];
-    let a = Node::start(&cluster_config(
-        "node-a",
-        ports[0],
-        &[ports[1]],
-        SECRET,
-        None,
-    ))
-    .await;
-    let b = Node::start(&cluster_config(
-        "node-b",
-        ports[1],
-        &[ports[0]],
-        SECRET,
-        None,
-    ))
-    .await;
-    wait_for_view(&a, "two live members", |m| {
-        all_alive(m, &["node-a", "node-b"])
-    })
-    .await;
+    let (nodes, _) = start_cluster(&["node-a", "node-b"], SECRET).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
 
     // Load on one node is visible on the other.
     let mut stream = a.chat(&chat_body("slow", true)).send().await.unwrap();
     stream.chunk().await.unwrap();
-    let busy = wait_for_figures(&b, "paced/mock", "in-flight seen from node-b", |f| {
+    let busy = wait_for_figures(b, "paced/mock", "in-flight seen from node-b", |f| {
         f["in_flight"] == 1
     })
     .await;
     assert_eq!(busy["nodes"], 2, "{busy}");
     drop(stream);
-    wait_for_figures(&b, "paced/mock", "in-flight back to zero", |f| {
+    wait_for_figures(b, "paced/mock", "in-flight back to zero", |f| {
         f["in_flight"] == 0
     })
     .await;
@@ -299,7 +261,7 @@ async fn every_node_sees_the_cluster_wide_deployment_figures() {
     for _ in 0..3 {
         a.chat(&chat_body("dead", false)).send().await.unwrap();
     }
-    let failing = wait_for_figures(&b, "nowhere/m", "failing seen from node-b", |f| {
+    let failing = wait_for_figures(b, "nowhere/m", "failing seen from node-b", |f| {
         f["health"] == "failing"
     })
     .await;

@@ -3,9 +3,8 @@
 //! no secret.
 
 use std::process::Command;
-use std::time::Duration;
 
-use chorus_tests::{cluster_config, eventually, free_udp_port, scratch_dir, Node, TEST_KEY};
+use chorus_tests::{scratch_dir, start_cluster, TEST_KEY};
 
 const SECRET: &str = "status-page-secret-0123456789";
 
@@ -42,36 +41,8 @@ fn rendered_dom(url: &str) -> String {
 
 #[tokio::test]
 async fn every_node_renders_a_page_naming_every_live_node() {
-    let ports = [free_udp_port(), free_udp_port()];
-    let a = Node::start(&cluster_config(
-        "page-a",
-        ports[0],
-        &[ports[1]],
-        SECRET,
-        None,
-    ))
-    .await;
-    let b = Node::start(&cluster_config(
-        "page-b",
-        ports[1],
-        &[ports[0]],
-        SECRET,
-        None,
-    ))
-    .await;
-    for node in [&a, &b] {
-        eventually(Duration::from_secs(30), "both members alive", || async {
-            let cluster = node.get_v1("/v1/cluster").await;
-            let alive = cluster["members"]
-                .as_array()?
-                .iter()
-                .filter(|m| m["alive"] == true)
-                .count();
-            (alive == 2).then_some(())
-        })
-        .await;
-    }
-    for node in [&a, &b] {
+    let (nodes, _) = start_cluster(&["page-a", "page-b"], SECRET).await;
+    for node in &nodes {
         let url = node.url("/status");
         let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
             .await
