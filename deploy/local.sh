@@ -9,7 +9,9 @@
 #
 #   CHORUS_PORT      the balancer's port (default 4000); nodes use the next N
 #   CHORUS_DEV_KEY   the gateway key clients send (default sk-chorus-local)
-#   CHORUS_DATA      where node stores and configs go (default target/local-cluster)
+#   CHORUS_ADMIN_TOKEN  the admin token of the status pages (default: made
+#                    once, kept in the data directory)
+#   CHORUS_DATA      where node stores and configs go (default ~/.local/share/chorus/local-cluster)
 #   CHORUS_GOSSIP_PORT  first node's gossip UDP port (default 7946); nodes use the next N
 #   CHORUS_BIN       a chorus binary to run instead of building one (the tests use it)
 set -euo pipefail
@@ -23,33 +25,39 @@ while (($#)); do
   esac
 done
 
-command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
-missing=()
-command -v cc >/dev/null || missing+=(build-essential)
-compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || missing+=(libclang-dev)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  else
-    echo "missing packages: ${missing[*]} (install them, then re-run)" >&2; exit 1
-  fi
+source deploy/prereqs.sh
+need_command haproxy haproxy
+if [ -z "${CHORUS_BIN:-}" ]; then
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs (or set CHORUS_BIN)" >&2; exit 1; }
+  need_command cc build-essential
+  need_libclang
 fi
+install_needed
 
 port="${CHORUS_PORT:-4000}"
 export CHORUS_DEV_KEY="${CHORUS_DEV_KEY:-sk-chorus-local}"
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-data="${CHORUS_DATA:-$target_dir/local-cluster}"
+# Stores and the cluster secret are user data: never under target/, where a
+# `cargo clean` would wipe them.
+data="${CHORUS_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/chorus/local-cluster}"
 mkdir -p "$data"
-secret_file="$data/cluster-secret"
-[ -s "$secret_file" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file")
-export CHORUS_CLUSTER_SECRET="$(cat "$secret_file")"
+# A random secret, made once and readable by this user only.
+secret() { # file
+  [ -s "$1" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$1")
+  cat "$1"
+}
+export CHORUS_CLUSTER_SECRET="$(secret "$data/cluster-secret")"
+if [ -n "${CHORUS_ADMIN_TOKEN:-}" ]; then
+  token_hint="the one in CHORUS_ADMIN_TOKEN"
+else
+  export CHORUS_ADMIN_TOKEN="$(secret "$data/admin-token")"
+  token_hint="it is in $data/admin-token"
+fi
 
 chorus="${CHORUS_BIN:-}"
 if [ -z "$chorus" ]; then
   echo "building chorus (release; the first build compiles RocksDB and takes a while)..."
   cargo build --release --quiet -p chorus-node
-  chorus="$target_dir/release/chorus"
+  chorus="${CARGO_TARGET_DIR:-$PWD/target}/release/chorus"
 fi
 gossip_base="${CHORUS_GOSSIP_PORT:-7946}"
 
@@ -114,6 +122,7 @@ echo
 for i in $(seq 1 "$nodes"); do
   echo "  node-$i  status page  http://127.0.0.1:$((port + i))/status"
 done
+echo "  (each page asks once for the admin token: $token_hint)"
 cat <<MSG
 
 Try it:

@@ -9,23 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v cc >/dev/null || missing+=(build-essential)
-python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-# RocksDB's bindings are generated with bindgen, which needs libclang.
-compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*/libclang*.so*' >/dev/null || missing+=(libclang-dev)
+source deploy/prereqs.sh
+need_command cc build-essential
+python3 -c 'import ensurepip, venv' 2>/dev/null || needed_packages+=(python3-venv)
+# RocksDB's bindings are generated with bindgen, which loads libclang.
+need_libclang
 # The status page is checked in headless Chromium.
-command -v chromium >/dev/null || missing+=(chromium)
+need_command chromium chromium
 # Cluster tests run nodes behind a real L4 balancer.
-command -v haproxy >/dev/null || missing+=(haproxy)
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  else
-    echo "missing system packages: ${missing[*]} (install them, then re-run)" >&2
-    exit 1
-  fi
-fi
+need_command haproxy haproxy
+install_needed
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
