@@ -6,9 +6,8 @@
 //! counts are the ledger's.
 
 use chorus_proto::gossip::DeploymentReport;
-use serde::Serialize;
 
-use crate::deployment::Health;
+use crate::stats::{ClusterDeploymentStats, Health};
 
 /// One node's report on one deployment, as read from gossip.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,20 +16,6 @@ pub struct NodeReport {
     pub alive: bool,
     pub deployment: String,
     pub report: DeploymentReport,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ClusterDeploymentStats {
-    /// Nodes that reported on this deployment, alive or not.
-    pub nodes: usize,
-    pub in_flight: u64,
-    pub finished: u64,
-    pub errors: u64,
-    pub cancelled: u64,
-    pub latency_ms: Option<f64>,
-    pub ttft_ms: Option<f64>,
-    pub ms_per_output_token: Option<f64>,
-    pub health: Health,
 }
 
 /// A weighted mean of the values that exist.

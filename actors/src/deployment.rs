@@ -1,15 +1,15 @@
-//! `DeploymentActor`: owns one provider deployment's live figures — latency
-//! EWMAs (total, time to first token, per output token) and outcome counts.
-//! Request actors tell it how each call ended; after each message it
-//! publishes a [`DeploymentStats`] snapshot that balancers and the health
-//! endpoint read without a message hop. The snapshot lives in the
-//! [`DeploymentHandle`], outside the actor, so a restarted actor resumes from
-//! it after a crash.
+//! `DeploymentActor`: owns one provider deployment's latency EWMAs (total,
+//! time to first token, per output token) and its run of failures. Request
+//! actors tell it how each call ended; after each message it publishes a
+//! snapshot that balancers and the health endpoint read without a message
+//! hop. The snapshot lives in the [`DeploymentHandle`], outside the actor,
+//! so a restarted actor resumes from it after a crash.
 //!
-//! The in-flight count is the one figure kept outside the actor: an
-//! [`InFlight`] guard held by the request counts it and uncounts it when
-//! dropped, so no lost message, crashed actor or panicked request can leave
-//! it too high.
+//! Counts are kept outside the actor, where no lost message or restart can
+//! drop them: the request path records each call's outcome, tokens and cost
+//! on the handle and in the ledger before its client gets the answer, and
+//! an [`InFlight`] guard held by the request counts it as in flight until
+//! dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,13 +18,13 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use chorus_proto::gossip::DeploymentReport;
-use chorus_proto::Usage;
+use chorus_proto::counter::{CounterKey, CounterKind};
+use chorus_proto::{Price, Usage};
 
-use crate::cluster_view::ClusterDeploymentStats;
 use crate::ewma::Ewma;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, OwnCounter};
 use crate::provider::Provider;
+use crate::stats::{ClusterDeploymentStats, DeploymentStats};
 
 /// What a deployment is: which provider, which upstream model, at what price.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,82 +33,10 @@ pub struct DeploymentSpec {
     pub name: String,
     pub provider: String,
     pub upstream_model: String,
-    /// USD per million prompt tokens.
-    pub input_per_mtok: f64,
-    /// USD per million completion tokens.
-    pub output_per_mtok: f64,
+    pub price: Price,
     /// How long to wait for response headers, a whole non-streaming body, or
     /// the next stream event.
     pub timeout: Duration,
-}
-
-/// A point-in-time view of one deployment, cheap to read from any thread.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct DeploymentStats {
-    /// Calls under way now (from the in-flight guards, not the actor).
-    pub in_flight: u64,
-    /// Calls that ended, whatever the outcome.
-    pub finished: u64,
-    /// Calls that failed upstream (error status, timeout, broken stream).
-    pub errors: u64,
-    /// Calls the client abandoned before the upstream finished.
-    pub cancelled: u64,
-    pub latency_ms: Option<f64>,
-    pub ttft_ms: Option<f64>,
-    pub ms_per_output_token: Option<f64>,
-    /// Failed calls in a row; 0 after any success.
-    pub consecutive_failures: u32,
-}
-
-/// How a deployment is doing, from its recent failures. Ordered from best
-/// to worst, so the cluster view can take the worst any node reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    #[default]
-    Healthy,
-    /// One or two failures in a row.
-    Degraded,
-    /// Three or more failures in a row.
-    Failing,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Healthy => "healthy",
-            Health::Degraded => "degraded",
-            Health::Failing => "failing",
-        }
-    }
-
-    pub fn from_consecutive_failures(failures: u32) -> Self {
-        match failures {
-            0 => Health::Healthy,
-            1 | 2 => Health::Degraded,
-            _ => Health::Failing,
-        }
-    }
-}
-
-impl DeploymentStats {
-    pub fn health(&self) -> Health {
-        Health::from_consecutive_failures(self.consecutive_failures)
-    }
-
-    /// This node's figures as gossiped.
-    pub fn report(&self) -> DeploymentReport {
-        DeploymentReport {
-            in_flight: self.in_flight,
-            finished: self.finished,
-            errors: self.errors,
-            cancelled: self.cancelled,
-            latency_ms: self.latency_ms.map(|v| v as f32),
-            ttft_ms: self.ttft_ms.map(|v| v as f32),
-            ms_per_output_token: self.ms_per_output_token.map(|v| v as f32),
-            consecutive_failures: self.consecutive_failures,
-        }
-    }
 }
 
 /// How a call ended, as the request actor reports it.
@@ -119,37 +47,80 @@ pub enum CallOutcome {
     Cancelled,
 }
 
+/// One finished call, as recorded on its deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct CallEnded {
+    pub outcome: CallOutcome,
+    pub latency: Duration,
+    /// Time to the first stream event, for streaming calls.
+    pub ttft: Option<Duration>,
+    pub usage: Option<Usage>,
+}
+
 /// Messages a `DeploymentActor` accepts.
 #[derive(Debug)]
 pub enum DeploymentMsg {
-    /// A call ended.
-    CallFinished {
-        outcome: CallOutcome,
-        latency: Duration,
-        /// Time to the first stream event, for streaming calls.
-        ttft: Option<Duration>,
-        usage: Option<Usage>,
-    },
+    /// A call ended: a sample for the latency averages and failure run.
+    CallFinished(CallEnded),
     /// Fails the actor, so supervision can be exercised in tests.
     #[cfg(test)]
     Crash,
 }
 
 /// The node's entry for one deployment: its spec, its provider, the current
-/// actor and its last published stats. Cheap to clone.
+/// actor, its counts and its last published stats. Cheap to clone.
 #[derive(Clone)]
 pub struct DeploymentHandle(Arc<DeploymentShared>);
 
 struct DeploymentShared {
     spec: DeploymentSpec,
     provider: Arc<dyn Provider>,
-    stats: ArcSwap<DeploymentStats>,
+    /// The actor's latest averages and failure run.
+    samples: ArcSwap<Samples>,
     actor: ArcSwapOption<ActorRef<DeploymentMsg>>,
     restarts: AtomicU64,
     in_flight: AtomicU64,
+    finished: AtomicU64,
+    errors: AtomicU64,
+    cancelled: AtomicU64,
     /// The merged figures of every node, when the node is in a cluster.
     cluster: ArcSwapOption<ClusterDeploymentStats>,
-    ledger: Ledger,
+    counters: LedgerCounters,
+}
+
+/// What the actor publishes after each call.
+#[derive(Debug, Clone, Copy, Default)]
+struct Samples {
+    latency_ms: Option<f64>,
+    ttft_ms: Option<f64>,
+    ms_per_output_token: Option<f64>,
+    consecutive_failures: u32,
+}
+
+/// The deployment's durable, cluster-wide counters, resolved once.
+struct LedgerCounters {
+    calls: Arc<OwnCounter>,
+    errors: Arc<OwnCounter>,
+    prompt_tokens: Arc<OwnCounter>,
+    completion_tokens: Arc<OwnCounter>,
+    cost_micros: Arc<OwnCounter>,
+    calls_minute: Arc<OwnCounter>,
+    cost_micros_day: Arc<OwnCounter>,
+}
+
+impl LedgerCounters {
+    fn of(deployment: &str, ledger: &Ledger) -> Self {
+        let counter = |kind| ledger.counter(CounterKey::new(kind, deployment));
+        LedgerCounters {
+            calls: counter(CounterKind::Calls),
+            errors: counter(CounterKind::Errors),
+            prompt_tokens: counter(CounterKind::PromptTokens),
+            completion_tokens: counter(CounterKind::CompletionTokens),
+            cost_micros: counter(CounterKind::CostMicros),
+            calls_minute: counter(CounterKind::CallsMinute),
+            cost_micros_day: counter(CounterKind::CostMicrosDay),
+        }
+    }
 }
 
 /// Counts one call as in flight for as long as it lives.
@@ -172,16 +143,20 @@ impl std::fmt::Debug for DeploymentHandle {
 
 impl DeploymentHandle {
     /// `ledger` keeps the deployment's durable counts.
-    pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>, ledger: Ledger) -> Self {
+    pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>, ledger: &Ledger) -> Self {
+        let counters = LedgerCounters::of(&spec.name, ledger);
         DeploymentHandle(Arc::new(DeploymentShared {
             spec,
             provider,
-            stats: ArcSwap::from_pointee(DeploymentStats::default()),
+            samples: ArcSwap::from_pointee(Samples::default()),
             actor: ArcSwapOption::empty(),
             restarts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             cluster: ArcSwapOption::empty(),
-            ledger,
+            counters,
         }))
     }
 
@@ -198,9 +173,17 @@ impl DeploymentHandle {
     }
 
     pub fn stats(&self) -> DeploymentStats {
+        let shared = &self.0;
+        let samples = **shared.samples.load();
         DeploymentStats {
-            in_flight: self.0.in_flight.load(Ordering::Relaxed),
-            ..**self.0.stats.load()
+            in_flight: shared.in_flight.load(Ordering::Relaxed),
+            finished: shared.finished.load(Ordering::Relaxed),
+            errors: shared.errors.load(Ordering::Relaxed),
+            cancelled: shared.cancelled.load(Ordering::Relaxed),
+            latency_ms: samples.latency_ms,
+            ttft_ms: samples.ttft_ms,
+            ms_per_output_token: samples.ms_per_output_token,
+            consecutive_failures: samples.consecutive_failures,
         }
     }
 
@@ -220,6 +203,39 @@ impl DeploymentHandle {
         InFlight(self.clone())
     }
 
+    /// Records a finished call: its counts, tokens and cost go to this run's
+    /// figures and the ledger at once, on the caller's thread; the timing
+    /// goes to the actor as a sample. Returns the call's cost in micro-dollars.
+    pub fn record(&self, ended: CallEnded, unix_ms: u64) -> Option<u64> {
+        let shared = &self.0;
+        let counters = &shared.counters;
+        shared.finished.fetch_add(1, Ordering::Relaxed);
+        counters.calls.add(1, unix_ms);
+        counters.calls_minute.add(1, unix_ms);
+        match ended.outcome {
+            CallOutcome::Completed => {}
+            CallOutcome::Failed => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                counters.errors.add(1, unix_ms);
+            }
+            CallOutcome::Cancelled => {
+                shared.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let cost = ended.usage.map(|usage| {
+            counters.prompt_tokens.add(usage.prompt_tokens, unix_ms);
+            counters
+                .completion_tokens
+                .add(usage.completion_tokens, unix_ms);
+            let cost = shared.spec.price.cost_micros(&usage);
+            counters.cost_micros.add(cost, unix_ms);
+            counters.cost_micros_day.add(cost, unix_ms);
+            cost
+        });
+        self.tell(DeploymentMsg::CallFinished(ended));
+        cost
+    }
+
     /// How often the supervisor has restarted this deployment's actor.
     pub fn restarts(&self) -> u64 {
         self.0.restarts.load(Ordering::Relaxed)
@@ -231,8 +247,8 @@ impl DeploymentHandle {
     }
 
     /// Sends to whichever actor currently serves the deployment. Fire and
-    /// forget: a report lost while the actor restarts costs one sample.
-    pub fn tell(&self, message: DeploymentMsg) {
+    /// forget: a sample lost while the actor restarts is one sample.
+    fn tell(&self, message: DeploymentMsg) {
         if let Some(actor) = self.0.actor.load().as_ref() {
             if let Err(err) = actor.cast(message) {
                 tracing::debug!(deployment = %self.name(), %err, "deployment actor unavailable");
@@ -260,100 +276,52 @@ impl DeploymentHandle {
 
 pub struct DeploymentActor;
 
-/// The actor's working state: the stats plus EWMAs in their mutable form.
+/// The actor's working state: the EWMAs in their mutable form.
 pub struct DeploymentState {
     handle: DeploymentHandle,
-    stats: DeploymentStats,
+    samples: Samples,
     latency: Ewma,
     ttft: Ewma,
     per_token: Ewma,
-    counters: CounterNames,
-}
-
-/// The ledger counter names of one deployment, built once.
-struct CounterNames {
-    calls: String,
-    errors: String,
-    prompt_tokens: String,
-    completion_tokens: String,
-}
-
-impl CounterNames {
-    fn of(deployment: &str) -> Self {
-        CounterNames {
-            calls: counter_name(CALLS, deployment),
-            errors: counter_name(ERRORS, deployment),
-            prompt_tokens: counter_name(PROMPT_TOKENS, deployment),
-            completion_tokens: counter_name(COMPLETION_TOKENS, deployment),
-        }
-    }
 }
 
 impl DeploymentState {
-    /// The durable, cluster-wide counts; the stats above are this run's.
-    fn count_in_ledger(&self, outcome: CallOutcome, usage: Option<Usage>) {
-        let ledger = &self.handle.0.ledger;
-        let names = &self.counters;
-        ledger.add(&names.calls, 1);
-        if outcome == CallOutcome::Failed {
-            ledger.add(&names.errors, 1);
-        }
-        if let Some(usage) = usage {
-            ledger.add(&names.prompt_tokens, usage.prompt_tokens);
-            ledger.add(&names.completion_tokens, usage.completion_tokens);
-        }
-    }
-
     fn record(&mut self, message: DeploymentMsg) -> Result<(), ActorProcessingErr> {
         match message {
-            DeploymentMsg::CallFinished {
+            DeploymentMsg::CallFinished(CallEnded {
                 outcome,
                 latency,
                 ttft,
                 usage,
-            } => {
-                self.stats.finished += 1;
-                self.count_in_ledger(outcome, usage);
-                let output_tokens = usage.map(|usage| usage.completion_tokens);
-                match outcome {
-                    CallOutcome::Completed => {
-                        self.stats.consecutive_failures = 0;
-                        let total_ms = millis(latency);
-                        self.latency.observe(total_ms);
-                        if let Some(ttft) = ttft {
-                            self.ttft.observe(millis(ttft));
-                        }
-                        if let Some(tokens) = output_tokens.filter(|tokens| *tokens > 0) {
-                            let generation_ms = total_ms - ttft.map(millis).unwrap_or(0.0);
-                            self.per_token.observe(generation_ms / tokens as f64);
-                        }
+            }) => match outcome {
+                CallOutcome::Completed => {
+                    self.samples.consecutive_failures = 0;
+                    let total_ms = millis(latency);
+                    self.latency.observe(total_ms);
+                    if let Some(ttft) = ttft {
+                        self.ttft.observe(millis(ttft));
                     }
-                    CallOutcome::Failed => {
-                        self.stats.errors += 1;
-                        self.stats.consecutive_failures += 1;
+                    let output_tokens = usage.map(|usage| usage.completion_tokens);
+                    if let Some(tokens) = output_tokens.filter(|tokens| *tokens > 0) {
+                        let generation_ms = total_ms - ttft.map(millis).unwrap_or(0.0);
+                        self.per_token.observe(generation_ms / tokens as f64);
                     }
-                    CallOutcome::Cancelled => self.stats.cancelled += 1,
                 }
-            }
+                CallOutcome::Failed => {
+                    self.samples.consecutive_failures =
+                        self.samples.consecutive_failures.saturating_add(1);
+                }
+                CallOutcome::Cancelled => {}
+            },
             #[cfg(test)]
             DeploymentMsg::Crash => panic!("deployment actor crash requested by a test"),
         }
-        self.stats.latency_ms = self.latency.value();
-        self.stats.ttft_ms = self.ttft.value();
-        self.stats.ms_per_output_token = self.per_token.value();
-        self.handle.0.stats.store(Arc::new(self.stats));
+        self.samples.latency_ms = self.latency.value();
+        self.samples.ttft_ms = self.ttft.value();
+        self.samples.ms_per_output_token = self.per_token.value();
+        self.handle.0.samples.store(Arc::new(self.samples));
         Ok(())
     }
-}
-
-/// Ledger counters kept per deployment, named `<kind>/<deployment>`.
-pub const CALLS: &str = "calls";
-pub const ERRORS: &str = "errors";
-pub const PROMPT_TOKENS: &str = "prompt_tokens";
-pub const COMPLETION_TOKENS: &str = "completion_tokens";
-
-pub fn counter_name(kind: &str, deployment: &str) -> String {
-    format!("{kind}/{deployment}")
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -365,22 +333,21 @@ impl Actor for DeploymentActor {
     type State = DeploymentState;
     type Arguments = DeploymentHandle;
 
-    /// Resumes from the last published snapshot, so a restart after a crash
-    /// keeps in-flight counts and averages.
+    /// Resumes from the last published samples, so a restart after a crash
+    /// keeps the averages and the failure run.
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
         handle: DeploymentHandle,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let stats = handle.stats();
+        let samples = **handle.0.samples.load();
         handle.attach(myself);
         Ok(DeploymentState {
-            counters: CounterNames::of(handle.name()),
-            latency: Ewma::from_value(stats.latency_ms),
-            ttft: Ewma::from_value(stats.ttft_ms),
-            per_token: Ewma::from_value(stats.ms_per_output_token),
+            latency: Ewma::from_value(samples.latency_ms),
+            ttft: Ewma::from_value(samples.ttft_ms),
+            per_token: Ewma::from_value(samples.ms_per_output_token),
             handle,
-            stats,
+            samples,
         })
     }
 

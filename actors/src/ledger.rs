@@ -1,85 +1,108 @@
-//! The node's durable counters: named G-Counters of per-contributor totals
-//! (calls, errors and tokens per deployment, for now). A contributor is one
-//! process, `node_id#generation`: a restarted node counts under a new
-//! contributor while its previous run's totals stay in the ledger as they
-//! were, so no count can be overwritten or counted twice, with or without a
-//! store. This process adds to its own contribution; gossip brings every
-//! other one, merged by per-contributor max.
+//! The node's view of every cluster counter: this run's own tally of each
+//! counter, and the tallies of every other run, of this node or another,
+//! learned from gossip and the store. A counter's cluster-wide value is
+//! the sum over nodes of what each node's runs counted (see [`runs`]).
 //!
-//! `LedgerActor` writes what changed to a [`LedgerStore`] every flush
-//! interval, in one batch, off the request path. A node restarted with the
-//! same node id reloads every contribution it had stored — its own earlier
-//! runs' and those it had seen from peers — and goes on from those totals.
-//! A SIGKILL loses only counts that were neither flushed nor gossiped yet
-//! (at most one flush interval's).
+//! A run is one process of a node, `node_id` and `generation` (its start
+//! stamp, increasing across restarts). A restarted node goes on from what
+//! its earlier runs counted — from its store, and from peers as their
+//! figures arrive — and says in every tally how much of it it folded in,
+//! so peers can forget an earlier run once it is accounted for and the
+//! number of tallies stays bounded however often nodes restart.
+//!
+//! The request path counts through an [`OwnCounter`] handle and never
+//! takes the ledger's lock; the store flush ([`LedgerActor`]) and the
+//! gossip exchange each take what changed since they last looked.
+
+mod own;
+mod runs;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use chorus_proto::counter::{Buckets, CounterKey, Tally};
 
-use crate::counter::{GCounter, NodeId};
+pub use own::OwnCounter;
+use runs::Runs;
+pub use store::{LedgerActor, LedgerArgs, LedgerMsg, LedgerStore, StoreChange, StoreError};
 
-/// One process of one node: `node_id#generation`.
-pub type ContributorId = String;
+/// A node's stable identity in the cluster (`[cluster] node_id`).
+pub type NodeId = String;
 
-/// One contribution: counter name, contributor, its total.
-pub type Contribution = (String, ContributorId, u64);
+/// One run (process) of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId {
+    pub node_id: NodeId,
+    /// When the run started, in ms since the Unix epoch, and never below
+    /// the previous run's (a persisted monotonic value).
+    pub generation: u64,
+}
 
-/// Where the ledger is kept between runs (RocksDB in `node`).
-pub trait LedgerStore: Send + Sync + 'static {
-    /// Writes `entries` at once; each replaces the stored total of its
-    /// (counter, node) pair.
-    fn save(&self, entries: &[Contribution]) -> Result<(), String>;
+/// One run's tally of one counter, as gossiped and stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub key: CounterKey,
+    pub run: RunId,
+    pub tally: Tally,
 }
 
 /// Cheap to clone; every clone is the same ledger.
 #[derive(Clone)]
-pub struct Ledger(Arc<LedgerShared>);
+pub struct Ledger(Arc<Shared>);
 
-struct LedgerShared {
-    contributor: ContributorId,
+struct Shared {
+    run: RunId,
     book: Mutex<Book>,
 }
 
 #[derive(Default)]
 struct Book {
-    counters: BTreeMap<String, GCounter>,
-    /// Other nodes' (counter, node) pairs changed since the last flush.
-    dirty: BTreeSet<(String, NodeId)>,
-    /// Counters whose own contribution changed since the last flush.
-    dirty_own: BTreeSet<String>,
+    /// This run's counters.
+    own: BTreeMap<CounterKey, Arc<OwnCounter>>,
+    /// The runs of every node that still count, by counter and node. This
+    /// node's earlier runs are here until its own tally has folded them.
+    runs: BTreeMap<CounterKey, BTreeMap<NodeId, Runs>>,
+    /// Tallies of other runs changed or forgotten since the last flush.
+    unsaved: BTreeSet<(CounterKey, RunId)>,
+    /// A newer run of this very node id was seen: two processes share an
+    /// id, or this one is a leftover. Logged once.
+    warned_newer_self: bool,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("contributor", &self.0.contributor)
+            .field("run", &self.0.run)
             .finish_non_exhaustive()
     }
 }
 
 impl Ledger {
-    /// A ledger counting as `contributor`, starting from what was stored.
-    pub fn new(contributor: impl Into<ContributorId>, restored: Vec<Contribution>) -> Self {
-        let mut book = Book::default();
-        for (name, node, total) in restored {
-            book.counters.entry(name).or_default().observe(&node, total);
+    /// A ledger for run `run`, starting from what the store kept.
+    pub fn new(run: RunId, restored: Vec<Contribution>) -> Self {
+        let ledger = Ledger(Arc::new(Shared {
+            run,
+            book: Mutex::new(Book::default()),
+        }));
+        for contribution in restored {
+            ledger.observe(contribution);
         }
-        Ledger(Arc::new(LedgerShared {
-            contributor: contributor.into(),
-            book: Mutex::new(book),
-        }))
+        // What came from the store is in the store already.
+        ledger.book().unsaved.clear();
+        ledger
     }
 
-    /// This process's contributor id.
-    pub fn contributor(&self) -> &str {
-        &self.0.contributor
+    pub fn run(&self) -> &RunId {
+        &self.0.run
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.0.run.node_id
     }
 
     /// A poisoned lock only means another thread panicked mid-update of
-    /// plain counters; the data is still usable.
+    /// plain maps of counts; the data is still usable.
     fn book(&self) -> MutexGuard<'_, Book> {
         self.0
             .book
@@ -87,215 +110,292 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds to this node's own contribution to `name`.
-    pub fn add(&self, name: &str, amount: u64) {
-        if amount == 0 {
-            return;
-        }
-        let node_id = &self.0.contributor;
+    /// This run's counter `key`: the handle the request path counts with.
+    pub fn counter(&self, key: CounterKey) -> Arc<OwnCounter> {
         let mut book = self.book();
-        // Counting is on every call's way out: no allocation once a
-        // counter exists.
-        match book.counters.get_mut(name) {
-            Some(counter) => counter.add(node_id, amount),
-            None => book
-                .counters
-                .entry(name.to_owned())
+        own_counter(&mut book, &self.0.run, key).0
+    }
+
+    /// Takes in one run's tally, from a peer or the store. Returns whether
+    /// the ledger changed.
+    pub fn observe(&self, contribution: Contribution) -> bool {
+        let Contribution { key, run, tally } = contribution;
+        let own_run = &self.0.run;
+        let mut book = self.book();
+        if run.node_id == own_run.node_id {
+            if run.generation > own_run.generation && !book.warned_newer_self {
+                book.warned_newer_self = true;
+                tracing::error!(node_id = %run.node_id, generation = run.generation,
+                    "a newer run of this node id is counting: is the node id configured twice?");
+            }
+            if run.generation >= own_run.generation {
+                return false;
+            }
+            let runs = book
+                .runs
+                .entry(key.clone())
                 .or_default()
-                .add(node_id, amount),
+                .entry(run.node_id)
+                .or_default();
+            if !runs.observe(run.generation, tally).grew {
+                return false;
+            }
+            return own_counter(&mut book, own_run, key).1;
         }
-        if !book.dirty_own.contains(name) {
-            book.dirty_own.insert(name.to_owned());
+        let changes = book
+            .runs
+            .entry(key.clone())
+            .or_default()
+            .entry(run.node_id.clone())
+            .or_default()
+            .observe(run.generation, tally);
+        let changed = changes.grew || !changes.forgotten.is_empty();
+        for generation in changes.forgotten {
+            let forgotten = RunId {
+                node_id: run.node_id.clone(),
+                generation,
+            };
+            book.unsaved.insert((key.clone(), forgotten));
         }
-    }
-
-    /// Takes `total` as `node`'s contribution to `name` if it is larger.
-    pub fn observe(&self, name: &str, node: &str, total: u64) {
-        let mut book = self.book();
-        let counter = book.counters.entry(name.to_owned()).or_default();
-        if total > counter.contribution(node) {
-            counter.observe(node, total);
-            book.dirty.insert((name.to_owned(), node.to_owned()));
+        if changes.grew {
+            book.unsaved.insert((key, run));
         }
+        changed
     }
 
-    /// Cluster-wide totals by counter name.
-    pub fn totals(&self) -> BTreeMap<String, u64> {
-        self.book()
-            .counters
-            .iter()
-            .map(|(name, counter)| (name.clone(), counter.value()))
-            .collect()
+    /// The counter's cluster-wide value at `unix_ms`.
+    pub fn value(&self, key: &CounterKey, unix_ms: u64) -> u64 {
+        let book = self.book();
+        key.window()
+            .value(cluster_buckets(&book, &self.0.run, key), unix_ms)
     }
 
-    pub fn total(&self, name: &str) -> u64 {
-        self.book().counters.get(name).map_or(0, GCounter::value)
-    }
-
-    /// Every contribution known, this node's included.
-    pub fn contributions(&self) -> Vec<Contribution> {
-        self.book()
-            .counters
-            .iter()
-            .flat_map(|(name, counter)| {
-                counter
-                    .contributions()
-                    .map(move |(node, total)| (name.clone(), node.to_owned(), total))
+    /// Every counter's cluster-wide value at `unix_ms`.
+    pub fn values(&self, unix_ms: u64) -> BTreeMap<CounterKey, u64> {
+        let book = self.book();
+        let keys: BTreeSet<&CounterKey> = book.own.keys().chain(book.runs.keys()).collect();
+        keys.into_iter()
+            .map(|key| {
+                let buckets = cluster_buckets(&book, &self.0.run, key);
+                (key.clone(), key.window().value(buckets, unix_ms))
             })
             .collect()
     }
 
-    /// The contributions changed since the last call.
-    fn take_dirty(&self) -> Vec<Contribution> {
-        let mut book = self.book();
-        let mut dirty = std::mem::take(&mut book.dirty);
-        let own = std::mem::take(&mut book.dirty_own);
-        dirty.extend(
-            own.into_iter()
-                .map(|name| (name, self.0.contributor.clone())),
-        );
-        dirty
-            .into_iter()
-            .map(|(name, node)| {
-                let total = book
-                    .counters
-                    .get(&name)
-                    .map_or(0, |counter| counter.contribution(&node));
-                (name, node, total)
+    /// Own tallies changed since gossip last took them.
+    pub fn take_unpublished(&self) -> Vec<Contribution> {
+        let book = self.book();
+        book.own
+            .values()
+            .filter_map(|counter| {
+                counter.take_unpublished().map(|tally| Contribution {
+                    key: counter.key().clone(),
+                    run: self.0.run.clone(),
+                    tally,
+                })
             })
             .collect()
     }
 
-    /// Puts back entries whose save failed, so the next flush retries them.
-    fn mark_dirty(&self, entries: &[Contribution]) {
+    /// Has gossip take every own tally again (a restarted gossip actor
+    /// does not know which it has published).
+    pub fn mark_all_unpublished(&self) {
+        for counter in self.book().own.values() {
+            counter.mark_unpublished();
+        }
+    }
+
+    /// Every tally changed or forgotten since the store last took them.
+    pub fn take_unsaved(&self) -> Vec<StoreChange> {
+        let mut guard = self.book();
+        let book = &mut *guard;
+        let own_run = &self.0.run;
+        let mut changes = Vec::new();
+        for (key, counter) in &book.own {
+            let Some(tally) = counter.take_unsaved() else {
+                continue;
+            };
+            changes.push(StoreChange::Put(Contribution {
+                key: key.clone(),
+                run: own_run.clone(),
+                tally,
+            }));
+            // The tally just taken folds this node's earlier runs in.
+            if let Some(earlier) = book
+                .runs
+                .get_mut(key)
+                .and_then(|nodes| nodes.remove(&own_run.node_id))
+            {
+                changes.extend(earlier.iter().map(|(generation, _)| StoreChange::Remove {
+                    key: key.clone(),
+                    node_id: own_run.node_id.clone(),
+                    generation,
+                }));
+            }
+        }
+        for (key, run) in std::mem::take(&mut book.unsaved) {
+            let stored = book
+                .runs
+                .get(&key)
+                .and_then(|nodes| nodes.get(&run.node_id))
+                .and_then(|runs| runs.get(run.generation));
+            changes.push(match stored {
+                Some(tally) => StoreChange::Put(Contribution { key, run, tally }),
+                None if run == *own_run && book.own.contains_key(&key) => continue,
+                None => StoreChange::Remove {
+                    key,
+                    node_id: run.node_id,
+                    generation: run.generation,
+                },
+            });
+        }
+        changes
+    }
+
+    /// Puts back changes whose save failed, so the next flush retries them.
+    pub fn keep_unsaved(&self, changes: &[StoreChange]) {
         let mut book = self.book();
-        book.dirty.extend(
-            entries
-                .iter()
-                .map(|(name, node, _)| (name.clone(), node.clone())),
-        );
+        for change in changes {
+            let (key, run) = match change {
+                StoreChange::Put(contribution) => {
+                    (contribution.key.clone(), contribution.run.clone())
+                }
+                StoreChange::Remove {
+                    key,
+                    node_id,
+                    generation,
+                } => (
+                    key.clone(),
+                    RunId {
+                        node_id: node_id.clone(),
+                        generation: *generation,
+                    },
+                ),
+            };
+            if run == self.0.run {
+                if let Some(counter) = book.own.get(&key) {
+                    counter.mark_unsaved();
+                    continue;
+                }
+            }
+            book.unsaved.insert((key, run));
+        }
+    }
+
+    /// The tallies of other nodes' runs that `select` picks: what a node
+    /// republishes for runs whose own gossip state is gone.
+    pub fn runs_of(&self, select: impl Fn(&RunId) -> bool) -> Vec<Contribution> {
+        let book = self.book();
+        let mut picked = Vec::new();
+        for (key, nodes) in &book.runs {
+            for (node_id, runs) in nodes {
+                if *node_id == self.0.run.node_id {
+                    continue;
+                }
+                for (generation, tally) in runs.iter() {
+                    let run = RunId {
+                        node_id: node_id.clone(),
+                        generation,
+                    };
+                    if select(&run) {
+                        picked.push(Contribution {
+                            key: key.clone(),
+                            run,
+                            tally,
+                        });
+                    }
+                }
+            }
+        }
+        picked
+    }
+
+    /// Every other run that still counts somewhere, by node.
+    pub fn known_runs(&self) -> BTreeMap<NodeId, BTreeSet<u64>> {
+        let book = self.book();
+        let mut known: BTreeMap<NodeId, BTreeSet<u64>> = BTreeMap::new();
+        for nodes in book.runs.values() {
+            for (node_id, runs) in nodes {
+                if *node_id != self.0.run.node_id {
+                    let generations = known.entry(node_id.clone()).or_default();
+                    generations.extend(runs.iter().map(|(generation, _)| generation));
+                }
+            }
+        }
+        known
+    }
+
+    /// Forgets tallies whose window has passed. Returns this run's counters
+    /// that no longer count, so their gossip keys can go too; the counters
+    /// themselves stay for whoever still holds them.
+    pub fn expire(&self, unix_ms: u64) -> Vec<CounterKey> {
+        let mut guard = self.book();
+        let book = &mut *guard;
+        let mut unsaved = Vec::new();
+        book.runs.retain(|key, nodes| {
+            let epoch = key.window().epoch(unix_ms);
+            nodes.retain(|node_id, runs| {
+                for generation in runs.expire(epoch) {
+                    let run = RunId {
+                        node_id: node_id.clone(),
+                        generation,
+                    };
+                    unsaved.push((key.clone(), run));
+                }
+                !runs.is_empty()
+            });
+            !nodes.is_empty()
+        });
+        book.unsaved.extend(unsaved);
+        let mut expired = Vec::new();
+        book.own.retain(|key, counter| {
+            if !counter
+                .tally()
+                .total
+                .expired_at(key.window().epoch(unix_ms))
+            {
+                return true;
+            }
+            expired.push(key.clone());
+            // Only the ledger holds it: nobody will count with it again.
+            Arc::strong_count(counter) > 1
+        });
+        for key in &expired {
+            if !book.own.contains_key(key) {
+                book.unsaved.insert((key.clone(), self.0.run.clone()));
+            }
+        }
+        expired
     }
 }
 
-pub struct LedgerActor;
-
-#[derive(Clone)]
-pub struct LedgerArgs {
-    pub ledger: Ledger,
-    pub store: Arc<dyn LedgerStore>,
-    pub flush_interval: Duration,
+/// This run's counter `key`, with whatever this node's earlier runs are
+/// known to have counted folded in; and whether that fold added anything.
+fn own_counter(book: &mut Book, own_run: &RunId, key: CounterKey) -> (Arc<OwnCounter>, bool) {
+    let earlier = book
+        .runs
+        .get(&key)
+        .and_then(|nodes| nodes.get(&own_run.node_id))
+        .map(Runs::total);
+    let counter = book
+        .own
+        .entry(key)
+        .or_insert_with_key(|key| Arc::new(OwnCounter::new(key.clone())))
+        .clone();
+    let folded = earlier.is_some_and(|earlier| counter.fold_earlier_runs(earlier));
+    (counter, folded)
 }
 
-#[derive(Debug)]
-pub enum LedgerMsg {
-    /// Write what changed since the last flush.
-    Flush,
-}
-
-impl Actor for LedgerActor {
-    type Msg = LedgerMsg;
-    type State = LedgerArgs;
-    type Arguments = LedgerArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: LedgerArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(args.flush_interval, || LedgerMsg::Flush);
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        LedgerMsg::Flush: LedgerMsg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        flush(state);
-        Ok(())
-    }
-
-    /// A last flush on the way out, so a clean stop loses nothing.
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        flush(state);
-        Ok(())
-    }
-}
-
-fn flush(state: &LedgerArgs) {
-    let entries = state.ledger.take_dirty();
-    if entries.is_empty() {
-        return;
-    }
-    if let Err(error) = state.store.save(&entries) {
-        tracing::error!(%error, entries = entries.len(), "cannot save counters; will retry");
-        state.ledger.mark_dirty(&entries);
-    }
+/// Every node's count of `key`, added up bucket by bucket.
+fn cluster_buckets(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
+    let own = book.own.get(key).map(|counter| counter.tally().total);
+    let others = book.runs.get(key).into_iter().flatten();
+    others
+        .filter(|(node_id, _)| own.is_none() || **node_id != own_run.node_id)
+        .map(|(_, runs)| runs.total())
+        .chain(own)
+        .fold(Buckets::default(), Buckets::plus)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Default)]
-    struct MemoryStore {
-        saved: Mutex<BTreeMap<(String, NodeId), u64>>,
-    }
-
-    impl LedgerStore for MemoryStore {
-        fn save(&self, entries: &[Contribution]) -> Result<(), String> {
-            let mut saved = self.saved.lock().map_err(|e| e.to_string())?;
-            for (name, node, total) in entries {
-                saved.insert((name.clone(), node.clone()), *total);
-            }
-            Ok(())
-        }
-    }
-
-    impl MemoryStore {
-        fn restore(&self) -> Vec<Contribution> {
-            self.saved
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|((name, node), total)| (name.clone(), node.clone(), *total))
-                .collect()
-        }
-    }
-
-    #[test]
-    fn a_restarted_ledger_goes_on_from_what_was_flushed() {
-        let store = MemoryStore::default();
-        let args = LedgerArgs {
-            ledger: Ledger::new("a", Vec::new()),
-            store: Arc::new(MemoryStore::default()),
-            flush_interval: Duration::from_secs(1),
-        };
-        args.ledger.add("calls", 2);
-        args.ledger.observe("calls", "b", 5);
-        args.ledger.observe("calls", "b", 3);
-        assert_eq!(args.ledger.total("calls"), 7);
-        store.save(&args.ledger.take_dirty()).unwrap();
-        assert!(
-            args.ledger.take_dirty().is_empty(),
-            "nothing changed since the flush"
-        );
-
-        let restarted = Ledger::new("a", store.restore());
-        assert_eq!(restarted.total("calls"), 7);
-        restarted.add("calls", 1);
-        assert_eq!(
-            restarted.contributions(),
-            [
-                ("calls".to_owned(), "a".to_owned(), 3),
-                ("calls".to_owned(), "b".to_owned(), 5)
-            ]
-        );
-        flush(&args);
-    }
-}
+mod tests;

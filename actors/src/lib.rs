@@ -2,43 +2,52 @@
 //!
 //! ```text
 //! NodeSupervisor
-//!  ├─ DeploymentActor   one per provider deployment: latency EWMAs, outcome counts;
+//!  ├─ DeploymentActor   one per provider deployment: latency EWMAs, failure run;
 //!  │                    restarted from its last published figures if it fails
-//!  ├─ LedgerActor       with storage: flushes the durable counters in batches
-//!  └─ GossipActor       in a cluster: publishes this node's figures and counts,
-//!                       merges every node's into the ledger and cluster views
-//! RequestActor          one per request: choose deployment → call provider → report → log
+//!  ├─ LedgerActor       with storage: flushes the counters' changes in batches
+//!  └─ GossipActor       in a cluster: merges what every node publishes into the
+//!                       ledger and the cluster views, publishes this node's
+//! RequestActor          one per request: choose deployment → call provider →
+//!                       record → answer → log
 //! ```
 //!
 //! Request actors are not linked to the supervisor: each lives exactly as
 //! long as its request, and a failure ends only that request (its client
 //! gets a 503, its in-flight guard is dropped). Linking them would add two
 //! supervision messages per request to one actor for no recovery to make.
+//! A [`RequestTracker`] counts them instead, so shutdown can wait for the
+//! last one to record its call.
 //!
-//! Nothing here knows HTTP: providers are reached through the [`Provider`]
-//! trait, which the `node` crate implements with reqwest and the built-in mock.
+//! Nothing here knows HTTP, chitchat or RocksDB: providers are reached
+//! through the [`Provider`] trait, gossip through [`GossipBus`] and storage
+//! through [`LedgerStore`], which the `node` crate implements.
 
 pub mod balance;
+pub mod clock;
 pub mod cluster_view;
-pub mod counter;
 pub mod deployment;
 pub mod error;
+pub mod estimate;
 pub mod ewma;
 pub mod gossip;
 pub mod ledger;
 pub mod provider;
 pub mod request;
 pub mod routes;
+pub mod stats;
 pub mod supervisor;
 #[cfg(test)]
 mod testing;
+pub mod tracker;
 
-pub use cluster_view::{ClusterDeploymentStats, NodeReport};
-pub use deployment::{DeploymentHandle, DeploymentSpec, DeploymentStats, Health};
+pub use cluster_view::NodeReport;
+pub use deployment::{CallEnded, CallOutcome, DeploymentHandle, DeploymentSpec};
 pub use error::CallError;
 pub use gossip::{GossipArgs, GossipBus, GossipRead};
-pub use ledger::{Contribution, ContributorId, Ledger, LedgerArgs, LedgerStore};
+pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore, RunId, StoreChange, StoreError};
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, Routes};
+pub use stats::{ClusterDeploymentStats, DeploymentStats, Health};
 pub use supervisor::{NodeSupervisor, SupervisorArgs, SupervisorHandle};
+pub use tracker::RequestTracker;

@@ -70,4 +70,11 @@ pub enum ProviderError {
 /// An upstream that chat completions can be sent to.
 pub trait Provider: Send + Sync + 'static {
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>>;
+
+    /// Whether a stream may be asked to end with a usage chunk
+    /// (`stream_options.include_usage`). Without it, a stream's tokens are
+    /// estimated.
+    fn reports_stream_usage(&self) -> bool {
+        false
+    }
 }

@@ -1,8 +1,9 @@
 //! `RequestActor`: one per chat completion. It chooses a deployment, calls
 //! the provider, hands the HTTP layer either the rewritten body or a channel
-//! of SSE frames, pumps the stream to its end, reports the outcome to the
-//! deployment's actor and writes the request's log line. It stops itself when
-//! the call is over, so its lifetime is exactly the request's.
+//! of SSE frames, pumps the stream to its end, records the call on its
+//! deployment (counts, tokens, cost) and writes the request's log line. It
+//! stops itself when the call is over, so its lifetime is exactly the
+//! request's; its [`Tracked`] guard lets shutdown wait for it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +15,13 @@ use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::deployment::{CallOutcome, DeploymentHandle, DeploymentMsg};
+use crate::clock::unix_millis;
+use crate::deployment::{CallEnded, CallOutcome, DeploymentHandle};
 use crate::error::CallError;
+use crate::estimate;
 use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
 use crate::routes::AliasRoute;
+use crate::tracker::Tracked;
 
 /// SSE frames buffered between the upstream and a slow client. Small, so a
 /// client that stops reading stops the upstream read too.
@@ -30,6 +34,8 @@ pub struct RequestArgs {
     /// When the HTTP request arrived: the start of the logged latency.
     pub received_at: Instant,
     pub reply_tx: oneshot::Sender<Result<Reply, CallError>>,
+    /// Held until the call is recorded.
+    pub tracked: Tracked,
 }
 
 /// What the HTTP layer sends back to the client.
@@ -97,7 +103,7 @@ impl Actor for RequestActor {
     }
 }
 
-/// How a call ended: what the deployment actor and the log line learn.
+/// How a call ended: what the deployment and the log line learn.
 struct Ending {
     outcome: CallOutcome,
     /// The status the client got; 499 when it went away first.
@@ -126,6 +132,14 @@ impl Ending {
             ttft,
             usage: None,
             error: None,
+        }
+    }
+
+    /// The tokens a call that ended early had used.
+    fn with_usage(self, usage: Usage) -> Self {
+        Ending {
+            usage: Some(usage),
+            ..self
         }
     }
 
@@ -161,12 +175,13 @@ impl CallRecord<'_> {
             usage,
             error,
         } = ending;
-        self.deployment.tell(DeploymentMsg::CallFinished {
+        let ended = CallEnded {
             outcome,
             latency: self.started.elapsed(),
             ttft,
             usage,
-        });
+        };
+        let cost_micros = self.deployment.record(ended, unix_millis());
         tracing::info!(
             target: "chorus::request",
             request_id = %self.request_id,
@@ -177,11 +192,22 @@ impl CallRecord<'_> {
             outcome = ?outcome,
             prompt_tokens = usage.map(|usage| usage.prompt_tokens),
             completion_tokens = usage.map(|usage| usage.completion_tokens),
+            usage_estimated = usage.map(|usage| usage.estimated),
+            cost_micros,
             ttft_ms = ttft.map(|ttft| ttft.as_secs_f64() * 1000.0),
             latency_ms = self.received_at.elapsed().as_secs_f64() * 1000.0,
             error = error.as_ref().map(tracing::field::display),
             "request finished"
         );
+    }
+
+    /// Logs an upstream `usage` object that could not be read: the call is
+    /// then counted with an estimate, and the log says why.
+    fn note_usage_error(&self, error: Option<&str>) {
+        if let Some(error) = error {
+            tracing::warn!(request_id = %self.request_id, deployment = %self.deployment.name(),
+                %error, "the upstream's usage could not be read; tokens will be estimated");
+        }
     }
 
     fn error(&self, cause: ProviderError) -> CallError {
@@ -199,6 +225,7 @@ async fn run(args: RequestArgs) {
         route,
         received_at,
         mut reply_tx,
+        tracked: _tracked,
     } = args;
     let Some(deployment) = route.choose() else {
         // Config validation gives every alias a deployment.
@@ -214,6 +241,13 @@ async fn run(args: RequestArgs) {
         received_at,
         stream: request.stream,
     };
+    // Every streamed call gets counted tokens: ask for usage even when the
+    // client did not, and hide it from that client again.
+    let hide_usage =
+        request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
+    if hide_usage {
+        request.ask_for_stream_usage();
+    }
     let call = UpstreamCall {
         request_id: request_id.clone(),
         body: request.upstream_body(&spec.upstream_model),
@@ -237,14 +271,22 @@ async fn run(args: RequestArgs) {
     };
     match answer {
         Err(cause) => fail(&record, reply_tx, cause),
-        Ok(UpstreamReply::Complete(body)) => match rewrite_model(&body, &route.alias) {
-            Ok(rewritten) => {
-                // Answer first: the report and the log line are not the client's wait.
-                let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(rewritten.json.into()))));
-                record.finish(Ending::completed(None, rewritten.usage));
+        Ok(UpstreamReply::Complete(body)) => {
+            let mut text = String::new();
+            match rewrite_model(&body, &route.alias, false, &mut text) {
+                Ok(rewritten) => {
+                    record.note_usage_error(rewritten.usage_error.as_deref());
+                    let usage = rewritten
+                        .usage
+                        .unwrap_or_else(|| estimate::usage(request.messages(), &text));
+                    let json = rewritten.json.unwrap_or_default();
+                    // Answer first: the record and the log line are not the client's wait.
+                    let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(json.into()))));
+                    record.finish(Ending::completed(None, Some(usage)));
+                }
+                Err(detail) => fail(&record, reply_tx, ProviderError::Malformed(detail)),
             }
-            Err(detail) => fail(&record, reply_tx, ProviderError::Malformed(detail)),
-        },
+        }
         Ok(UpstreamReply::Stream(events)) => {
             let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
             if reply_tx
@@ -254,7 +296,21 @@ async fn run(args: RequestArgs) {
                 record.finish(Ending::cancelled(None));
                 return;
             }
-            let ending = pump(events, frames_tx, &record, &route.alias, spec.timeout).await;
+            let stream = Stream {
+                record: &record,
+                alias: &route.alias,
+                idle_timeout: spec.timeout,
+                hide_usage,
+            };
+            let (ending, text) = stream.pump(events, frames_tx).await;
+            // The upstream charged for what it produced, however it ended.
+            let ending = match ending.usage {
+                Some(_) => ending,
+                None => {
+                    let usage = estimate::usage(request.messages(), &text);
+                    ending.with_usage(usage)
+                }
+            };
             record.finish(ending);
         }
     }
@@ -271,58 +327,79 @@ fn fail(
     record.finish(Ending::failed(error.status(), None, error));
 }
 
-/// Forwards upstream events to the client as they arrive, `model` rewritten.
-/// A stream counts as complete only when the upstream sent `[DONE]`; any
-/// other end (closed early, broken, stalled, garbage) is reported to the
-/// client as an SSE `error` event, never as a normal finish. A client that
-/// goes away, or stops reading for the idle timeout, cancels the stream.
-async fn pump(
-    mut events: EventStream,
-    frames_tx: mpsc::Sender<Bytes>,
-    record: &CallRecord<'_>,
-    alias: &str,
+/// One streamed call on its way to the client.
+struct Stream<'a> {
+    record: &'a CallRecord<'a>,
+    alias: &'a str,
     idle_timeout: Duration,
-) -> Ending {
-    let mut ttft = None;
-    let mut usage = None;
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(idle_timeout, events.next()) => next,
-            _ = frames_tx.closed() => return Ending::cancelled(ttft),
-        };
-        if ttft.is_none() {
-            ttft = Some(record.started.elapsed());
-        }
-        let failure = match next {
-            Ok(Some(Ok(data))) if data == sse::DONE => {
-                return match frames_tx
-                    .send_timeout(sse::done_frame(), idle_timeout)
-                    .await
-                {
-                    Ok(()) => Ending::completed(ttft, usage),
-                    Err(_) => Ending::cancelled(ttft),
-                };
+    /// The client did not ask for usage: hold the usage chunk back.
+    hide_usage: bool,
+}
+
+impl Stream<'_> {
+    /// Forwards upstream events to the client as they arrive, `model`
+    /// rewritten. A stream counts as complete only when the upstream sent
+    /// `[DONE]`; any other end (closed early, broken, stalled, garbage) is
+    /// reported to the client as an SSE `error` event, never as a normal
+    /// finish. A client that goes away, or stops reading for the idle
+    /// timeout, cancels the stream. Returns how it ended and the text it
+    /// carried, for estimating tokens when no usage came.
+    async fn pump(
+        &self,
+        mut events: EventStream,
+        frames_tx: mpsc::Sender<Bytes>,
+    ) -> (Ending, String) {
+        let mut ttft = None;
+        let mut usage = None;
+        let mut text = String::new();
+        let idle_timeout = self.idle_timeout;
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle_timeout, events.next()) => next,
+                _ = frames_tx.closed() => return (Ending::cancelled(ttft), text),
+            };
+            if ttft.is_none() {
+                ttft = Some(self.record.started.elapsed());
             }
-            Ok(Some(Ok(data))) => match rewrite_model(data.as_bytes(), alias) {
-                Ok(rewritten) => {
-                    usage = rewritten.usage.or(usage);
-                    let frame = sse::data_frame(&rewritten.json);
-                    if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
-                        return Ending::cancelled(ttft);
-                    }
-                    continue;
+            let failure = match next {
+                Ok(Some(Ok(data))) if data == sse::DONE => {
+                    let ending = match frames_tx
+                        .send_timeout(sse::done_frame(), idle_timeout)
+                        .await
+                    {
+                        Ok(()) => Ending::completed(ttft, usage),
+                        Err(_) => Ending::cancelled(ttft),
+                    };
+                    return (ending, text);
                 }
-                Err(detail) => ProviderError::Malformed(detail),
-            },
-            Ok(Some(Err(cause))) => cause,
-            Ok(None) => ProviderError::Broken("the stream ended without `[DONE]`".into()),
-            Err(_) => ProviderError::Timeout(idle_timeout),
-        };
-        let error = record.error(failure);
-        let frame = sse::error_frame(&error.to_error_body());
-        if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
-            return Ending::cancelled(ttft);
+                Ok(Some(Ok(data))) => {
+                    match rewrite_model(data.as_bytes(), self.alias, self.hide_usage, &mut text) {
+                        Ok(rewritten) => {
+                            self.record
+                                .note_usage_error(rewritten.usage_error.as_deref());
+                            usage = rewritten.usage.or(usage);
+                            let Some(json) = rewritten.json else {
+                                continue;
+                            };
+                            let frame = sse::data_frame(&json);
+                            if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
+                                return (Ending::cancelled(ttft), text);
+                            }
+                            continue;
+                        }
+                        Err(detail) => ProviderError::Malformed(detail),
+                    }
+                }
+                Ok(Some(Err(cause))) => cause,
+                Ok(None) => ProviderError::Broken("the stream ended without `[DONE]`".into()),
+                Err(_) => ProviderError::Timeout(idle_timeout),
+            };
+            let error = self.record.error(failure);
+            let frame = sse::error_frame(&error.to_error_body());
+            if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
+                return (Ending::cancelled(ttft), text);
+            }
+            return (Ending::failed(200, ttft, error), text);
         }
-        return Ending::failed(200, ttft, error);
     }
 }

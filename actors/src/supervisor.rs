@@ -1,18 +1,26 @@
 //! `NodeSupervisor`: the root of a node's supervision tree. It starts one
 //! `DeploymentActor` per deployment, the `LedgerActor` when counts are
-//! stored, and the `GossipActor` in a cluster,
-//! and restarts any that fails — a deployment's handle is pointed at its new
-//! actor so reports keep flowing. ractor has no restart strategy of its own
-//! and by default stops a supervisor whose child fails, hence
-//! `handle_supervisor_evt` below.
+//! stored, and the `GossipActor` in a cluster, and restarts any that fails —
+//! a deployment's handle is pointed at its new actor so samples keep
+//! flowing. ractor has no restart strategy of its own and by default stops
+//! a supervisor whose child fails, hence `handle_supervisor_evt` below.
+//!
+//! On shutdown it drains in order: one last gossip exchange, a pause for
+//! peers to take it, then the last store flush.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use crate::deployment::{DeploymentActor, DeploymentHandle};
-use crate::gossip::{GossipActor, GossipArgs};
-use crate::ledger::{LedgerActor, LedgerArgs};
+use crate::gossip::{GossipActor, GossipArgs, GossipMsg};
+use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg};
+
+/// How long each drain step may take before shutdown goes on without it.
+const DRAIN_STEP_LIMIT: Duration = Duration::from_secs(5);
 
 pub struct NodeSupervisor;
 
@@ -39,8 +47,23 @@ impl NodeSupervisor {
 }
 
 impl SupervisorHandle {
-    /// Stops the children first and waits for them, so the ledger's last
-    /// flush happens before the node exits.
+    /// Publishes the last counts to peers, waits `for_peers` for them to
+    /// take them, then writes the last counts to the store. Call it once no
+    /// request is under way any more.
+    pub async fn drain(&self, for_peers: Duration) {
+        let drained = self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Drain { for_peers, reply },
+                Some(for_peers + DRAIN_STEP_LIMIT * 2),
+            )
+            .await;
+        if !matches!(drained, Ok(ractor::rpc::CallResult::Success(()))) {
+            tracing::warn!("the final gossip exchange or store flush did not finish in time");
+        }
+    }
+
+    /// Stops the children first and waits for them, then the supervisor.
     pub async fn stop(self) {
         self.actor
             .stop_children_and_wait(None, Some(std::time::Duration::from_secs(5)))
@@ -59,24 +82,24 @@ pub enum Child {
 }
 
 impl Child {
-    async fn start(&self, supervisor: ActorCell) -> Result<ActorId, ActorProcessingErr> {
-        let id = match self {
+    async fn start(&self, supervisor: ActorCell) -> Result<ActorCell, ActorProcessingErr> {
+        let cell = match self {
             Child::Deployment(handle) => {
                 Actor::spawn_linked(None, DeploymentActor, handle.clone(), supervisor)
                     .await?
                     .0
-                    .get_id()
+                    .get_cell()
             }
             Child::Gossip(args) => Actor::spawn_linked(None, GossipActor, args.clone(), supervisor)
                 .await?
                 .0
-                .get_id(),
+                .get_cell(),
             Child::Ledger(args) => Actor::spawn_linked(None, LedgerActor, args.clone(), supervisor)
                 .await?
                 .0
-                .get_id(),
+                .get_cell(),
         };
-        Ok(id)
+        Ok(cell)
     }
 
     fn name(&self) -> &str {
@@ -88,10 +111,14 @@ impl Child {
     }
 }
 
-/// Messages the supervisor sends itself.
 pub enum SupervisorMsg {
-    /// Try again to start a child whose restart failed.
+    /// Try again to start a child whose restart failed (sent to itself).
     Restart(Child),
+    /// Final gossip exchange, a pause for peers, final store flush.
+    Drain {
+        for_peers: Duration,
+        reply: RpcReplyPort<()>,
+    },
 }
 
 /// A failed restart must not take the supervisor down with it (ractor
@@ -100,8 +127,8 @@ const RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, child: Child) {
     match child.start(myself.get_cell()).await {
-        Ok(id) => {
-            state.children.insert(id, child);
+        Ok(cell) => {
+            state.children.insert(cell.get_id(), (child, cell));
         }
         Err(error) => {
             tracing::error!(child = %child.name(), %error, retry_s = RESTART_RETRY.as_secs(), "cannot restart actor");
@@ -111,7 +138,38 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
 }
 
 pub struct SupervisorState {
-    children: HashMap<ActorId, Child>,
+    children: HashMap<ActorId, (Child, ActorCell)>,
+}
+
+impl SupervisorState {
+    fn find(&self, pick: impl Fn(&Child) -> bool) -> Option<ActorCell> {
+        self.children
+            .values()
+            .find(|(child, _)| pick(child))
+            .map(|(_, cell)| cell.clone())
+    }
+}
+
+async fn drain(state: &SupervisorState, for_peers: Duration) {
+    if let Some(gossip) = state.find(|child| matches!(child, Child::Gossip(_))) {
+        let gossip: ActorRef<GossipMsg> = gossip.into();
+        if let Err(error) = gossip
+            .call(GossipMsg::FinalExchange, Some(DRAIN_STEP_LIMIT))
+            .await
+        {
+            tracing::warn!(%error, "the final gossip exchange failed");
+        }
+        tokio::time::sleep(for_peers).await;
+    }
+    if let Some(ledger) = state.find(|child| matches!(child, Child::Ledger(_))) {
+        let ledger: ActorRef<LedgerMsg> = ledger.into();
+        if let Err(error) = ledger
+            .call(LedgerMsg::FlushNow, Some(DRAIN_STEP_LIMIT))
+            .await
+        {
+            tracing::warn!(%error, "the final store flush failed");
+        }
+    }
 }
 
 impl Actor for NodeSupervisor {
@@ -132,7 +190,8 @@ impl Actor for NodeSupervisor {
             .chain(args.gossip.map(Child::Gossip))
             .chain(args.ledger.map(Child::Ledger));
         for child in all {
-            children.insert(child.start(myself.get_cell()).await?, child);
+            let cell = child.start(myself.get_cell()).await?;
+            children.insert(cell.get_id(), (child, cell));
         }
         Ok(SupervisorState { children })
     }
@@ -140,10 +199,16 @@ impl Actor for NodeSupervisor {
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
-        SupervisorMsg::Restart(child): SupervisorMsg,
+        message: SupervisorMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        restart(&myself, state, child).await;
+        match message {
+            SupervisorMsg::Restart(child) => restart(&myself, state, child).await,
+            SupervisorMsg::Drain { for_peers, reply } => {
+                drain(state, for_peers).await;
+                let _ = reply.send(());
+            }
+        }
         Ok(())
     }
 
@@ -155,7 +220,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(failed, reason) => {
-                let Some(child) = state.children.remove(&failed.get_id()) else {
+                let Some((child, _)) = state.children.remove(&failed.get_id()) else {
                     return Ok(());
                 };
                 if let Child::Deployment(handle) = &child {
@@ -166,7 +231,9 @@ impl Actor for NodeSupervisor {
                 restart(&myself, state, child).await;
             }
             SupervisionEvent::ActorTerminated(stopped, _, _) => {
-                if let Some(Child::Deployment(handle)) = state.children.remove(&stopped.get_id()) {
+                if let Some((Child::Deployment(handle), _)) =
+                    state.children.remove(&stopped.get_id())
+                {
                     handle.detach();
                 }
             }
@@ -191,10 +258,7 @@ mod tests {
     use crate::routes::AliasRoute;
 
     fn deployment() -> DeploymentHandle {
-        crate::testing::deployment(
-            "canned/upstream",
-            crate::ledger::Ledger::new("test", Vec::new()),
-        )
+        crate::testing::deployment("canned/upstream", &crate::testing::ledger("test"))
     }
 
     async fn complete(route: &Arc<AliasRoute>) -> Bytes {
@@ -208,6 +272,7 @@ mod tests {
             route: route.clone(),
             received_at: Instant::now(),
             reply_tx,
+            tracked: crate::tracker::RequestTracker::default().track(),
         };
         Actor::spawn(None, RequestActor, args).await.unwrap();
         match reply_rx.await.unwrap().unwrap().body {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_proto::Price;
 use futures::future::BoxFuture;
 
 use crate::deployment::{DeploymentHandle, DeploymentSpec};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, RunId};
 use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
 
 /// Answers every call at once with a fixed completion of model `upstream`.
@@ -20,14 +21,24 @@ impl Provider for Canned {
     }
 }
 
+/// A ledger for run 1 of `node_id`, with nothing stored.
+pub fn ledger(node_id: &str) -> Ledger {
+    Ledger::new(
+        RunId {
+            node_id: node_id.into(),
+            generation: 1,
+        },
+        Vec::new(),
+    )
+}
+
 /// A deployment named `name` on the [`Canned`] provider, counting into `ledger`.
-pub fn deployment(name: &str, ledger: Ledger) -> DeploymentHandle {
+pub fn deployment(name: &str, ledger: &Ledger) -> DeploymentHandle {
     let spec = DeploymentSpec {
         name: name.into(),
         provider: "canned".into(),
         upstream_model: "upstream".into(),
-        input_per_mtok: 0.0,
-        output_per_mtok: 0.0,
+        price: Price::default(),
         timeout: Duration::from_secs(5),
     };
     DeploymentHandle::new(spec, Arc::new(Canned), ledger)

@@ -1,142 +1,93 @@
-//! The TOML configuration: raw serde structs exactly as written in the file,
-//! loaded here and turned into a checked [`Config`] by [`validate`]. The raw
-//! structs have no `Debug`: they hold keys in clear.
+//! The TOML configuration. Each section lives in its own module with its
+//! raw serde struct, exactly as written in the file, and its checked type;
+//! [`validate`] checks every section and reports every problem in the file
+//! at once, so a config is fixed in one edit, not one run per mistake. A
+//! [`Config`] that exists is one the node can run. Raw structs have no
+//! `Debug`: they hold secrets in clear.
 //!
 //! Every field's default and unit is in its doc comment; the annotated
 //! example lives in `deploy/chorus.example.toml`.
 
+mod checker;
+mod cluster;
 mod env;
-mod validate;
+mod keys;
+mod models;
+mod providers;
+mod server;
+mod storage;
 
+use std::collections::HashSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use validate::{
-    sha256, validate, ClusterConfig, Config, DeploymentConfig, KeyConfig, ModelConfig,
-    ProviderConfig, ProviderKind,
-};
+use checker::Checker;
+pub use cluster::ClusterConfig;
+pub use keys::{sha256, KeyConfig};
+pub use models::{DeploymentConfig, ModelConfig};
+pub use providers::{ProviderConfig, ProviderKind};
+pub use server::ServerConfig;
 
-/// A config problem, naming the file, the field and what to fix.
-#[derive(Debug, thiserror::Error)]
-#[error("config `{}`: {field}: {problem}", file.display())]
-pub struct ConfigError {
-    pub file: PathBuf,
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    pub keys: Vec<KeyConfig>,
+    pub cluster: Option<ClusterConfig>,
+    /// Directory of the node's RocksDB store.
+    pub storage_path: Option<PathBuf>,
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
     /// Dotted path of the field at fault, e.g. `providers[1].base_url`.
     pub field: String,
     pub problem: String,
+}
+
+/// Everything wrong with a config file, naming the file and each field.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config `{}`:", self.file.display())?;
+        match self.problems.as_slice() {
+            [only] => write!(f, " {}: {}", only.field, only.problem),
+            problems => {
+                write!(f, " {} problems", problems.len())?;
+                for Problem { field, problem } in problems {
+                    write!(f, "\n  {field}: {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
-    pub server: RawServer,
+    pub server: server::RawServer,
     #[serde(default)]
-    pub providers: Vec<RawProvider>,
+    pub providers: Vec<providers::RawProvider>,
     #[serde(default)]
-    pub models: Vec<RawModel>,
+    pub models: Vec<models::RawModel>,
     /// Bootstrap gateway keys; hashed with SHA-256 at load.
     #[serde(default)]
-    pub keys: Vec<RawKey>,
+    pub keys: Vec<keys::RawKey>,
     /// Absent: the node runs alone.
-    pub cluster: Option<RawCluster>,
+    pub cluster: Option<cluster::RawCluster>,
     /// Absent: counts are kept in memory only and lost on restart.
-    pub storage: Option<RawStorage>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStorage {
-    /// Directory of the node's RocksDB store; created if missing. Required.
-    pub path: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCluster {
-    /// This node's stable identity; keep it across restarts. Required.
-    pub node_id: String,
-    /// UDP address gossip listens on. Default `127.0.0.1:7946`.
-    pub listen: Option<String>,
-    /// Address peers reach this node's gossip at. Default: `listen`.
-    pub advertise: Option<String>,
-    /// Gossip addresses (`host:port`) of nodes to join through. Default none.
-    #[serde(default)]
-    pub seeds: Vec<String>,
-    /// Nodes only gossip with nodes of the same cluster id. Default `chorus`.
-    pub cluster_id: Option<String>,
-    /// Time between gossip rounds, in ms. Default 500.
-    pub gossip_interval_ms: Option<u64>,
-    /// Shared secret every gossip packet is authenticated with
-    /// (HMAC-SHA256). Required; `${VAR}` allowed.
-    pub secret: String,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    /// Address the HTTP API listens on. Default `127.0.0.1:4000`.
-    pub listen: Option<String>,
-    /// Token for the admin API. Optional; `${VAR}` allowed.
-    pub admin_token: Option<String>,
-    /// Largest request body accepted, in bytes. Default 10 MiB.
-    pub max_body_bytes: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    /// Unique name that deployments refer to.
-    pub name: String,
-    /// `openai` (any OpenAI-compatible HTTP endpoint) or `mock` (built in).
-    pub format: String,
-    /// `openai` only: base URL up to and including `/v1`.
-    pub base_url: Option<String>,
-    /// `openai` only: sent as `Authorization: Bearer`. Optional; `${VAR}` allowed.
-    pub api_key: Option<String>,
-    /// `openai` only: extra headers sent with every call (e.g. Azure's
-    /// `api-key`, OpenRouter's `HTTP-Referer`). Values allow `${VAR}`.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Wait for headers, a whole body, or the next stream event, in ms. Default 60000.
-    pub timeout_ms: Option<u64>,
-    /// `mock` only: delay before each streamed token, in ms. Default 0.
-    pub token_delay_ms: Option<u64>,
-    /// `mock` only: tokens per completion, capped by the request's max_tokens. Default 16.
-    pub output_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    /// The model name clients send.
-    pub alias: String,
-    pub deployments: Vec<RawDeployment>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDeployment {
-    /// Name of a `[[providers]]` entry.
-    pub provider: String,
-    /// The model name the upstream knows.
-    pub model: String,
-    /// USD per million prompt tokens. Default 0.
-    #[serde(default)]
-    pub input_per_mtok: f64,
-    /// USD per million completion tokens. Default 0.
-    #[serde(default)]
-    pub output_per_mtok: f64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawKey {
-    /// A label for logs; never the key itself.
-    pub name: String,
-    /// The key clients send as `Authorization: Bearer`. `${VAR}` allowed.
-    pub key: String,
+    pub storage: Option<storage::RawStorage>,
 }
 
 /// Reads, parses and validates the config file, with `${VAR}` taken from
@@ -144,8 +95,10 @@ pub struct RawKey {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let problem = |field: &str, problem: String| ConfigError {
         file: path.to_owned(),
-        field: field.to_owned(),
-        problem,
+        problems: vec![Problem {
+            field: field.to_owned(),
+            problem,
+        }],
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| problem("(file)", format!("cannot read the file: {e}")))?;
@@ -161,3 +114,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     validate(raw, path, &|name| std::env::var(name).ok())
 }
+
+/// Checks every section of `raw`, resolving `${VAR}` through `lookup`;
+/// `file` only names the config in error messages.
+pub fn validate(
+    raw: RawConfig,
+    file: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut checker = Checker::new(lookup);
+    let server = server::check(&raw.server, &mut checker);
+    let providers = providers::check(&raw.providers, &mut checker);
+    // Deployments may name any provider the file defines, even one with
+    // problems of its own: those are reported where they are.
+    let defined: HashSet<&str> = raw.providers.iter().map(|p| p.name.as_str()).collect();
+    let models = models::check(&raw.models, &defined, &mut checker);
+    let keys = keys::check(&raw.keys, &mut checker);
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster::check(cluster, &mut checker));
+    let storage_path = raw
+        .storage
+        .as_ref()
+        .map(|storage| storage::check(storage, &mut checker));
+    let problems = checker.into_problems();
+    match (server, cluster, storage_path) {
+        (Some(server), cluster, storage_path) if problems.is_empty() => Ok(Config {
+            server,
+            providers,
+            models,
+            keys,
+            cluster: cluster.flatten(),
+            storage_path: storage_path.flatten(),
+        }),
+        _ => Err(ConfigError {
+            file: file.to_owned(),
+            problems,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use chorus_actors::{Ledger, Routes};
+use chorus_actors::{Ledger, RequestTracker, Routes};
 
 use crate::cluster::Cluster;
 
-pub use auth::KeyStore;
+pub use auth::{authenticate_admin, KeyStore};
 pub use error::ApiError;
 pub use request_id::RequestContext;
 
@@ -28,11 +28,15 @@ pub use request_id::RequestContext;
 pub struct AppState {
     pub routes: Arc<Routes>,
     pub keys: Arc<KeyStore>,
+    /// SHA-256 of the admin token; `None` turns the admin endpoints off.
+    pub admin_token_sha256: Option<[u8; 32]>,
     pub max_body_bytes: usize,
     /// `None` when the node runs without a `[cluster]` section.
     pub cluster: Option<Arc<Cluster>>,
     /// The durable counters, cluster-wide when in a cluster.
     pub ledger: Ledger,
+    /// The requests under way, which shutdown waits for.
+    pub requests: RequestTracker,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -9,3 +9,5 @@ pub mod logging;
 pub mod providers;
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+mod testing;

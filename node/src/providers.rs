@@ -21,11 +21,13 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provide
             completions_url,
             api_key,
             headers,
+            stream_usage,
         } => Arc::new(OpenAiProvider::new(
             http.clone(),
             completions_url.clone(),
             api_key.as_deref(),
             headers,
+            *stream_usage,
         )),
         ProviderKind::Mock {
             token_delay,

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use chorus_actors::clock::unix_millis;
 use chorus_actors::{
     AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger, LedgerArgs, NodeSupervisor,
-    Routes, SupervisorArgs,
+    RequestTracker, Routes, RunId, SupervisorArgs,
 };
 
 use crate::cli::ServeArgs;
-use crate::cluster::{contributor_id, unix_millis, Cluster};
+use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::storage::Storage;
@@ -30,6 +31,17 @@ const LEDGER_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// How long open connections (streams, mostly) get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long request actors get to record their calls once connections closed.
+const REQUEST_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Gossip rounds peers get to take a leaving node's last counts.
+const FINAL_GOSSIP_ROUNDS: u32 = 3;
+
+/// Gossip rounds after start before a run the ledger knows, but gossip has
+/// not mentioned, is taken for gone: by then every live peer has been heard.
+const SETTLE_ROUNDS: u32 = 10;
+const MIN_SETTLE: Duration = Duration::from_secs(2);
+
 /// `chorus serve`: exit code 2 for a bad config, 1 for a failure at run time.
 pub fn serve(args: ServeArgs) -> ExitCode {
     let mut config = match config::load(&args.config) {
@@ -40,7 +52,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if let Some(listen) = args.listen {
-        config.listen = listen;
+        config.server.listen = listen;
     }
     let _log_guard = logging::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,11 +106,10 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
                         name,
                         provider: provider.name.clone(),
                         upstream_model: deployment.model.clone(),
-                        input_per_mtok: deployment.input_per_mtok,
-                        output_per_mtok: deployment.output_per_mtok,
+                        price: deployment.price,
                         timeout: provider.timeout,
                     };
-                    let handle = DeploymentHandle::new(spec, client.clone(), ledger.clone());
+                    let handle = DeploymentHandle::new(spec, client.clone(), ledger);
                     deployments.push(handle.clone());
                     handle
                 }
@@ -111,29 +122,34 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Estimates are rare, but the first should not pay for loading the tokenizer.
+    tokio::task::spawn_blocking(chorus_actors::estimate::warm_up);
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
-    let generation = unix_millis();
-    let contributor = contributor_id(
-        config
-            .cluster
-            .as_ref()
-            .map_or(STANDALONE_NODE_ID, |cluster| cluster.node_id.as_str()),
-        generation,
-    );
     let storage = match &config.storage_path {
         Some(path) => Some(Arc::new(Storage::open(path)?)),
         None => None,
     };
-    let restored = match &storage {
-        Some(storage) => storage.load_counters()?,
-        None => Vec::new(),
+    let (generation, restored) = match &storage {
+        Some(storage) => (
+            storage.next_generation(unix_millis())?,
+            storage.load_counters()?,
+        ),
+        None => (unix_millis(), Vec::new()),
     };
-    tracing::info!(%contributor, restored_counters = restored.len(), "counters restored");
-    let ledger = Ledger::new(contributor, restored);
+    let run = RunId {
+        node_id: config
+            .cluster
+            .as_ref()
+            .map_or(STANDALONE_NODE_ID, |cluster| cluster.node_id.as_str())
+            .to_owned(),
+        generation,
+    };
+    tracing::info!(node_id = %run.node_id, generation, restored_tallies = restored.len(), "counters restored");
+    let ledger = Ledger::new(run, restored);
     let routes = Arc::new(build_routes(&config, &http_client, &ledger));
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener
         .local_addr()
         .context("cannot read the listen address")?;
@@ -148,6 +164,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         deployments: routes.deployments().to_vec(),
         ledger: ledger.clone(),
         interval: cluster.gossip_interval(),
+        settle: (cluster.gossip_interval() * SETTLE_ROUNDS).max(MIN_SETTLE),
     });
     let ledger_flush = storage.map(|store| LedgerArgs {
         ledger: ledger.clone(),
@@ -161,12 +178,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the node supervisor")?;
+    if config.server.admin_token_sha256.is_none() {
+        tracing::info!(
+            "no `server.admin_token`: the admin API, cluster view and status page answer 404"
+        );
+    }
+    let requests = RequestTracker::default();
     let state = AppState {
         routes: routes.clone(),
         keys: Arc::new(KeyStore::new(&config.keys)),
-        max_body_bytes: config.max_body_bytes,
+        admin_token_sha256: config.server.admin_token_sha256,
+        max_body_bytes: config.server.max_body_bytes,
         cluster: cluster.clone(),
         ledger,
+        requests: requests.clone(),
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {
@@ -200,11 +225,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    // The actors first: the ledger flushes, the gossip actor publishes one
-    // last time; then a few gossip rounds for peers to take it, then leave.
+    // In this order: every request has recorded its call; the last counts
+    // go to the peers, who get a few rounds to take them; then to the store;
+    // then the node leaves.
+    if !requests.idle(REQUEST_DRAIN_LIMIT).await {
+        tracing::warn!(
+            running = requests.running(),
+            "requests still running at shutdown"
+        );
+    }
+    let for_peers = cluster.as_ref().map_or(Duration::ZERO, |cluster| {
+        cluster.gossip_interval() * FINAL_GOSSIP_ROUNDS
+    });
+    supervisor.drain(for_peers).await;
     supervisor.stop().await;
     if let Some(cluster) = cluster {
-        tokio::time::sleep(cluster.gossip_interval() * 3).await;
         cluster.leave();
     }
     Ok(())

@@ -1,18 +1,42 @@
-//! The node's RocksDB store, in `[storage] path`. Column family `counters`
-//! holds the ledger: key `<counter name> NUL <node id>`, value the node's
-//! total as 8 big-endian bytes. Writes go through the WAL without fsync:
-//! a killed process loses nothing, and no request waits on the disk.
+//! The node's RocksDB store, in `[storage] path`.
+//!
+//! - Column family `counters` holds the ledger: key `<counter key> NUL
+//!   <node id> NUL <generation, 8 bytes big-endian>`, value the run's tally
+//!   in its text form. Writes go through the WAL without fsync: a killed
+//!   process loses nothing, and no request waits on the disk.
+//! - Column family `meta` holds the last run generation handed out, so a
+//!   restarted node always starts a newer run, whatever its clock says.
 
 use std::path::Path;
 
 use anyhow::Context;
-use chorus_actors::{Contribution, LedgerStore};
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
+use chorus_actors::{Contribution, LedgerStore, RunId, StoreChange, StoreError};
+use chorus_proto::counter::{CounterKey, Tally};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 const COUNTERS: &str = "counters";
+const META: &str = "meta";
+const GENERATION: &[u8] = b"generation";
 
 pub struct Storage {
     db: DB,
+}
+
+fn store_error(
+    action: &'static str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError {
+        action,
+        source: Box::new(error),
+    }
+}
+
+fn missing_family(name: &'static str) -> StoreError {
+    StoreError {
+        action: "open a column family of",
+        source: format!("column family `{name}` is missing").into(),
+    }
 }
 
 impl Storage {
@@ -20,21 +44,45 @@ impl Storage {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = vec![ColumnFamilyDescriptor::new(COUNTERS, Options::default())];
+        let families =
+            [COUNTERS, META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
         Ok(Storage { db })
     }
 
-    /// Every stored contribution; entries that do not decode are skipped.
-    pub fn load_counters(&self) -> anyhow::Result<Vec<Contribution>> {
+    /// The generation of the run starting now: `now_ms`, or one more than
+    /// the last run's if the clock says otherwise. Written to disk before
+    /// it is returned.
+    pub fn next_generation(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let meta = self
+            .db
+            .cf_handle(META)
+            .ok_or_else(|| missing_family(META))?;
+        let last = self
+            .db
+            .get_cf(meta, GENERATION)
+            .map_err(|e| store_error("read the generation from", e))?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        let generation = last.map_or(now_ms, |last| now_ms.max(last.saturating_add(1)));
+        let mut durable = WriteOptions::default();
+        durable.set_sync(true);
+        self.db
+            .put_cf_opt(meta, GENERATION, generation.to_be_bytes(), &durable)
+            .map_err(|e| store_error("write the generation to", e))?;
+        Ok(generation)
+    }
+
+    /// Every stored tally; entries that do not decode are skipped.
+    pub fn load_counters(&self) -> Result<Vec<Contribution>, StoreError> {
         let family = self
             .db
             .cf_handle(COUNTERS)
-            .context("the counters column family is missing")?;
+            .ok_or_else(|| missing_family(COUNTERS))?;
         let mut contributions = Vec::new();
         for entry in self.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
-            let (key, value) = entry.context("cannot read the counters")?;
+            let (key, value) = entry.map_err(|e| store_error("read the counters from", e))?;
             match decode(&key, &value) {
                 Some(contribution) => contributions.push(contribution),
                 None => {
@@ -47,63 +95,129 @@ impl Storage {
 }
 
 impl LedgerStore for Storage {
-    fn save(&self, entries: &[Contribution]) -> Result<(), String> {
+    fn save(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
         let family = self
             .db
             .cf_handle(COUNTERS)
-            .ok_or("the counters column family is missing")?;
+            .ok_or_else(|| missing_family(COUNTERS))?;
         let mut batch = WriteBatch::default();
-        for (name, node, total) in entries {
-            batch.put_cf(family, key(name, node), total.to_be_bytes());
+        for change in changes {
+            match change {
+                StoreChange::Put(contribution) => batch.put_cf(
+                    family,
+                    encode_key(&contribution.key, &contribution.run),
+                    contribution.tally.encode(),
+                ),
+                StoreChange::Remove {
+                    key,
+                    node_id,
+                    generation,
+                } => {
+                    let run = RunId {
+                        node_id: node_id.clone(),
+                        generation: *generation,
+                    };
+                    batch.delete_cf(family, encode_key(key, &run));
+                }
+            }
         }
-        self.db.write(batch).map_err(|e| e.to_string())
+        self.db
+            .write(batch)
+            .map_err(|e| store_error("write the counters to", e))
     }
 }
 
-fn key(name: &str, node: &str) -> Vec<u8> {
-    [name.as_bytes(), &[0], node.as_bytes()].concat()
+fn encode_key(key: &CounterKey, run: &RunId) -> Vec<u8> {
+    [
+        key.to_string().as_bytes(),
+        &[0],
+        run.node_id.as_bytes(),
+        &[0],
+        &run.generation.to_be_bytes(),
+    ]
+    .concat()
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Option<Contribution> {
-    let separator = key.iter().position(|byte| *byte == 0)?;
-    let name = std::str::from_utf8(&key[..separator]).ok()?;
-    let node = std::str::from_utf8(&key[separator + 1..]).ok()?;
-    let total = u64::from_be_bytes(value.try_into().ok()?);
-    Some((name.to_owned(), node.to_owned(), total))
+    let (rest, generation) = key.split_last_chunk::<8>()?;
+    let rest = rest.strip_suffix(&[0])?;
+    let separator = rest.iter().position(|byte| *byte == 0)?;
+    let counter = CounterKey::decode(std::str::from_utf8(&rest[..separator]).ok()?)?;
+    let node_id = std::str::from_utf8(&rest[separator + 1..]).ok()?;
+    Some(Contribution {
+        key: counter,
+        run: RunId {
+            node_id: node_id.to_owned(),
+            generation: u64::from_be_bytes(*generation),
+        },
+        tally: Tally::decode(std::str::from_utf8(value).ok()?)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use chorus_proto::counter::{Buckets, CounterKind};
+
     use super::*;
 
+    fn contribution(node_id: &str, generation: u64, total: u64) -> Contribution {
+        Contribution {
+            key: CounterKey::new(CounterKind::Calls, "p/llama3:8b"),
+            run: RunId {
+                node_id: node_id.into(),
+                generation,
+            },
+            tally: Tally::new(Buckets::new(0, total)),
+        }
+    }
+
     #[test]
-    fn saved_counters_load_back_after_reopening() {
-        let dir = std::env::temp_dir().join(format!("chorus-storage-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn saved_tallies_load_back_after_reopening_and_removed_ones_do_not() {
+        let dir = crate::testing::scratch_dir("storage");
         {
             let storage = Storage::open(&dir).unwrap();
             storage
                 .save(&[
-                    ("calls/p/m".into(), "a".into(), 3),
-                    ("calls/p/m".into(), "b".into(), 1),
+                    StoreChange::Put(contribution("a", 1, 3)),
+                    StoreChange::Put(contribution("b", 2, 1)),
                 ])
                 .unwrap();
             storage
-                .save(&[("calls/p/m".into(), "a".into(), 7)])
+                .save(&[
+                    StoreChange::Put(contribution("a", 1, 7)),
+                    StoreChange::Remove {
+                        key: contribution("b", 2, 0).key,
+                        node_id: "b".into(),
+                        generation: 2,
+                    },
+                ])
                 .unwrap();
         }
         let storage = Storage::open(&dir).unwrap();
-        let mut loaded = storage.load_counters().unwrap();
-        loaded.sort();
+        assert_eq!(storage.load_counters().unwrap(), [contribution("a", 1, 7)]);
+        assert_eq!(decode(b"no-separator", b"0,1,0"), None);
         assert_eq!(
-            loaded,
-            [
-                ("calls/p/m".to_owned(), "a".to_owned(), 7),
-                ("calls/p/m".to_owned(), "b".to_owned(), 1)
-            ]
+            decode(
+                &encode_key(&contribution("a", 1, 0).key, &contribution("a", 1, 0).run),
+                b"x"
+            ),
+            None
         );
-        assert_eq!(decode(b"no-separator", &[0; 8]), None);
-        assert_eq!(decode(b"n\0a", &[0; 3]), None);
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn generations_only_go_up_whatever_the_clock_says() {
+        let dir = crate::testing::scratch_dir("generation");
+        let storage = Storage::open(&dir).unwrap();
+        assert_eq!(storage.next_generation(1_000).unwrap(), 1_000);
+        assert_eq!(
+            storage.next_generation(900).unwrap(),
+            1_001,
+            "the clock went back"
+        );
+        assert_eq!(storage.next_generation(5_000).unwrap(), 5_000);
+        drop(storage);
+        let reopened = Storage::open(&dir).unwrap();
+        assert_eq!(reopened.next_generation(5_000).unwrap(), 5_001);
     }
 }

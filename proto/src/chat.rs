@@ -128,6 +128,19 @@ impl ChatRequest {
             .find_map(|field| self.body.get(*field).and_then(Value::as_u64))
     }
 
+    /// Asks the upstream to end the stream with a usage chunk
+    /// (`stream_options.include_usage`), keeping any other stream option.
+    /// The client's own choice stays in [`ChatRequest::include_usage`].
+    pub fn ask_for_stream_usage(&mut self) {
+        let options = self
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".to_owned(), Value::Bool(true));
+        }
+    }
+
     /// The body to send upstream: the client's, byte-for-byte in meaning,
     /// with `model` replaced by the deployment's upstream model.
     pub fn upstream_body(&mut self, upstream_model: &str) -> Vec<u8> {
@@ -151,25 +164,103 @@ fn is_message(message: &Value) -> bool {
 /// A completion or stream chunk with `model` set to the client's alias.
 #[derive(Debug, Clone)]
 pub struct RewrittenBody {
-    pub json: Vec<u8>,
+    /// `None` for a chunk the client must not see: the usage chunk of a
+    /// stream whose client did not ask for usage.
+    pub json: Option<Vec<u8>>,
     /// The `usage` object, when the upstream reported one in this body.
     pub usage: Option<Usage>,
+    /// Why a `usage` object that was there could not be read.
+    pub usage_error: Option<String>,
 }
 
 /// Puts the alias back into an upstream completion or chunk and reads its
-/// usage. Fails only when the upstream sent something that is not a JSON object.
-pub fn rewrite_model(upstream_json: &[u8], alias: &str) -> Result<RewrittenBody, String> {
+/// usage. With `hide_usage`, a usage chunk (no choices, a usage object)
+/// is held back and the `usage: null` other chunks carry is removed, so a
+/// client that did not ask for usage sees the stream it would have seen
+/// without it. Fails only when the upstream sent something that is not a
+/// JSON object. `text` collects what the body says, for estimating tokens
+/// should no usage come.
+pub fn rewrite_model(
+    upstream_json: &[u8],
+    alias: &str,
+    hide_usage: bool,
+    text: &mut String,
+) -> Result<RewrittenBody, String> {
     let mut body: Map<String, Value> =
         serde_json::from_slice(upstream_json).map_err(|e| e.to_string())?;
     if let Some(model) = body.get_mut("model") {
         *model = Value::String(alias.to_owned());
     }
-    let usage = body
-        .get("usage")
-        .filter(|usage| usage.is_object())
-        .and_then(|usage| serde_json::from_value::<Usage>(usage.clone()).ok());
+    output_text(&body, text);
+    let (usage, usage_error) = match Usage::from_json(body.get("usage")) {
+        Ok(usage) => (usage, None),
+        Err(error) => (None, Some(error)),
+    };
+    if hide_usage {
+        let usage_chunk = body.get("usage").is_some_and(|usage| !usage.is_null())
+            && body
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+        if usage_chunk {
+            return Ok(RewrittenBody {
+                json: None,
+                usage,
+                usage_error,
+            });
+        }
+        if body.get("usage").is_some_and(Value::is_null) {
+            body.remove("usage");
+        }
+    }
     let json = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-    Ok(RewrittenBody { json, usage })
+    Ok(RewrittenBody {
+        json: Some(json),
+        usage,
+        usage_error,
+    })
+}
+
+/// Appends the text a completion or chunk produced: each choice's message
+/// or delta content, refusal and tool-call arguments.
+pub fn output_text(body: &Map<String, Value>, out: &mut String) {
+    let choices = body.get("choices").and_then(Value::as_array);
+    for choice in choices.into_iter().flatten() {
+        for part in ["message", "delta"] {
+            if let Some(message) = choice.get(part) {
+                message_text(message, out);
+            }
+        }
+    }
+}
+
+/// Appends the text of a message's `content`: a string, or the text parts
+/// of an array of parts.
+pub fn content_text(content: Option<&Value>, out: &mut String) {
+    match content {
+        Some(Value::String(text)) => out.push_str(text),
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    out.push_str(text);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn message_text(message: &Value, out: &mut String) {
+    content_text(message.get("content"), out);
+    if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
+        out.push_str(refusal);
+    }
+    let tool_calls = message.get("tool_calls").and_then(Value::as_array);
+    for call in tool_calls.into_iter().flatten() {
+        if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+            out.push_str(arguments);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,15 +326,65 @@ mod tests {
         assert!(ChatRequest::parse(&[0xff, 0xfe]).is_err());
     }
 
+    fn rewrite(upstream: &[u8], hide_usage: bool) -> (Option<Value>, RewrittenBody, String) {
+        let mut text = String::new();
+        let rewritten = rewrite_model(upstream, "fast", hide_usage, &mut text).unwrap();
+        let json = rewritten
+            .json
+            .as_ref()
+            .map(|json| serde_json::from_slice(json).unwrap());
+        (json, rewritten, text)
+    }
+
     #[test]
-    fn rewrite_sets_alias_and_reads_usage() {
-        let upstream = br#"{"id":"x","model":"gpt-4o-mini","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        let rewritten = rewrite_model(upstream, "fast").unwrap();
-        let value: Value = serde_json::from_slice(&rewritten.json).unwrap();
-        assert_eq!(value["model"], "fast");
+    fn rewrite_sets_alias_and_reads_usage_and_text() {
+        let upstream = br#"{"id":"x","model":"gpt-4o-mini","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        let (json, rewritten, text) = rewrite(upstream, false);
+        assert_eq!(json.unwrap()["model"], "fast");
         assert_eq!(rewritten.usage, Some(Usage::new(3, 4)));
-        let chunk = rewrite_model(br#"{"model":"m","usage":null}"#, "fast").unwrap();
+        assert_eq!(text, "Hi");
+        let (_, chunk, _) = rewrite(br#"{"model":"m","usage":null}"#, false);
         assert_eq!(chunk.usage, None);
-        assert!(rewrite_model(b"not json", "fast").is_err());
+        let (_, broken, _) = rewrite(br#"{"model":"m","usage":{"prompt_tokens":"x"}}"#, false);
+        assert!(broken.usage_error.is_some());
+        assert!(rewrite_model(b"not json", "fast", false, &mut String::new()).is_err());
+    }
+
+    #[test]
+    fn usage_the_client_did_not_ask_for_is_hidden() {
+        let chunk = br#"{"model":"m","choices":[{"delta":{"content":"a"}}],"usage":null}"#;
+        let (json, _, text) = rewrite(chunk, true);
+        assert_eq!(
+            json.unwrap(),
+            json!({"model":"fast","choices":[{"delta":{"content":"a"}}]})
+        );
+        assert_eq!(text, "a");
+        let (json, _, _) = rewrite(chunk, false);
+        assert!(
+            json.unwrap()["usage"].is_null(),
+            "kept for a client that asked"
+        );
+        let usage_chunk =
+            br#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let (json, rewritten, _) = rewrite(usage_chunk, true);
+        assert_eq!(json, None);
+        assert_eq!(rewritten.usage, Some(Usage::new(3, 4)));
+        assert!(rewrite(usage_chunk, false).0.is_some());
+    }
+
+    #[test]
+    fn asks_for_stream_usage_keeping_other_options() {
+        let mut request = parse(
+            json!({"model":"m","messages":[{"role":"user"}],"stream":true,
+            "stream_options":{"continuous_usage_stats":true}}),
+        )
+        .unwrap();
+        request.ask_for_stream_usage();
+        let sent: Value = serde_json::from_slice(&request.upstream_body("up")).unwrap();
+        assert_eq!(
+            sent["stream_options"],
+            json!({"continuous_usage_stats":true,"include_usage":true})
+        );
+        assert!(!request.include_usage, "the client's own choice is kept");
     }
 }

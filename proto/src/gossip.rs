@@ -1,5 +1,6 @@
 //! What nodes tell each other by gossip. Each node writes only its own
-//! reports; readers merge them (see `chorus_actors::cluster_view`).
+//! reports; readers merge them (see `chorus_actors::cluster_view`). Counter
+//! tallies are in [`crate::counter`].
 
 use serde::{Deserialize, Serialize};
 
@@ -15,4 +16,37 @@ pub struct DeploymentReport {
     pub ms_per_output_token: Option<f32>,
     /// Failed calls in a row, most recent first; 0 after any success.
     pub consecutive_failures: u32,
+}
+
+impl DeploymentReport {
+    /// Hex of the bincode encoding: gossip values are strings.
+    pub fn encode(&self) -> String {
+        crate::codec::encode(self)
+            .map(hex::encode)
+            .unwrap_or_default()
+    }
+
+    /// `None` for a value that is not a report (garbage, or an older or
+    /// newer node's format).
+    pub fn decode(value: &str) -> Option<DeploymentReport> {
+        crate::codec::decode(&hex::decode(value).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_and_garbage_is_ignored() {
+        let report = DeploymentReport {
+            in_flight: 3,
+            finished: 1 << 40,
+            latency_ms: Some(12.5),
+            ..DeploymentReport::default()
+        };
+        assert_eq!(DeploymentReport::decode(&report.encode()), Some(report));
+        assert_eq!(DeploymentReport::decode("zz"), None);
+        assert_eq!(DeploymentReport::decode("00"), None);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod codec;
+pub mod counter;
 pub mod error;
 pub mod gossip;
 pub mod mock;
@@ -11,4 +12,4 @@ pub mod usage;
 
 pub use chat::{ChatRequest, RequestError};
 pub use error::{ErrorBody, ErrorDetail, ErrorType};
-pub use usage::Usage;
+pub use usage::{Price, Usage};

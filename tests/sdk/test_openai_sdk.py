@@ -4,16 +4,20 @@ Starts `mock-upstream` and `chorus` from CHORUS_BIN_DIR on ephemeral ports and
 points the SDK's base_url at the node, unchanged otherwise.
 """
 
+import json
 import os
 import pathlib
 import subprocess
 import tempfile
+import time
+import urllib.request
 
 import openai
 import pytest
 
 BIN_DIR = pathlib.Path(os.environ.get("CHORUS_BIN_DIR", "target/debug"))
 KEY = "sk-chorus-sdk-test-key"
+ADMIN_TOKEN = "admin-sdk-test-0123456789"
 
 
 def start(args):
@@ -27,6 +31,9 @@ def start(args):
 def node():
     upstream, upstream_addr = start([str(BIN_DIR / "mock-upstream"), "--listen", "127.0.0.1:0"])
     config = f"""
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
 [[providers]]
 name = "up"
 format = "openai"
@@ -101,6 +108,29 @@ def test_streaming_with_usage(client):
     assert len(text.split()) == 16
     assert all(c.model == "fast" for c in chunks)
     assert chunks[-1].usage.completion_tokens == 16
+
+
+def completion_tokens_counted(base_url):
+    """The cluster-wide completion tokens of `fast`'s deployment."""
+    request = urllib.request.Request(
+        base_url + "/cluster", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request) as response:
+        view = json.load(response)
+    return view["counters"].get("up/gpt-4o-mini", {}).get("completion_tokens", 0)
+
+
+def test_streaming_by_default_hides_usage_but_counts_it(client, node):
+    before = completion_tokens_counted(node)
+    stream = client.chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": "Count me"}], stream=True
+    )
+    chunks = list(stream)
+    assert chunks and all(c.usage is None and c.choices for c in chunks)
+    deadline = time.monotonic() + 5
+    while completion_tokens_counted(node) != before + 16:
+        assert time.monotonic() < deadline, "the stream's tokens were never counted"
+        time.sleep(0.05)
 
 
 def test_models_list(client):

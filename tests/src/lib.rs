@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub const TEST_KEY: &str = "sk-chorus-test-0123456789";
 /// The key the node sends upstream; tests check it never leaks.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret-9876543210";
+/// The admin token every test config sets, for `/v1/cluster` and `/status`.
+pub const ADMIN_TOKEN: &str = "admin-token-test-0123456789";
 
 /// Where cargo put the workspace binaries: `CHORUS_BIN_DIR`, or the profile
 /// directory this test binary runs from (`target/debug/deps/..`).
@@ -157,15 +159,42 @@ impl Node {
 
     /// `GET` a `/v1` path with the test key, as JSON.
     pub async fn get_v1(&self, path: &str) -> serde_json::Value {
+        self.get_json_with(path, TEST_KEY).await
+    }
+
+    /// `GET /v1/cluster` with the admin token, as JSON.
+    pub async fn cluster_view(&self) -> serde_json::Value {
+        self.get_json_with("/v1/cluster", ADMIN_TOKEN).await
+    }
+
+    async fn get_json_with(&self, path: &str, token: &str) -> serde_json::Value {
         reqwest::Client::new()
             .get(self.url(path))
-            .bearer_auth(TEST_KEY)
+            .bearer_auth(token)
             .send()
             .await
             .expect("GET")
             .json()
             .await
             .expect("JSON body")
+    }
+
+    /// The cluster-wide value of counter `kind` of `subject` (a deployment).
+    pub async fn counter(&self, subject: &str, kind: &str) -> u64 {
+        self.cluster_view().await["counters"][subject][kind]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the node to exit; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.process.0.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.process.0.wait().expect("wait for the node")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -304,14 +333,17 @@ pub const FAULTS: [&str; 7] = [
 ];
 
 /// A config with `fast` on the mock upstream, one `fault-*` alias per fault,
-/// `slow` (100 ms between stream tokens), `demo` on the built-in mock, and
-/// the test key.
+/// `slow` (100 ms between stream tokens), `laggy` (300 ms before the
+/// answer), `no-usage` (an upstream never asked for stream usage), `demo`
+/// on the built-in mock, the test key and admin token. `fast` costs USD
+/// 0.15 / 0.60 per million prompt / completion tokens.
 pub fn standard_config(upstream: &MockUpstream) -> String {
     let base_url = upstream.base_url();
     let mut config = format!(
         r#"
 [server]
 max_body_bytes = 65536
+admin_token = "{ADMIN_TOKEN}"
 
 [[providers]]
 name = "up"
@@ -327,18 +359,38 @@ base_url = "{base_url}"
 headers = {{ "x-mock-token-delay-ms" = "100", "x-mock-output-tokens" = "20" }}
 
 [[providers]]
+name = "laggy"
+format = "openai"
+base_url = "{base_url}"
+headers = {{ "x-mock-latency-ms" = "300" }}
+
+[[providers]]
 name = "builtin"
 format = "mock"
 token_delay_ms = 1
 output_tokens = 8
 
+[[providers]]
+name = "no-usage"
+format = "openai"
+base_url = "{base_url}"
+stream_usage = false
+
 [[models]]
 alias = "fast"
-deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
+deployments = [{{ provider = "up", model = "gpt-4o-mini", input_per_mtok = 0.15, output_per_mtok = 0.60 }}]
+
+[[models]]
+alias = "no-usage"
+deployments = [{{ provider = "no-usage", model = "gpt-4o-mini" }}]
 
 [[models]]
 alias = "slow"
 deployments = [{{ provider = "slow", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "laggy"
+deployments = [{{ provider = "laggy", model = "gpt-4o-mini" }}]
 
 [[models]]
 alias = "demo"
@@ -406,9 +458,10 @@ pub fn free_udp_port() -> u16 {
 
 /// A clustered node's config: built-in mock aliases `fast` (instant),
 /// `slow` (20 tokens 100 ms apart) and `dead` (an upstream nobody listens
-/// on), the test key, a `[cluster]` section gossiping every 100 ms on
-/// `gossip_port` and joining through `seeds`, and with `data` a
-/// `[storage]` section in `data/<node_id>`.
+/// on), the test key and admin token, a `[cluster]` section gossiping every
+/// 100 ms on `gossip_port` and joining through `seeds`, and with `data` a
+/// `[storage]` section in `data/<node_id>`. The `[cluster]` section comes
+/// last, so a test can append settings to it.
 pub fn cluster_config(
     node_id: &str,
     gossip_port: u16,
@@ -425,6 +478,9 @@ pub fn cluster_config(
         .unwrap_or_default();
     format!(
         r#"
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
 [[providers]]
 name = "builtin"
 format = "mock"
@@ -477,7 +533,7 @@ impl Node {
             Duration::from_secs(30),
             &format!("{count} live members"),
             || async {
-                let cluster = self.get_v1("/v1/cluster").await;
+                let cluster = self.cluster_view().await;
                 let alive = cluster["members"]
                     .as_array()?
                     .iter()

@@ -32,6 +32,7 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
         .env("CHORUS_GOSSIP_PORT", gossip.to_string())
         .env("CHORUS_DATA", scratch_dir())
         .env("CHORUS_DEV_KEY", "sk-local-test")
+        .env("CHORUS_ADMIN_TOKEN", "admin-local-test-0123")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -74,7 +75,7 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
     eventually(Duration::from_secs(30), "two live members", || async {
         let cluster: serde_json::Value = client
             .get(format!("http://127.0.0.1:{}/v1/cluster", http + 1))
-            .bearer_auth("sk-local-test")
+            .bearer_auth("admin-local-test-0123")
             .send()
             .await
             .ok()?

@@ -23,11 +23,10 @@ impl Balancer for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Ledger;
-    use crate::testing::deployment as canned;
+    use crate::testing::{deployment as canned, ledger};
 
     fn deployment(name: &str) -> DeploymentHandle {
-        canned(name, Ledger::new("test", Vec::new()))
+        canned(name, &ledger("test"))
     }
 
     #[test]

@@ -20,7 +20,8 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chorus_actors::{
     AliasRoute, DeploymentHandle, DeploymentSpec, Ledger, NodeSupervisor, Provider, ProviderError,
-    ReplyBody, RequestActor, RequestArgs, SupervisorArgs, UpstreamCall, UpstreamReply,
+    ReplyBody, RequestActor, RequestArgs, RequestTracker, RunId, SupervisorArgs, UpstreamCall,
+    UpstreamReply,
 };
 use chorus_proto::chat::rewrite_model;
 use chorus_proto::ChatRequest;
@@ -59,6 +60,10 @@ impl Provider for Instant0 {
     }
 }
 
+/// The node keeps one tracker of the requests under way; so does the bench.
+static REQUESTS: std::sync::LazyLock<RequestTracker> =
+    std::sync::LazyLock::new(RequestTracker::default);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     Direct,
@@ -80,12 +85,15 @@ async fn run(args: Args) -> Result<()> {
         name: "instant/mock".into(),
         provider: "instant".into(),
         upstream_model: "mock".into(),
-        input_per_mtok: 0.0,
-        output_per_mtok: 0.0,
+        price: chorus_proto::Price::default(),
         timeout: Duration::from_secs(5),
     };
-    let deployment =
-        DeploymentHandle::new(spec, Arc::new(Instant0), Ledger::new("bench", Vec::new()));
+    let run = RunId {
+        node_id: "bench".into(),
+        generation: 1,
+    };
+    let ledger = Ledger::new(run, Vec::new());
+    let deployment = DeploymentHandle::new(spec, Arc::new(Instant0), &ledger);
     let supervisor = NodeSupervisor::start(SupervisorArgs {
         deployments: vec![deployment.clone()],
         gossip: None,
@@ -146,7 +154,9 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
             };
             match deployment.provider().send(call).await? {
                 UpstreamReply::Complete(body) => {
-                    rewrite_model(&body, &route.alias).map_err(anyhow::Error::msg)?;
+                    let mut text = String::new();
+                    rewrite_model(&body, &route.alias, false, &mut text)
+                        .map_err(anyhow::Error::msg)?;
                 }
                 UpstreamReply::Stream(_) => anyhow::bail!("unexpected stream"),
             }
@@ -159,6 +169,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 route: route.clone(),
                 received_at: Instant::now(),
                 reply_tx,
+                tracked: REQUESTS.track(),
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

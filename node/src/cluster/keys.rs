@@ -1,8 +1,9 @@
-//! The chitchat keys each node writes about itself. Values are strings,
-//! kept small: a value that does not fit one gossip packet stalls the node.
+//! The layout of a node's chitchat state: a few plain keys about the node,
+//! and one prefix per gossip [`Section`], under which each section keeps
+//! its own keys. Values are strings, kept small: a value that does not fit
+//! one gossip packet stalls the node.
 
-use chorus_proto::codec;
-use chorus_proto::gossip::DeploymentReport;
+use chorus_actors::gossip::Section;
 
 /// `host:port` of the node's HTTP API.
 pub const HTTP_ADDR: &str = "http_addr";
@@ -11,39 +12,18 @@ pub const VERSION: &str = "version";
 /// When the node started, in ms since the Unix epoch.
 pub const STARTED_MS: &str = "started_ms";
 
-/// Prefix of a counter contribution: `c:<contributing node>:<counter>`.
-/// Node ids cannot contain `:` (config validation sees to it).
-const COUNTER_PREFIX: &str = "c:";
+pub const SECTIONS: [Section; 2] = [Section::Deployments, Section::Counters];
 
-pub fn counter_key(contributor: &str, counter: &str) -> String {
-    format!("{COUNTER_PREFIX}{contributor}:{counter}")
+/// The prefix of a section's keys.
+pub fn prefix(section: Section) -> &'static str {
+    match section {
+        Section::Deployments => "d:",
+        Section::Counters => "c:",
+    }
 }
 
-/// (contributing node, counter) of a counter key.
-pub fn counter_of(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix(COUNTER_PREFIX)?.split_once(':')
-}
-
-/// Prefix of a node's report on one deployment: `deployment:<provider/model>`.
-const DEPLOYMENT_PREFIX: &str = "deployment:";
-
-pub fn deployment_key(deployment: &str) -> String {
-    format!("{DEPLOYMENT_PREFIX}{deployment}")
-}
-
-/// The deployment a key reports on, if it is a deployment key.
-pub fn deployment_of(key: &str) -> Option<&str> {
-    key.strip_prefix(DEPLOYMENT_PREFIX)
-}
-
-/// Reports travel as hex of their bincode encoding: chitchat values are strings.
-pub fn encode_report(report: &DeploymentReport) -> String {
-    codec::encode(report).map(hex::encode).unwrap_or_default()
-}
-
-/// `None` for a value that is not a report (an older or newer node's format).
-pub fn decode_report(value: &str) -> Option<DeploymentReport> {
-    codec::decode(&hex::decode(value).ok()?).ok()
+pub fn key(section: Section, key: &str) -> String {
+    format!("{}{key}", prefix(section))
 }
 
 #[cfg(test)]
@@ -51,22 +31,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reports_round_trip_and_garbage_is_ignored() {
-        let report = DeploymentReport {
-            in_flight: 3,
-            finished: 1 << 40,
-            latency_ms: Some(12.5),
-            ..DeploymentReport::default()
-        };
-        assert_eq!(decode_report(&encode_report(&report)), Some(report));
-        assert_eq!(decode_report("zz"), None);
-        assert_eq!(decode_report("00"), None);
-        assert_eq!(deployment_of(&deployment_key("p/m")), Some("p/m"));
-        assert_eq!(deployment_of(HTTP_ADDR), None);
-        assert_eq!(
-            counter_of(&counter_key("node-1", "calls/p/m:x")),
-            Some(("node-1", "calls/p/m:x"))
-        );
-        assert_eq!(counter_of(&deployment_key("p/m")), None);
+    fn sections_have_distinct_prefixes_that_plain_keys_do_not_use() {
+        for section in SECTIONS {
+            for plain in [HTTP_ADDR, VERSION, STARTED_MS] {
+                assert!(!plain.starts_with(prefix(section)));
+            }
+            for other in SECTIONS {
+                assert!(section == other || !prefix(section).starts_with(prefix(other)));
+            }
+        }
+        assert_eq!(key(Section::Counters, "n:1:calls:p/m"), "c:n:1:calls:p/m");
     }
 }

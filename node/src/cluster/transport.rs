@@ -1,64 +1,72 @@
-//! Gossip packets authenticated with HMAC-SHA256 over the cluster secret.
+//! The gossip socket: every chitchat message leaves as one or more sealed
+//! datagrams ([`seal`]: authenticated, bound to the sender, the time and a
+//! sequence number; [`fragments`]: split when it does not fit) and comes
+//! in only if it opens, is fresh ([`replay`]) and is complete. Everything
+//! dropped is counted by cause; nothing dropped reaches chitchat. A node
+//! without the secret can neither join nor inject state, and a captured
+//! datagram cannot be replayed.
 //!
-//! Every datagram on the wire is
-//! `MAGIC (4) | cluster tag (8) | HMAC-SHA256 (32) | chitchat payload`, the
-//! tag being the first bytes of SHA-256 of the cluster id. A packet that is
-//! too short or too long, from another cluster, or whose MAC does not match
-//! is dropped and counted; it never reaches chitchat. A node without the
-//! secret can neither join nor inject state.
-//!
-//! chitchat keeps its envelope encoding private, so the socket borrows it
-//! through loopback pairs: outgoing envelopes are encoded by a chitchat
-//! `UdpSocket` sending to our `tap` socket, and incoming payloads, once
-//! authenticated, go through another pair to be decoded. Gossip is a few
-//! packets a second per peer, so the extra loopback hop costs nothing that
-//! matters.
+//! Encoding and decoding chitchat's envelopes goes through [`loopback`],
+//! since chitchat keeps that format to itself. Gossip is a few messages a
+//! second per peer, so the extra loopback hop costs nothing that matters.
+
+mod fragments;
+mod loopback;
+mod replay;
+mod seal;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::ChitchatEnvelope;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use chorus_actors::clock::unix_millis;
 use tokio::sync::mpsc;
 
-type HmacSha256 = Hmac<Sha256>;
+use fragments::{Assembled, Reassembly, MAX_FRAGMENTS};
+use loopback::LoopbackCodec;
+use replay::{ReplayGuard, Verdict};
+use seal::{Header, Refused, Sealer, HEADER_LEN};
 
-const MAGIC: [u8; 4] = *b"CHG1";
-const TAG_LEN: usize = 8;
-const MAC_LEN: usize = 32;
-const HEADER_LEN: usize = MAGIC.len() + TAG_LEN + MAC_LEN;
-/// The largest UDP payload. chitchat fills packets up to this size itself,
-/// so with our header its largest ones do not fit and are dropped (counted
-/// as `oversized_sent`): keep gossip values small.
+/// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_507;
-/// How long a decoded envelope may take to come back through loopback.
-const LOOPBACK_WAIT: Duration = Duration::from_millis(200);
-/// Authenticated packets waiting for chitchat; more are dropped.
+/// The most of a message one datagram carries.
+const MAX_PIECE: usize = MAX_DATAGRAM - HEADER_LEN;
+/// Authenticated messages waiting for chitchat; more are dropped.
 const INCOMING_QUEUE: usize = 1024;
 
-/// What the node's gossip socket has seen, for the status page and metrics.
+/// What the node's gossip socket has seen, for the API and metrics.
 #[derive(Debug, Default)]
 pub struct GossipCounters {
     pub packets_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub packets_received: AtomicU64,
     pub bytes_received: AtomicU64,
-    /// Right cluster, wrong MAC: a forged or corrupted packet.
+    /// Messages sent as more than one datagram.
+    pub fragmented_sent: AtomicU64,
+    /// Messages put back together from several datagrams.
+    pub reassembled: AtomicU64,
+    /// Right cluster, a MAC no accepted secret makes: forged or corrupted.
     pub auth_failures: AtomicU64,
     /// Tagged for another cluster id.
     pub other_cluster: AtomicU64,
-    /// Too short to carry a header, too long for a datagram, or not ours.
+    /// Too short to carry a header, not ours, or inconsistent fragments.
     pub malformed: AtomicU64,
-    /// Authenticated, but chitchat could not decode it.
+    /// Authentic, but not a chitchat message (or the loopback codec failed).
     pub undecodable: AtomicU64,
-    /// Our own packets too large for a datagram once signed; not sent.
-    pub oversized_sent: AtomicU64,
+    /// Authentic, but seen before.
+    pub replayed: AtomicU64,
+    /// Authentic, but sent too long ago (or too far ahead) by our clock.
+    pub stale: AtomicU64,
+    /// Authentic, but not from the address it was sealed for.
+    pub wrong_sender: AtomicU64,
+    /// Messages whose fragments did not all arrive in time.
+    pub incomplete: AtomicU64,
+    /// Messages chitchat was too far behind to take.
+    pub queue_full: AtomicU64,
 }
 
 impl GossipCounters {
@@ -66,94 +74,57 @@ impl GossipCounters {
         counter.fetch_add(by as u64, Ordering::Relaxed);
     }
 
-    /// Packets dropped for any reason.
+    /// Datagrams or messages dropped for any reason.
     pub fn dropped(&self) -> u64 {
         [
             &self.auth_failures,
             &self.other_cluster,
             &self.malformed,
             &self.undecodable,
-            &self.oversized_sent,
+            &self.replayed,
+            &self.stale,
+            &self.wrong_sender,
+            &self.incomplete,
+            &self.queue_full,
         ]
         .iter()
         .map(|counter| counter.load(Ordering::Relaxed))
         .sum()
     }
-}
 
-/// The keys every packet of one cluster is signed with.
-#[derive(Clone)]
-struct Signer {
-    mac: HmacSha256,
-    cluster_tag: [u8; TAG_LEN],
-}
-
-impl Signer {
-    fn new(secret: &str, cluster_id: &str) -> anyhow::Result<Self> {
-        let mac = HmacSha256::new_from_slice(secret.as_bytes())
-            .map_err(|_| anyhow::anyhow!("the cluster secret cannot key HMAC-SHA256"))?;
-        let digest = Sha256::digest(cluster_id.as_bytes());
-        let mut cluster_tag = [0; TAG_LEN];
-        cluster_tag.copy_from_slice(&digest[..TAG_LEN]);
-        Ok(Signer { mac, cluster_tag })
-    }
-
-    /// The MAC covers the cluster tag too, so a tag cannot be swapped.
-    fn mac(&self, payload: &[u8]) -> [u8; MAC_LEN] {
-        let mut mac = self.mac.clone();
-        mac.update(&self.cluster_tag);
-        mac.update(payload);
-        mac.finalize().into_bytes().into()
-    }
-
-    fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let mut datagram = Vec::with_capacity(HEADER_LEN + payload.len());
-        datagram.extend_from_slice(&MAGIC);
-        datagram.extend_from_slice(&self.cluster_tag);
-        datagram.extend_from_slice(&self.mac(payload));
-        datagram.extend_from_slice(payload);
-        datagram
-    }
-
-    /// The payload of an authentic datagram, or the counter to blame.
-    fn open<'a>(
-        &self,
-        datagram: &'a [u8],
-        counters: &'a GossipCounters,
-    ) -> Result<&'a [u8], &'a AtomicU64> {
-        if datagram.len() < HEADER_LEN || datagram[..MAGIC.len()] != MAGIC {
-            return Err(&counters.malformed);
+    fn refused(&self, refused: Refused) -> &AtomicU64 {
+        match refused {
+            Refused::Malformed => &self.malformed,
+            Refused::OtherCluster => &self.other_cluster,
+            Refused::AuthFailure => &self.auth_failures,
         }
-        let (tag, rest) = datagram[MAGIC.len()..].split_at(TAG_LEN);
-        if tag != self.cluster_tag {
-            return Err(&counters.other_cluster);
-        }
-        let (mac, payload) = rest.split_at(MAC_LEN);
-        let mut expected = self.mac.clone();
-        expected.update(&self.cluster_tag);
-        expected.update(payload);
-        // `verify_slice` compares in constant time.
-        expected
-            .verify_slice(mac)
-            .map_err(|_| &counters.auth_failures)?;
-        Ok(payload)
     }
 }
 
-/// A chitchat `Transport` whose sockets sign and check every packet.
+/// A chitchat `Transport` whose sockets seal and check every datagram.
 pub struct AuthenticatedTransport {
-    signer: Signer,
+    sealer: Sealer,
+    /// The address peers know this node by, sealed into every datagram.
+    advertise: SocketAddr,
+    /// The first sequence number: the run's generation, shifted so that a
+    /// restarted node (whose generation is larger) never reuses one.
+    first_sequence: u64,
     counters: Arc<GossipCounters>,
 }
 
 impl AuthenticatedTransport {
+    /// `secrets`: the first signs, all are accepted.
     pub fn new(
-        secret: &str,
+        secrets: &[String],
         cluster_id: &str,
+        advertise: SocketAddr,
+        generation: u64,
         counters: Arc<GossipCounters>,
     ) -> anyhow::Result<Self> {
         Ok(AuthenticatedTransport {
-            signer: Signer::new(secret, cluster_id)?,
+            sealer: Sealer::new(secrets, cluster_id)?,
+            advertise,
+            first_sequence: generation << 20,
             counters,
         })
     }
@@ -170,7 +141,9 @@ impl Transport for AuthenticatedTransport {
         let receiver = Receiver {
             public: public.clone(),
             codec: LoopbackCodec::open().await?,
-            signer: self.signer.clone(),
+            sealer: self.sealer.clone(),
+            replay: ReplayGuard::default(),
+            reassembly: Reassembly::default(),
             counters: self.counters.clone(),
             incoming_tx,
         };
@@ -178,68 +151,12 @@ impl Transport for AuthenticatedTransport {
         Ok(Box::new(AuthenticatedSocket {
             public,
             codec: LoopbackCodec::open().await?,
-            signer: self.signer.clone(),
+            sealer: self.sealer.clone(),
+            advertise: self.advertise,
+            next_sequence: self.first_sequence,
             counters: self.counters.clone(),
             incoming_rx,
         }))
-    }
-}
-
-/// chitchat's own socket and our end of a loopback pair: chitchat encodes
-/// an envelope by sending it to `tap`, and decodes a payload `tap` sends it.
-struct LoopbackCodec {
-    chitchat: UdpSocket,
-    chitchat_addr: SocketAddr,
-    tap: tokio::net::UdpSocket,
-    tap_addr: SocketAddr,
-    buffer: Vec<u8>,
-}
-
-impl LoopbackCodec {
-    async fn open() -> anyhow::Result<Self> {
-        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let chitchat = UdpSocket::open(loopback).await?;
-        let chitchat_addr = chitchat.local_addr()?;
-        let tap = tokio::net::UdpSocket::bind(loopback)
-            .await
-            .context("cannot bind the gossip loopback tap")?;
-        let tap_addr = tap.local_addr()?;
-        Ok(LoopbackCodec {
-            chitchat,
-            chitchat_addr,
-            tap,
-            tap_addr,
-            buffer: vec![0; MAX_DATAGRAM],
-        })
-    }
-
-    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Vec<u8>> {
-        self.chitchat.send(self.tap_addr, envelope).await?;
-        loop {
-            let received =
-                tokio::time::timeout(LOOPBACK_WAIT, self.tap.recv_from(&mut self.buffer));
-            let (length, from) = received
-                .await
-                .context("the gossip encoder did not answer over loopback")??;
-            if from == self.chitchat_addr {
-                return Ok(self.buffer[..length].to_vec());
-            }
-        }
-    }
-
-    /// `None` when the payload is not a chitchat envelope: chitchat drops
-    /// such datagrams silently and keeps waiting, hence the timeout.
-    async fn decode(&mut self, payload: &[u8]) -> anyhow::Result<Option<ChitchatEnvelope>> {
-        self.tap.send_to(payload, self.chitchat_addr).await?;
-        match tokio::time::timeout(LOOPBACK_WAIT, self.chitchat.recv()).await {
-            // Only what our tap sent counts: another local process could
-            // write to this loopback port too.
-            Ok(outcome) => {
-                let outcome = outcome?;
-                Ok((outcome.from_addr == self.tap_addr).then_some(outcome.envelope))
-            }
-            Err(_) => Ok(None),
-        }
     }
 }
 
@@ -248,7 +165,9 @@ impl LoopbackCodec {
 struct Receiver {
     public: Arc<tokio::net::UdpSocket>,
     codec: LoopbackCodec,
-    signer: Signer,
+    sealer: Sealer,
+    replay: ReplayGuard,
+    reassembly: Reassembly,
     counters: Arc<GossipCounters>,
     incoming_tx: mpsc::Sender<anyhow::Result<RecvOutcome>>,
 }
@@ -263,42 +182,90 @@ impl Receiver {
                 // memory pressure: the socket itself is fine.
                 Err(error) if is_transient(&error) => continue,
                 Err(error) => {
+                    // chitchat stops on this error; readiness reports it.
                     let _ = self
                         .incoming_tx
-                        .send(Err(error).context("gossip socket failed"))
+                        .send(Err(error).context("the gossip socket failed"))
                         .await;
                     return;
                 }
             };
             GossipCounters::count(&self.counters.packets_received, 1);
             GossipCounters::count(&self.counters.bytes_received, length);
-            let payload = match self.signer.open(&buffer[..length], &self.counters) {
-                Ok(payload) => payload,
-                Err(counter) => {
-                    GossipCounters::count(counter, 1);
-                    tracing::debug!(%from, length, "dropped an unauthenticated gossip packet");
-                    continue;
-                }
+            let Some(message) = self.accept(&buffer[..length], from) else {
+                continue;
             };
-            let outcome = match self.codec.decode(payload).await {
-                Ok(Some(envelope)) => Ok(RecvOutcome {
-                    from_addr: from,
-                    envelope,
-                    num_bytes_received: length,
-                }),
+            let envelope = match self.codec.decode(&message).await {
+                Ok(Some(envelope)) => envelope,
                 Ok(None) => {
                     GossipCounters::count(&self.counters.undecodable, 1);
                     continue;
                 }
-                Err(error) => Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "could not decode a gossip message");
+                    GossipCounters::count(&self.counters.undecodable, 1);
+                    continue;
+                }
             };
-            let fatal = outcome.is_err();
-            // A full queue means chitchat is behind: drop, as UDP would.
-            match self.incoming_tx.try_send(outcome) {
+            let outcome = RecvOutcome {
+                from_addr: from,
+                envelope,
+                num_bytes_received: message.len(),
+            };
+            match self.incoming_tx.try_send(Ok(outcome)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // chitchat is behind: drop, as UDP would.
+                    GossipCounters::count(&self.counters.queue_full, 1);
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
-                _ if fatal => return,
-                _ => {}
             }
+        }
+    }
+
+    /// The whole message once this datagram opens, is fresh, and completes
+    /// it; `None` (and the cause counted) otherwise.
+    fn accept(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let counters = self.counters.clone();
+        let refuse = |counter: &AtomicU64| {
+            GossipCounters::count(counter, 1);
+            tracing::debug!(%from, length = datagram.len(), "dropped a gossip datagram");
+            None
+        };
+        let (header, piece) = match self.sealer.open(datagram) {
+            Ok(opened) => opened,
+            Err(refused) => return refuse(counters.refused(refused)),
+        };
+        if header.sender != SocketAddr::new(from.ip().to_canonical(), from.port()) {
+            return refuse(&counters.wrong_sender);
+        }
+        match self.replay.check(
+            header.sender,
+            header.sent_at_ms,
+            header.sequence,
+            unix_millis(),
+        ) {
+            Verdict::Fresh => {}
+            Verdict::Stale => return refuse(&counters.stale),
+            Verdict::Replayed => return refuse(&counters.replayed),
+        }
+        let (assembled, timed_out) = self.reassembly.add(
+            header.sender,
+            header.sequence,
+            header.fragment,
+            header.fragments,
+            piece,
+        );
+        GossipCounters::count(&counters.incomplete, timed_out);
+        match assembled {
+            Assembled::Message(message) => {
+                if header.fragments > 1 {
+                    GossipCounters::count(&counters.reassembled, 1);
+                }
+                Some(message)
+            }
+            Assembled::Waiting => None,
+            Assembled::Invalid => refuse(&counters.malformed),
         }
     }
 }
@@ -315,7 +282,9 @@ struct AuthenticatedSocket {
     /// Faces the network: sealed datagrams only.
     public: Arc<tokio::net::UdpSocket>,
     codec: LoopbackCodec,
-    signer: Signer,
+    sealer: Sealer,
+    advertise: SocketAddr,
+    next_sequence: u64,
     counters: Arc<GossipCounters>,
     incoming_rx: mpsc::Receiver<anyhow::Result<RecvOutcome>>,
 }
@@ -328,25 +297,41 @@ impl Socket for AuthenticatedSocket {
             .context("cannot read the gossip address")
     }
 
+    /// An error here means one message was not sent; chitchat logs it and
+    /// goes on gossiping.
     async fn send(
         &mut self,
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        let payload = self.codec.encode(envelope).await?;
-        let datagram = self.signer.seal(&payload);
-        if datagram.len() > MAX_DATAGRAM {
-            // chitchat sizes packets for bare UDP; our header can tip the
-            // largest over. Dropping one is what UDP would do anyway.
-            GossipCounters::count(&self.counters.oversized_sent, 1);
-            return Ok(SendOutcome { num_bytes_sent: 0 });
+        let message = self.codec.encode(envelope).await?;
+        let pieces = fragments::split(&message, MAX_PIECE);
+        let fragments = u8::try_from(pieces.len())
+            .ok()
+            .filter(|count| usize::from(*count) <= MAX_FRAGMENTS)
+            .context("a gossip message too large to fragment")?;
+        if fragments > 1 {
+            GossipCounters::count(&self.counters.fragmented_sent, 1);
         }
-        let sent = self
-            .public
-            .send_to(&datagram, to)
-            .await
-            .context("cannot send gossip")?;
-        GossipCounters::count(&self.counters.packets_sent, 1);
+        let sent_at_ms = unix_millis();
+        let mut sent = 0;
+        for (index, piece) in (0..fragments).zip(pieces) {
+            let header = Header {
+                sender: self.advertise,
+                sent_at_ms,
+                sequence: self.next_sequence,
+                fragment: index,
+                fragments,
+            };
+            self.next_sequence += 1;
+            let datagram = self.sealer.seal(&header, piece);
+            sent += self
+                .public
+                .send_to(&datagram, to)
+                .await
+                .context("cannot send gossip")?;
+            GossipCounters::count(&self.counters.packets_sent, 1);
+        }
         GossipCounters::count(&self.counters.bytes_sent, sent);
         Ok(SendOutcome {
             num_bytes_sent: sent,
@@ -362,44 +347,4 @@ impl Socket for AuthenticatedSocket {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn signer() -> Signer {
-        Signer::new("s3cret", "prod").unwrap()
-    }
-
-    #[test]
-    fn sealed_packets_open_and_tampered_ones_do_not() {
-        let counters = GossipCounters::default();
-        let sealed = signer().seal(b"hello");
-        assert_eq!(signer().open(&sealed, &counters).unwrap(), b"hello");
-
-        let mut flipped = sealed.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert!(std::ptr::eq(
-            signer().open(&flipped, &counters).unwrap_err(),
-            &counters.auth_failures
-        ));
-
-        let wrong_secret = Signer::new("guess", "prod").unwrap().seal(b"hello");
-        assert!(std::ptr::eq(
-            signer().open(&wrong_secret, &counters).unwrap_err(),
-            &counters.auth_failures
-        ));
-
-        let other_cluster = Signer::new("s3cret", "staging").unwrap().seal(b"hello");
-        assert!(std::ptr::eq(
-            signer().open(&other_cluster, &counters).unwrap_err(),
-            &counters.other_cluster
-        ));
-
-        for garbage in [&b""[..], b"CHG1", &[0u8; 100][..]] {
-            assert!(std::ptr::eq(
-                signer().open(garbage, &counters).unwrap_err(),
-                &counters.malformed
-            ));
-        }
-    }
-}
+mod tests;

@@ -50,7 +50,7 @@ pub async fn chat_completions(
             return error.into_response();
         }
     };
-    call(request, route, &context).await
+    call(request, route, &context, &state).await
 }
 
 /// Every check before the upstream call; a failure carries the alias when
@@ -148,7 +148,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
-async fn call(request: ChatRequest, route: Arc<AliasRoute>, context: &RequestContext) -> Response {
+async fn call(
+    request: ChatRequest,
+    route: Arc<AliasRoute>,
+    context: &RequestContext,
+    state: &AppState,
+) -> Response {
     let (reply_tx, reply_rx) = oneshot::channel();
     let args = RequestArgs {
         request_id: context.id.clone(),
@@ -156,6 +161,7 @@ async fn call(request: ChatRequest, route: Arc<AliasRoute>, context: &RequestCon
         route,
         received_at: context.received_at,
         reply_tx,
+        tracked: state.requests.track(),
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");

@@ -1,6 +1,7 @@
 //! Health endpoints, open without a key: `/health/live` (the process
-//! answers), `/health/ready` (every deployment has a running actor) and
-//! `/v1/health` (readiness plus each deployment's live figures).
+//! answers), `/health/ready` (every deployment has a running actor and, in
+//! a cluster, gossip runs) and `/v1/health` (readiness plus each
+//! deployment's live figures).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -49,9 +50,58 @@ pub async fn summary(State(state): State<AppState>) -> Response {
 }
 
 fn readiness(state: &AppState) -> (StatusCode, &'static str) {
-    if state.routes.deployments().iter().all(|d| d.is_running()) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    if !state.routes.deployments().iter().all(|d| d.is_running()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting");
+    }
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_gossiping())
+    {
+        // Limits and counts would drift from the cluster's: take the node
+        // out of the balancer until it is restarted.
+        return (StatusCode::SERVICE_UNAVAILABLE, "gossip stopped");
+    }
+    (StatusCode::OK, "ready")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use chorus_actors::{Ledger, RequestTracker, Routes, RunId};
+
+    use super::*;
+    use crate::http::KeyStore;
+
+    #[tokio::test]
+    async fn a_node_whose_gossip_stopped_is_not_ready() {
+        let (cluster, _) = crate::cluster::tests::join("ready", &[]).await;
+        let cluster = Arc::new(cluster);
+        let run = RunId {
+            node_id: "ready".into(),
+            generation: 1,
+        };
+        let state = AppState {
+            routes: Arc::new(Routes::default()),
+            keys: Arc::new(KeyStore::default()),
+            admin_token_sha256: None,
+            max_body_bytes: 1024,
+            cluster: Some(cluster.clone()),
+            ledger: Ledger::new(run, Vec::new()),
+            requests: RequestTracker::default(),
+        };
+        assert_eq!(readiness(&state), (StatusCode::OK, "ready"));
+        cluster.leave();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readiness(&state).0 == StatusCode::OK {
+            assert!(Instant::now() < deadline, "still ready with gossip stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            readiness(&state),
+            (StatusCode::SERVICE_UNAVAILABLE, "gossip stopped")
+        );
     }
 }

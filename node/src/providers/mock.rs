@@ -26,6 +26,11 @@ impl MockProvider {
 }
 
 impl Provider for MockProvider {
+    /// The mock honours `stream_options.include_usage` as OpenAI does.
+    fn reports_stream_usage(&self) -> bool {
+        true
+    }
+
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
         let token_delay = self.token_delay;
         let output_tokens = self.output_tokens;

@@ -23,6 +23,7 @@ pub struct OpenAiProvider {
     /// `Authorization` and the provider's configured headers, all marked
     /// sensitive so no debug output shows them.
     headers: HeaderMap,
+    stream_usage: bool,
 }
 
 impl OpenAiProvider {
@@ -33,6 +34,7 @@ impl OpenAiProvider {
         completions_url: reqwest::Url,
         api_key: Option<&str>,
         extra_headers: &[(String, String)],
+        stream_usage: bool,
     ) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -51,11 +53,16 @@ impl OpenAiProvider {
             http,
             completions_url,
             headers,
+            stream_usage,
         }
     }
 }
 
 impl Provider for OpenAiProvider {
+    fn reports_stream_usage(&self) -> bool {
+        self.stream_usage
+    }
+
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
         let request = self
             .http

@@ -1,0 +1,268 @@
+//! The gossip actor's exchange over an in-memory network: several runs'
+//! published states, each with a liveness the test sets, read the way
+//! chitchat delivers them (changed entries of runs it still shares).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chorus_proto::counter::{CounterKey, CounterKind};
+use futures::future::BoxFuture;
+
+use super::*;
+use crate::ledger::RunId;
+use crate::testing::deployment;
+
+type State = BTreeMap<(Section, String), String>;
+
+#[derive(Default)]
+struct Network {
+    states: Mutex<BTreeMap<RunId, State>>,
+    liveness: Mutex<BTreeMap<RunId, Liveness>>,
+}
+
+impl Network {
+    fn set_liveness(&self, run: &RunId, liveness: Liveness) {
+        self.liveness.lock().unwrap().insert(run.clone(), liveness);
+    }
+
+    /// Every counter entry any run publishes about `node_id`'s runs.
+    fn counter_entries_about(&self, node_id: &str) -> Vec<(RunId, String)> {
+        let states = self.states.lock().unwrap();
+        states
+            .iter()
+            .flat_map(|(publisher, state)| {
+                state
+                    .keys()
+                    .filter(move |(section, key)| {
+                        *section == Section::Counters && key.starts_with(&format!("{node_id}:"))
+                    })
+                    .map(move |(_, key)| (publisher.clone(), key.clone()))
+            })
+            .collect()
+    }
+}
+
+/// One run's view of the network.
+struct MemoryBus {
+    network: Arc<Network>,
+    me: RunId,
+    seen: Mutex<HashMap<(RunId, Section, String), String>>,
+}
+
+impl GossipBus for MemoryBus {
+    fn publish(&self, changes: Vec<Change>) -> BoxFuture<'_, ()> {
+        let mut states = self.network.states.lock().unwrap();
+        let state = states.entry(self.me.clone()).or_default();
+        for change in changes {
+            match change {
+                Change::Set {
+                    section,
+                    key,
+                    value,
+                } => {
+                    state.insert((section, key), value);
+                }
+                Change::Delete { section, key } => {
+                    state.remove(&(section, key));
+                }
+            }
+        }
+        Box::pin(async {})
+    }
+
+    fn read(&self) -> BoxFuture<'_, GossipRead> {
+        let liveness = self.network.liveness.lock().unwrap().clone();
+        let states = self.network.states.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        let mut changes = Vec::new();
+        for (publisher, state) in states.iter() {
+            let shared = liveness.get(publisher) != Some(&Liveness::Departed);
+            if *publisher == self.me || !shared {
+                continue;
+            }
+            for ((section, key), value) in state {
+                let id = (publisher.clone(), *section, key.clone());
+                if seen.get(&id) != Some(value) {
+                    seen.insert(id, value.clone());
+                    changes.push(Observed {
+                        publisher: publisher.clone(),
+                        section: *section,
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        let runs = liveness
+            .into_iter()
+            .map(|(run, liveness)| RunStatus { run, liveness })
+            .collect();
+        Box::pin(async move { GossipRead { runs, changes } })
+    }
+}
+
+fn run(node_id: &str, generation: u64) -> RunId {
+    RunId {
+        node_id: node_id.into(),
+        generation,
+    }
+}
+
+/// A node on the network: its ledger, one deployment `p/m`, and the
+/// state its gossip actor would keep.
+struct TestNode {
+    state: GossipState,
+    deployment: DeploymentHandle,
+}
+
+impl TestNode {
+    fn start(
+        network: &Arc<Network>,
+        me: RunId,
+        restored: Vec<crate::ledger::Contribution>,
+    ) -> Self {
+        network.set_liveness(&me, Liveness::Alive);
+        let ledger = Ledger::new(me.clone(), restored);
+        let deployment = deployment("p/m", &ledger);
+        let bus = Arc::new(MemoryBus {
+            network: network.clone(),
+            me,
+            seen: Mutex::default(),
+        });
+        let args = GossipArgs {
+            bus,
+            deployments: vec![deployment.clone()],
+            ledger,
+            interval: Duration::from_secs(60),
+            settle: Duration::ZERO,
+        };
+        TestNode {
+            state: GossipState {
+                counters: CounterSection::new(args.settle),
+                deployments: DeploymentSection::default(),
+                args,
+            },
+            deployment,
+        }
+    }
+
+    fn count_calls(&self, calls: u64) {
+        for _ in 0..calls {
+            let ended = crate::deployment::CallEnded {
+                outcome: crate::deployment::CallOutcome::Completed,
+                latency: Duration::from_millis(5),
+                ttft: None,
+                usage: None,
+            };
+            self.deployment.record(ended, unix_millis());
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.state
+            .args
+            .ledger
+            .value(&CounterKey::new(CounterKind::Calls, "p/m"), unix_millis())
+    }
+
+    async fn exchange(&mut self) {
+        exchange(&mut self.state).await;
+    }
+}
+
+async fn rounds(nodes: &mut [&mut TestNode], count: usize) {
+    for _ in 0..count {
+        for node in nodes.iter_mut() {
+            node.exchange().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn nodes_add_up_each_others_counts_and_see_each_others_load() {
+    let network = Arc::new(Network::default());
+    let mut a = TestNode::start(&network, run("a", 1), Vec::new());
+    let mut b = TestNode::start(&network, run("b", 1), Vec::new());
+    a.count_calls(2);
+    b.count_calls(3);
+    let _busy = b.deployment.start_call();
+    rounds(&mut [&mut a, &mut b], 2).await;
+    assert_eq!((a.calls(), b.calls()), (5, 5));
+    let view = a.deployment.cluster_stats().unwrap();
+    assert_eq!((view.nodes, view.in_flight, view.finished), (2, 1, 5));
+}
+
+#[tokio::test]
+async fn the_counts_of_a_departed_run_are_republished_once_and_reach_a_late_joiner() {
+    let network = Arc::new(Network::default());
+    let mut a = TestNode::start(&network, run("a", 1), Vec::new());
+    let mut b = TestNode::start(&network, run("b", 1), Vec::new());
+    let mut c = TestNode::start(&network, run("c", 1), Vec::new());
+    c.count_calls(4);
+    rounds(&mut [&mut a, &mut b, &mut c], 2).await;
+    assert_eq!(a.calls(), 4);
+
+    // c dies; while gossip still shares its state nobody republishes it.
+    network.set_liveness(&run("c", 1), Liveness::Dead);
+    rounds(&mut [&mut a, &mut b], 1).await;
+    let entries = network.counter_entries_about("c");
+    assert!(!entries.is_empty());
+    assert!(
+        entries
+            .iter()
+            .all(|(publisher, _)| *publisher == run("c", 1)),
+        "c's own keys only: {entries:?}"
+    );
+
+    // Once gossip forgets c, the lowest live node (a) republishes it.
+    network.set_liveness(&run("c", 1), Liveness::Departed);
+    rounds(&mut [&mut a, &mut b], 1).await;
+    let publishers: Vec<RunId> = network
+        .counter_entries_about("c")
+        .into_iter()
+        .map(|(publisher, _)| publisher)
+        .filter(|publisher| *publisher != run("c", 1))
+        .collect();
+    assert!(!publishers.is_empty());
+    assert!(
+        publishers.iter().all(|publisher| *publisher == run("a", 1)),
+        "{publishers:?}"
+    );
+
+    // A node with a fresh store joins and learns c's count from a.
+    let mut d = TestNode::start(&network, run("d", 1), Vec::new());
+    rounds(&mut [&mut a, &mut b, &mut d], 2).await;
+    assert_eq!(d.calls(), 4);
+
+    // c comes back with a lost store, folds what a republished, and a
+    // deletes its copies once c's tallies say so.
+    let mut c2 = TestNode::start(&network, run("c", 2), Vec::new());
+    c2.count_calls(1);
+    rounds(&mut [&mut a, &mut b, &mut c2, &mut d], 3).await;
+    for node in [&a, &b, &c2, &d] {
+        assert_eq!(node.calls(), 5);
+    }
+    let about_c: Vec<_> = network
+        .counter_entries_about("c")
+        .into_iter()
+        .filter(|(publisher, _)| publisher.node_id != "c")
+        .collect();
+    assert_eq!(about_c, [], "no copies left once c's run 2 folded run 1");
+}
+
+#[tokio::test]
+async fn a_node_does_not_republish_runs_before_it_has_settled() {
+    let network = Arc::new(Network::default());
+    // `a` restarts with its store holding b's tally; b is alive but `a`
+    // has not heard from it yet.
+    let restored = vec![crate::ledger::Contribution {
+        key: CounterKey::new(CounterKind::Calls, "p/m"),
+        run: run("b", 1),
+        tally: chorus_proto::counter::Tally::new(chorus_proto::counter::Buckets::new(0, 6)),
+    }];
+    let mut a = TestNode::start(&network, run("a", 2), restored);
+    a.state.counters = CounterSection::new(Duration::from_secs(3600));
+    rounds(&mut [&mut a], 2).await;
+    assert_eq!(network.counter_entries_about("b"), []);
+    assert_eq!(a.calls(), 6);
+}

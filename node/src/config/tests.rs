@@ -1,0 +1,155 @@
+use super::*;
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).unwrap();
+    validate(raw, Path::new("test.toml"), &|name| {
+        (name == "SET").then(|| "secret".to_owned())
+    })
+}
+
+const PROVIDERS: &str = r#"
+    [[providers]]
+    name = "up"
+    format = "openai"
+    base_url = "http://127.0.0.1:9001/v1/"
+    api_key = "${SET}"
+    [[providers]]
+    name = "builtin"
+    format = "mock"
+"#;
+
+const MODEL: &str =
+    "[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\" }]";
+
+fn with_models(models: &str) -> String {
+    format!("{PROVIDERS}\n{models}")
+}
+
+#[test]
+fn accepts_a_good_config_and_hashes_keys() {
+    let config = check(&with_models(
+        r#"
+        [[models]]
+        alias = "fast"
+        deployments = [{ provider = "up", model = "gpt-4o-mini", input_per_mtok = 0.15 }]
+        [[keys]]
+        name = "dev"
+        key = "${SET}"
+        "#,
+    ))
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:4000");
+    assert_eq!(config.keys[0].sha256, sha256("secret"));
+    assert_eq!(
+        config.models[0].deployments[0].price.input_micros_per_mtok,
+        150_000
+    );
+    match &config.providers[0].kind {
+        ProviderKind::OpenAi {
+            completions_url,
+            api_key,
+            stream_usage,
+            ..
+        } => {
+            assert_eq!(
+                completions_url.as_str(),
+                "http://127.0.0.1:9001/v1/chat/completions"
+            );
+            assert_eq!(api_key.as_deref(), Some("secret"));
+            assert!(stream_usage);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!format!("{:?}", config.providers).contains("secret"));
+}
+
+#[test]
+fn names_the_field_at_fault() {
+    let cluster =
+        |extra: &str| with_models(&format!("{MODEL}\n[cluster]\nnode_id = \"n\"\n{extra}"));
+    let cases = [
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"nope\", model = \"m\" }]"), "models[0].deployments[0].provider", "unknown provider `nope`"),
+        (with_models(&format!("{MODEL}\n{MODEL}")), "models[1].alias", "defined twice"),
+        (with_models(&format!("{MODEL}\n[[keys]]\nname = \"k\"\nkey = \"${{MISSING}}\"")), "keys[0].key", "`MISSING` is not set"),
+        ("[[providers]]\nname = \"p\"\nformat = \"openai\"\nbase_url = \"not a url\"\n[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"p\", model = \"m\" }]".to_owned(), "providers[0].base_url", "not a valid URL"),
+        ("[[providers]]\nname = \"p\"\nformat = \"grpc\"\n[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"p\", model = \"m\" }]".to_owned(), "providers[0].format", "unknown format"),
+        (PROVIDERS.to_owned(), "models", "at least one"),
+        (cluster("secret = \"short\""), "cluster.secret", "at least 16"),
+        (cluster("secret = \"0123456789abcdef\"\naccept_secrets = [\"old\"]"), "cluster.accept_secrets[0]", "at least 16"),
+        (cluster("listen = \"0.0.0.0:7946\"\nsecret = \"0123456789abcdef\""), "cluster.advertise", "cannot reach"),
+        (cluster("seeds = [\"nohost\"]\nsecret = \"0123456789abcdef\""), "cluster.seeds[0]", "needs a port"),
+        (cluster("dead_node_grace_ms = 100\nsecret = \"0123456789abcdef\""), "cluster.dead_node_grace_ms", "ten gossip intervals"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", output_per_mtok = -1 }]"), "models[0].deployments[0].output_per_mtok", "price must be"),
+    ];
+    for (text, field, problem) in cases {
+        let err = check(&text).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].field, field, "{err}");
+        assert!(err.problems[0].problem.contains(problem), "{err}");
+        assert!(err.to_string().starts_with("config `test.toml`: "));
+    }
+}
+
+#[test]
+fn reports_every_problem_in_the_file_at_once() {
+    let text = r#"
+        [server]
+        listen = "nowhere"
+        [[providers]]
+        name = "p/q"
+        format = "openai"
+        [[providers]]
+        name = "m"
+        format = "mock"
+        output_tokens = 0
+        [[models]]
+        alias = "a"
+        deployments = [{ provider = "ghost", model = "" }]
+        [[keys]]
+        name = "k"
+        key = "${MISSING}"
+        [cluster]
+        node_id = "bad id"
+        secret = "short"
+    "#;
+    let err = check(text).unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "server.listen",
+            "providers[0].name",
+            "providers[0].base_url",
+            "providers[1].output_tokens",
+            "models[0].deployments[0].provider",
+            "models[0].deployments[0].model",
+            "keys[0].key",
+            "cluster.node_id",
+            "cluster.secret",
+        ],
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with("config `test.toml`: 9 problems\n  server.listen: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_example_config_starts_with_nothing_set() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/chorus.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    let config = validate(raw, &path, &|_| None).unwrap();
+    assert!(config.server.admin_token_sha256.is_none());
+    assert!(!config.keys.is_empty());
+}
+
+#[test]
+fn the_local_cluster_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let raw: RawConfig = toml::from_str(&text).unwrap();
+    validate(raw, &path, &|_| Some("127.0.0.1:4001".to_owned())).unwrap();
+}
