@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The overhead benchmark: the same load against mock-upstream directly and
-# through one Chorus node, in one run, on this machine. Release builds only.
+# The overhead benchmark: the same load against mock-upstream directly,
+# through HAProxy in HTTP mode (the floor for any HTTP proxy), and through
+# one Chorus node as it runs in production (clustered, gossiping, counting
+# into its store), in one run, on this machine. Release builds only.
 #
 #   bash bench/overhead.sh [SECONDS_PER_RUN]      (default 10)
+#
+#   CHORUS_BASELINE_BIN  another `chorus` binary (an earlier build, say) run
+#                        the same way as a fourth target, `baseline`, so a
+#                        change is compared with what it changed in one run
 #
 # Prints a markdown table (also saved to bench/results/overhead-<date>.md)
 # and keeps the raw JSON lines beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source deploy/prereqs.sh
+need_command haproxy haproxy
+install_needed
 duration="${1:-10}"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 bin="$target_dir/release"
@@ -18,23 +27,63 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Starts a process that prints "... listening on http://ADDR" and echoes ADDR.
-start() {
-  local log="$work/$1.out"; shift
-  "$@" >"$log" 2>/dev/null &
+# Starts a process in the background, its output in $work/NAME.out. Not in
+# a subshell: its pid must reach the cleanup.
+start() { # name command...
+  local name="$1"; shift
+  "$@" >"$work/$name.out" 2>/dev/null &
   pids+=($!)
+}
+
+# Echoes the ADDR of the "... listening on http://ADDR" line NAME printed.
+address_of() { # name
   for _ in $(seq 1 100); do
-    if grep -q "http://" "$log" 2>/dev/null; then sed -n 's|.*http://||p' "$log" | head -1; return; fi
+    if grep -q "http://" "$work/$1.out" 2>/dev/null; then sed -n 's|.*http://||p' "$work/$1.out" | head -1; return; fi
     sleep 0.05
   done
-  echo "failed to start: $*" >&2; exit 1
+  echo "failed to start: $1" >&2; exit 1
 }
 
 # Two upstreams: one with no delays (throughput, pure overhead), one with a
 # 20 ms time to first token and 2 ms between tokens (streaming TTFT).
-fast_upstream="$(start mock-fast "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1)"
-paced_upstream="$(start mock-paced "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1 --ttft-ms 20 --token-delay-ms 2)"
+start mock-fast "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1
+start mock-paced "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1 --ttft-ms 20 --token-delay-ms 2
+fast_upstream="$(address_of mock-fast)"
+paced_upstream="$(address_of mock-paced)"
+# HAProxy in HTTP mode, keep-alive both ways: what any HTTP proxy costs.
+haproxy_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat >"$work/haproxy.cfg" <<CFG
+global
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    option http-no-delay
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind 127.0.0.1:$haproxy_port
+    use_backend paced if { path_beg /paced/ }
+    default_backend fast
+backend fast
+    server mock $fast_upstream
+backend paced
+    http-request replace-path /paced(/.*) \1
+    server mock $paced_upstream
+CFG
+haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.05; done
+
+gossip_port="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat >"$work/chorus.toml" <<TOML
+[storage]
+path = "$work/store"
+[cluster]
+node_id = "bench-1"
+listen = "127.0.0.1:$gossip_port"
+secret = "overhead-bench-secret-0123456789"
 [[providers]]
 name = "fast"
 format = "openai"
@@ -53,7 +102,16 @@ deployments = [{ provider = "paced", model = "mock" }]
 name = "bench"
 key = "sk-bench"
 TOML
-node="$(start chorus "$bin/chorus" serve --config "$work/chorus.toml" --listen 127.0.0.1:0)"
+start chorus "$bin/chorus" serve --config "$work/chorus.toml" --listen 127.0.0.1:0
+node="$(address_of chorus)"
+baseline=""
+if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
+  baseline_gossip="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  sed -e "s|$work/store|$work/baseline-store|" -e "s|127.0.0.1:$gossip_port|127.0.0.1:$baseline_gossip|" \
+    -e 's|node_id = "bench-1"|node_id = "bench-baseline"|' "$work/chorus.toml" > "$work/baseline.toml"
+  start baseline "$CHORUS_BASELINE_BIN" serve --config "$work/baseline.toml" --listen 127.0.0.1:0
+  baseline="$(address_of baseline)"
+fi
 
 results="$work/results.jsonl"
 load() { # label target-addr model extra-args...
@@ -62,20 +120,22 @@ load() { # label target-addr model extra-args...
     --header "Authorization: Bearer sk-bench" --duration "$duration" --warmup 2 \
     --label "$label" --json "$@" >>"$results"
 }
-pair() { # scenario upstream-addr model extra-args...
-  local scenario="$1" upstream="$2" model="$3"; shift 3
+trio() { # scenario upstream-addr haproxy-prefix model extra-args...
+  local scenario="$1" upstream="$2" prefix="$3" model="$4"; shift 4
   echo "running: $scenario" >&2
   load "$scenario|direct" "$upstream" "$model" "$@"
+  load "$scenario|haproxy" "127.0.0.1:$haproxy_port$prefix" "$model" "$@"
   load "$scenario|chorus" "$node" "$model" "$@"
+  if [ -n "$baseline" ]; then load "$scenario|baseline" "$baseline" "$model" "$@"; fi
 }
 
-pair "sequential" "$fast_upstream" fast --mode sequential
-pair "closed-32" "$fast_upstream" fast --mode closed --connections 32
-pair "rate-2000" "$fast_upstream" fast --mode rate --rate 2000 --connections 64
-pair "sequential-stream" "$fast_upstream" fast --mode sequential --stream
-pair "closed-32-stream" "$fast_upstream" fast --mode closed --connections 32 --stream
-pair "rate-500-stream-paced" "$paced_upstream" paced --mode rate --rate 500 --connections 128 --stream
-pair "sequential-stream-paced" "$paced_upstream" paced --mode sequential --stream
+trio "sequential" "$fast_upstream" "" fast --mode sequential
+trio "closed-32" "$fast_upstream" "" fast --mode closed --connections 32
+trio "rate-2000" "$fast_upstream" "" fast --mode rate --rate 2000 --connections 64
+trio "sequential-stream" "$fast_upstream" "" fast --mode sequential --stream
+trio "closed-32-stream" "$fast_upstream" "" fast --mode closed --connections 32 --stream
+trio "rate-500-stream-paced" "$paced_upstream" "/paced" paced --mode rate --rate 500 --connections 128 --stream
+trio "sequential-stream-paced" "$paced_upstream" "/paced" paced --mode sequential --stream
 
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%MZ)"

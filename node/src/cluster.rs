@@ -30,8 +30,7 @@ use chorus_actors::{GossipBus, GossipRead, RunId};
 use futures::future::BoxFuture;
 
 use crate::config::ClusterConfig;
-pub use transport::AuthenticatedTransport;
-use transport::GossipCounters;
+pub use transport::{AuthenticatedTransport, GossipCounters};
 use view::{state_size, Heartbeats};
 pub use view::{ClusterView, GossipFigures, Member};
 

@@ -53,3 +53,67 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use chorus_actors::RunId;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{sha256, KeyConfig};
+
+    const CLIENT_KEY: &str = "sk-client";
+    const ADMIN_TOKEN: &str = "admin-token";
+
+    /// A standalone node's state: one client key, the given admin token.
+    fn state(admin_token: Option<&str>) -> AppState {
+        let run = RunId {
+            node_id: "standalone".into(),
+            generation: 1,
+        };
+        AppState {
+            routes: Arc::new(Routes::default()),
+            keys: Arc::new(KeyStore::new(&[KeyConfig {
+                name: "client".into(),
+                sha256: sha256(CLIENT_KEY),
+            }])),
+            admin_token_sha256: admin_token.map(sha256),
+            max_body_bytes: 1024,
+            cluster: None,
+            ledger: Ledger::new(run, Vec::new()),
+            requests: RequestTracker::default(),
+        }
+    }
+
+    async fn status_of(state: AppState, path: &str, bearer: &str) -> StatusCode {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {bearer}"))
+            .body(Body::empty())
+            .unwrap();
+        router(state).oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn the_cluster_view_takes_the_admin_token_and_no_client_key() {
+        let with_token = || state(Some(ADMIN_TOKEN));
+        assert_eq!(
+            status_of(with_token(), "/v1/cluster", ADMIN_TOKEN).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of(with_token(), "/v1/cluster", CLIENT_KEY).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_of(state(None), "/v1/cluster", CLIENT_KEY).await,
+            StatusCode::NOT_FOUND,
+            "no admin token configured, no cluster view"
+        );
+        assert_eq!(
+            status_of(with_token(), "/v1/models", CLIENT_KEY).await,
+            StatusCode::OK
+        );
+    }
+}

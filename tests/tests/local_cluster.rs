@@ -23,14 +23,20 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
     let http = free_run(3, |port| TcpListener::bind(("127.0.0.1", port)).is_ok());
     let gossip = free_run(2, |port| UdpSocket::bind(("127.0.0.1", port)).is_ok());
     let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // As a user without Rust runs it: no cargo on the PATH, nothing set
+    // but a prebuilt binary, so the data goes to its default place.
+    let home = scratch_dir();
     let mut script = Command::new("bash")
         .arg("deploy/local.sh")
         .args(["--nodes", "2"])
         .current_dir(&repository)
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("CARGO_TARGET_DIR")
         .env("CHORUS_BIN", bin_dir().join("chorus"))
         .env("CHORUS_PORT", http.to_string())
         .env("CHORUS_GOSSIP_PORT", gossip.to_string())
-        .env("CHORUS_DATA", scratch_dir())
         .env("CHORUS_DEV_KEY", "sk-local-test")
         .env("CHORUS_ADMIN_TOKEN", "admin-local-test-0123")
         .stdout(Stdio::piped())
@@ -51,6 +57,11 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
         }
     }
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // Stores and the cluster secret are user data, kept outside any build tree.
+    let data = home.join(".local/share/chorus/local-cluster");
+    for kept in ["cluster-secret", "node-1", "node-2"] {
+        assert!(data.join(kept).exists(), "{kept} is not in {}", data.display());
+    }
     for expected in [
         format!("http://127.0.0.1:{http}"),
         format!("http://127.0.0.1:{}/status", http + 1),

@@ -78,6 +78,65 @@ fn bad_configs_exit_2_naming_the_field() {
 }
 
 #[tokio::test]
+async fn the_example_config_starts_with_nothing_set() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/chorus.example.toml");
+    let config = std::fs::read_to_string(example).unwrap();
+    // Set but empty is the same as unset: the defaults apply.
+    let unset = [
+        ("CHORUS_DEV_KEY", ""),
+        ("CHORUS_ADMIN_TOKEN", ""),
+        ("OPENAI_API_KEY", ""),
+        ("OPENAI_BASE_URL", ""),
+    ];
+    let node = Node::start_with(&config, &[], &unset).await;
+    let response = reqwest::Client::new()
+        .post(node.url("/v1/chat/completions"))
+        .bearer_auth("sk-chorus-dev")
+        .json(&chat_body("demo", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let status = reqwest::get(node.url("/status")).await.unwrap();
+    assert_eq!(status.status(), 404, "no admin token, no status page");
+    let body: Value = status.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.admin_token"));
+}
+
+#[test]
+fn the_scripts_find_the_libclang_bindgen_loads_and_only_that() {
+    let dir = scratch_dir();
+    let loadable = |files: &[&str]| {
+        let libs = dir.join(format!("libs-{}", files.len()));
+        std::fs::create_dir_all(&libs).unwrap();
+        for file in files {
+            std::fs::write(libs.join(file), b"").unwrap();
+        }
+        let script = format!(
+            "source deploy/prereqs.sh; LIBCLANG_PATH={} libclang_loadable",
+            libs.display()
+        );
+        Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!loadable(&[]));
+    assert!(
+        !loadable(&["libclang-cpp.so.14"]),
+        "libclang-cpp is not libclang"
+    );
+    assert!(loadable(&["libclang-cpp.so.14", "libclang-14.so.1"]));
+    assert!(loadable(&["a", "b", "libclang.so"]));
+}
+
+#[tokio::test]
 async fn env_variables_fill_the_config_and_set_flags() {
     // The key comes from the environment; the log format from CHORUS_LOG_FORMAT.
     let config =

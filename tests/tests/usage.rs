@@ -92,3 +92,22 @@ async fn a_cancelled_stream_is_counted_by_estimate() {
     let log = node.wait_for_log("status=499").await;
     assert!(log.contains("usage_estimated=true"), "{log}");
 }
+
+#[tokio::test]
+async fn a_stream_cut_upstream_is_counted_by_estimate() {
+    let upstream = MockUpstream::start(&[]);
+    let node = Node::start(&standard_config(&upstream)).await;
+    let text = node.chat_text(&chat_body("fault-cut", true)).await;
+    assert!(text.contains("event: error"), "{text}");
+    let subject = "fault-cut/gpt-4o-mini";
+    let completion = wait_for(&node, subject, "completion_tokens", |v| v > 0).await;
+    // Three tokens went out before the cut, one word each.
+    assert!(
+        (1..16).contains(&completion),
+        "only what came before the cut: {completion}"
+    );
+    assert!(node.counter(subject, "prompt_tokens").await > 0);
+    assert_eq!(node.counter(subject, "errors").await, 1);
+    let log = node.wait_for_log("usage_estimated=true").await;
+    assert!(log.contains("fault-cut"), "{log}");
+}

@@ -93,6 +93,13 @@ impl CounterSection {
         let mut changes = Vec::new();
         let own_run = ledger.run();
         for Contribution { key, run, tally } in ledger.take_unpublished() {
+            // A tally that counts nothing (yet, or any more) is not worth a key.
+            if tally.total.expired_at(key.window().epoch(unix_ms)) {
+                if self.published_own.remove(&key) {
+                    changes.push(delete(entry_key(&run, &key)));
+                }
+                continue;
+            }
             changes.push(set(entry_key(&run, &key), &tally));
             self.published_own.insert(key);
         }
@@ -230,5 +237,38 @@ mod tests {
         ] {
             assert_eq!(parse_entry(key, value), None, "{key} = {value}");
         }
+    }
+
+    #[test]
+    fn a_tally_whose_window_has_passed_is_deleted_not_published() {
+        let ledger = Ledger::new(
+            RunId {
+                node_id: "node-1".into(),
+                generation: 1,
+            },
+            Vec::new(),
+        );
+        let minute = 60_000;
+        let key = CounterKey::new(CounterKind::CallsMinute, "p/m");
+        let counter = ledger.counter(key.clone());
+        let mut section = CounterSection::new(Duration::ZERO);
+        counter.add(1, 10 * minute);
+        let first = section.changes(&ledger, &[], 10 * minute);
+        assert!(
+            matches!(first.as_slice(), [Change::Set { key, .. }] if key.ends_with("calls_minute:p/m")),
+            "{first:?}"
+        );
+        // Counted again in minute 10, but published only in minute 13: by
+        // then the tally counts nothing, and its key goes.
+        counter.add(1, 10 * minute + 1);
+        let later = section.changes(&ledger, &[], 13 * minute);
+        assert!(
+            later.iter().any(|change| matches!(change, Change::Delete { .. })),
+            "{later:?}"
+        );
+        assert!(
+            !later.iter().any(|change| matches!(change, Change::Set { .. })),
+            "{later:?}"
+        );
     }
 }

@@ -61,11 +61,16 @@ impl DeploymentSection {
         deployments: &[DeploymentHandle],
         runs: &[RunStatus],
     ) {
-        let liveness = |node_id: &str, generation: u64| {
-            runs.iter()
-                .find(|status| status.run.node_id == node_id && status.run.generation == generation)
-                .map(|status| status.liveness)
-        };
+        let by_run: HashMap<(&str, u64), Liveness> = runs
+            .iter()
+            .map(|status| {
+                (
+                    (status.run.node_id.as_str(), status.run.generation),
+                    status.liveness,
+                )
+            })
+            .collect();
+        let liveness = |node_id: &str, generation: u64| by_run.get(&(node_id, generation)).copied();
         self.peers.retain(|node_id, peer| {
             liveness(node_id, peer.generation)
                 .is_some_and(|liveness| liveness != Liveness::Departed)

@@ -4,19 +4,16 @@
 //! Starts N nodes (built-in mock provider, durable counters, authenticated
 //! gossip), then, round after round, sends one chat completion to one node
 //! (rotating) and times until every node's `GET /v1/cluster` shows the new
-//! total of `calls/builtin/mock`. That is the whole path: the deployment
-//! actor counts the call, the gossip actor publishes it at its next
-//! exchange, chitchat spreads it, each receiver's gossip actor merges it.
+//! calls of `builtin/mock`. That is the whole path: the request records
+//! the call, the gossip actor publishes the tally at its next exchange,
+//! chitchat spreads it, each receiver's gossip actor merges it.
 
-use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use chorus_bench::{chorus_binary, free_udp_port, scratch_dir, wait_until, BenchNode, NodeSpec};
 use clap::Parser;
-use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,145 +33,35 @@ struct Args {
     chorus: Option<PathBuf>,
 }
 
-const KEY: &str = "sk-convergence";
-const COUNTER: &str = "calls/builtin/mock";
-const GIVE_UP: Duration = Duration::from_secs(60);
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Node {
-    _process: Process,
-    url: String,
-}
-
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_node(
-    chorus: &PathBuf,
-    dir: &std::path::Path,
-    index: usize,
-    ports: &[u16],
-    interval_ms: u64,
-) -> Result<Node> {
-    let seeds: Vec<String> = ports
-        .iter()
-        .take(1)
-        .map(|port| format!("\"127.0.0.1:{port}\""))
-        .collect();
-    let config = format!(
-        "[[providers]]\nname = \"builtin\"\nformat = \"mock\"\n\
-         [[models]]\nalias = \"fast\"\ndeployments = [{{ provider = \"builtin\", model = \"mock\" }}]\n\
-         [[keys]]\nname = \"bench\"\nkey = \"{KEY}\"\n\
-         [storage]\npath = \"{store}\"\n\
-         [cluster]\nnode_id = \"node-{index}\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{seeds}]\n\
-         gossip_interval_ms = {interval_ms}\nsecret = \"convergence-bench-secret-0123456789\"\n",
-        store = dir.join(format!("node-{index}")).display(),
-        port = ports[index],
-        seeds = seeds.join(", "),
-    );
-    let path = dir.join(format!("node-{index}.toml"));
-    std::fs::write(&path, config)?;
-    let mut child = Command::new(chorus)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", chorus.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let process = Process(child);
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let address = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .context("no start-up line")?
-        .to_owned();
-    Ok(Node {
-        _process: process,
-        url: format!("http://{address}"),
-    })
-}
-
-async fn cluster(client: &reqwest::Client, node: &Node) -> Result<Value> {
-    Ok(client
-        .get(format!("{}/v1/cluster", node.url))
-        .bearer_auth(KEY)
-        .send()
-        .await?
-        .json()
-        .await?)
-}
-
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !check().await? {
-        if start.elapsed() > GIVE_UP {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
-}
-
-async fn measure(args: &Args, chorus: &PathBuf, count: usize) -> Result<String> {
-    let dir =
-        std::env::temp_dir().join(format!("chorus-convergence-{}-{count}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+async fn measure(args: &Args, chorus: &std::path::Path, count: usize) -> Result<String> {
+    let dir = scratch_dir(&format!("convergence-{count}"))?;
     let ports: Vec<u16> = (0..count).map(|_| free_udp_port()).collect::<Result<_>>()?;
-    let nodes: Vec<Node> = (0..count)
-        .map(|index| start_node(chorus, &dir, index, &ports, args.gossip_interval_ms))
+    let nodes: Vec<BenchNode> = (0..count)
+        .map(|index| {
+            BenchNode::start(&NodeSpec {
+                chorus,
+                dir: &dir,
+                index,
+                gossip_port: ports[index],
+                seeds: &ports[..1],
+                gossip_interval_ms: args.gossip_interval_ms,
+                dead_node_grace_ms: 600_000,
+            })
+        })
         .collect::<Result<_>>()?;
     let client = reqwest::Client::new();
     for node in &nodes {
-        wait_until("health", async || {
-            Ok(client
-                .get(format!("{}/health/ready", node.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()))
-        })
-        .await?;
-        wait_until("every member alive", async || {
-            let view = cluster(&client, node).await?;
-            let alive = view["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count());
-            Ok(alive == count)
-        })
-        .await?;
+        node.wait_for_members(&client, count).await?;
     }
 
     let mut times = Vec::with_capacity(args.rounds as usize);
     for round in 0..args.rounds {
-        let node = &nodes[round as usize % count];
-        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "count me"}]});
-        client
-            .post(format!("{}/v1/chat/completions", node.url))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await?
-            .bytes()
-            .await?;
+        nodes[round as usize % count].chat(&client).await?;
         let start = Instant::now();
         let expected = round + 1;
         for other in &nodes {
             wait_until("the count everywhere", async || {
-                Ok(cluster(&client, other).await?["counters"][COUNTER].as_u64() == Some(expected))
+                Ok(other.calls(&client).await? == expected)
             })
             .await?;
         }
@@ -195,10 +82,7 @@ async fn measure(args: &Args, chorus: &PathBuf, count: usize) -> Result<String> 
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let chorus = match &args.chorus {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("chorus"),
-    };
+    let chorus = chorus_binary(args.chorus.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

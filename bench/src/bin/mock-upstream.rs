@@ -298,10 +298,15 @@ fn stream_response(
         completed: false,
     };
     let total = frames.len();
+    // The usage chunk follows the last one at once, as OpenAI sends it:
+    // it carries no token to wait for.
+    let usage_frame = include_usage.then(|| total - 2);
     let events = futures::stream::iter(frames.into_iter().enumerate()).then(
         move |(index, frame)| async move {
             let delay = if index == 0 {
                 knobs.ttft
+            } else if Some(index) == usage_frame {
+                Duration::ZERO
             } else {
                 knobs.token_delay
             };

@@ -1,0 +1,183 @@
+//! What the process-level benchmarks share: real `chorus` nodes on
+//! 127.0.0.1 with the built-in mock provider, durable counters and
+//! authenticated gossip, and the reads and waits they are measured by.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+pub const KEY: &str = "sk-bench";
+pub const ADMIN_TOKEN: &str = "admin-bench-0123456789";
+/// The deployment every bench node serves.
+pub const DEPLOYMENT: &str = "builtin/mock";
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// The `chorus` binary: `explicit`, or the one next to this benchmark.
+pub fn chorus_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.to_owned()),
+        None => Ok(std::env::current_exe()?.with_file_name("chorus")),
+    }
+}
+
+pub fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A fresh directory for one run's configs and stores.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("chorus-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// How a bench node is set up.
+pub struct NodeSpec<'a> {
+    pub chorus: &'a Path,
+    pub dir: &'a Path,
+    pub index: usize,
+    pub gossip_port: u16,
+    pub seeds: &'a [u16],
+    pub gossip_interval_ms: u64,
+    pub dead_node_grace_ms: u64,
+}
+
+/// A running node, killed (SIGKILL) when dropped.
+pub struct BenchNode {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl BenchNode {
+    pub fn start(spec: &NodeSpec<'_>) -> Result<BenchNode> {
+        let NodeSpec {
+            chorus,
+            dir,
+            index,
+            gossip_port,
+            seeds,
+            gossip_interval_ms,
+            dead_node_grace_ms,
+        } = *spec;
+        let seeds: Vec<String> = seeds
+            .iter()
+            .map(|port| format!("\"127.0.0.1:{port}\""))
+            .collect();
+        let config = format!(
+            "[server]\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+             [[providers]]\nname = \"builtin\"\nformat = \"mock\"\n\
+             [[models]]\nalias = \"fast\"\ndeployments = [{{ provider = \"builtin\", model = \"mock\" }}]\n\
+             [[keys]]\nname = \"bench\"\nkey = \"{KEY}\"\n\
+             [storage]\npath = \"{store}\"\n\
+             [cluster]\nnode_id = \"node-{index}\"\nlisten = \"127.0.0.1:{gossip_port}\"\nseeds = [{seeds}]\n\
+             gossip_interval_ms = {gossip_interval_ms}\ndead_node_grace_ms = {dead_node_grace_ms}\n\
+             secret = \"bench-secret-0123456789\"\n",
+            store = dir.join(format!("node-{index}")).display(),
+            seeds = seeds.join(", "),
+        );
+        let path = dir.join(format!("node-{index}.toml"));
+        std::fs::write(&path, config)?;
+        let mut child = Command::new(chorus)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", chorus.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let address = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .context("no start-up line")?;
+        Ok(BenchNode {
+            url: format!("http://{address}"),
+            child,
+        })
+    }
+
+    /// `GET /v1/cluster` with the admin token.
+    pub async fn cluster(&self, client: &reqwest::Client) -> Result<Value> {
+        Ok(client
+            .get(format!("{}/v1/cluster", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The cluster-wide calls of the bench deployment, as this node sees them.
+    pub async fn calls(&self, client: &reqwest::Client) -> Result<u64> {
+        Ok(self.cluster(client).await?["counters"][DEPLOYMENT]["calls"]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// One chat completion on the bench alias.
+    pub async fn chat(&self, client: &reqwest::Client) -> Result<()> {
+        let body = json!({"model": "fast", "messages": [{"role": "user", "content": "count me"}]});
+        let response = client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "chat answered {}",
+            response.status()
+        );
+        response.bytes().await?;
+        Ok(())
+    }
+
+    /// Waits until the node is ready and sees `members` live members.
+    pub async fn wait_for_members(&self, client: &reqwest::Client, members: usize) -> Result<()> {
+        wait_until("every member alive", async || {
+            let Ok(view) = self.cluster(client).await else {
+                return Ok(false);
+            };
+            let alive = view["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count());
+            Ok(alive == members)
+        })
+        .await
+    }
+
+    /// Kills the node with SIGKILL and waits for it to go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 2 ms until it holds; gives up after a minute.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while !check().await? {
+        if start.elapsed() > GIVE_UP {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
