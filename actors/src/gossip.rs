@@ -1,24 +1,32 @@
 //! `GossipActor`: every gossip interval it reads what changed in the
 //! cluster's gossip state since the last round, merges it — counter
 //! tallies into the ledger, deployment reports into each deployment's
-//! cluster-wide view — and publishes what changed in this node's own:
-//! its reports, its tallies, and the tallies it republishes for runs gossip
-//! has forgotten. The gossip layer itself (chitchat, in `node`) is reached
-//! through [`GossipBus`], so this actor is tested without sockets.
+//! cluster-wide view, keys and teams into the admin registry — and
+//! publishes what changed in this node's own: its reports, its tallies,
+//! the tallies it republishes for runs gossip has forgotten, and the admin
+//! registers it is responsible for. An admin change, made here or arriving
+//! from a peer, does not wait for the interval: it triggers an exchange at
+//! once, so a key created on one node works on every node within a gossip
+//! round. The gossip layer itself (chitchat, in `node`) is reached through
+//! [`GossipBus`], so this actor is tested without sockets.
 
+mod admin;
 mod bus;
 mod counters;
 mod deployments;
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use admin::AdminSection;
 pub use bus::{Change, GossipBus, GossipRead, Liveness, Observed, RunStatus, Section};
 use counters::CounterSection;
 use deployments::DeploymentSection;
 
+use crate::admin::AdminRegistry;
 use crate::clock::unix_millis;
 use crate::deployment::DeploymentHandle;
 use crate::ledger::Ledger;
@@ -28,6 +36,7 @@ pub struct GossipArgs {
     pub bus: Arc<dyn GossipBus>,
     pub deployments: Vec<DeploymentHandle>,
     pub ledger: Ledger,
+    pub admin: AdminRegistry,
     pub interval: Duration,
     /// How long after start a run the ledger knows but gossip has not
     /// mentioned may still be a live peer not heard from yet.
@@ -48,6 +57,9 @@ pub struct GossipState {
     args: GossipArgs,
     counters: CounterSection,
     deployments: DeploymentSection,
+    admin: AdminSection,
+    /// Turns news into immediate exchanges; ends with the actor.
+    news_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for GossipActor {
@@ -67,8 +79,21 @@ impl Actor for GossipActor {
         Ok(GossipState {
             counters: CounterSection::new(args.settle),
             deployments: DeploymentSection::default(),
+            admin: AdminSection::new(Instant::now() + args.settle),
+            news_watch: Some(watch_news(&args, myself)),
             args,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(watch) = state.news_watch.take() {
+            watch.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -85,22 +110,44 @@ impl Actor for GossipActor {
     }
 }
 
+/// Asks for an exchange whenever an admin change waits: made here, or
+/// arrived from a peer. Exchanges that find nothing new cost little.
+fn watch_news(args: &GossipArgs, myself: ActorRef<GossipMsg>) -> tokio::task::JoinHandle<()> {
+    let bus = args.bus.clone();
+    let admin = args.admin.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = bus.news() => {}
+                () = admin.changed_here() => {}
+            }
+            if myself.cast(GossipMsg::Exchange).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 async fn exchange(state: &mut GossipState) {
     let GossipState {
         args,
         counters,
         deployments,
+        admin,
+        ..
     } = state;
     let read = args.bus.read().await;
     for observed in &read.changes {
         match observed.section {
             Section::Counters => counters.observe(&args.ledger, observed),
             Section::Deployments => deployments.observe(observed),
+            Section::Admin => admin.observe(&args.admin, observed),
         }
     }
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
     changes.extend(counters.changes(&args.ledger, &read.runs, unix_millis()));
+    changes.extend(admin.changes(&args.admin, &read.runs, args.ledger.node_id()));
     if !changes.is_empty() {
         args.bus.publish(changes).await;
     }

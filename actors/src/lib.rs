@@ -6,10 +6,15 @@
 //!  │                    restarted from its last published figures if it fails
 //!  ├─ LedgerActor       with storage: flushes the counters' changes in batches
 //!  └─ GossipActor       in a cluster: merges what every node publishes into the
-//!                       ledger and the cluster views, publishes this node's
+//!                       ledger, the cluster views and the admin registry,
+//!                       publishes this node's
 //! RequestActor          one per request: choose deployment → call provider →
 //!                       record → answer → log
 //! ```
+//!
+//! Shared state outside the actors, read by the request path without a
+//! message hop: the [`Ledger`] (cluster counters) and the [`AdminRegistry`]
+//! (virtual keys and teams, last-writer-wins registers).
 //!
 //! Request actors are not linked to the supervisor: each lives exactly as
 //! long as its request, and a failure ends only that request (its client
@@ -20,8 +25,10 @@
 //!
 //! Nothing here knows HTTP, chitchat or RocksDB: providers are reached
 //! through the [`Provider`] trait, gossip through [`GossipBus`] and storage
-//! through [`LedgerStore`], which the `node` crate implements.
+//! through [`LedgerStore`] and [`AdminStore`], which the `node` crate
+//! implements.
 
+pub mod admin;
 pub mod balance;
 pub mod clock;
 pub mod cluster_view;
@@ -40,6 +47,7 @@ pub mod supervisor;
 mod testing;
 pub mod tracker;
 
+pub use admin::{AdminError, AdminRegistry, AdminStore, KeyEntry, TeamEntry};
 pub use cluster_view::NodeReport;
 pub use deployment::{CallEnded, CallOutcome, DeploymentHandle, DeploymentSpec};
 pub use error::CallError;

@@ -46,6 +46,8 @@ pub struct Cluster {
     gossip_interval: Duration,
     counters: Arc<GossipCounters>,
     pending: Arc<Mutex<Pending>>,
+    /// Woken when an admin change arrives, so it is read at once.
+    news: Arc<tokio::sync::Notify>,
     _listeners: Vec<ListenerHandle>,
     observer: Mutex<Observer>,
     view: ArcSwap<ClusterView>,
@@ -124,7 +126,8 @@ impl Cluster {
             .await
             .context("cannot start gossip")?;
         let pending = Arc::new(Mutex::new(Pending::new()));
-        let listeners = subscribe(&chitchat, &pending).await;
+        let news = Arc::new(tokio::sync::Notify::new());
+        let listeners = subscribe(&chitchat, &pending, &news).await;
         let running = Arc::new(AtomicBool::new(true));
         let leaving = Arc::new(AtomicBool::new(false));
         watch_gossip_loop(&chitchat, running.clone(), leaving.clone());
@@ -136,6 +139,7 @@ impl Cluster {
             gossip_interval: config.gossip_interval,
             counters,
             pending,
+            news,
             _listeners: listeners,
             observer: Mutex::new(Observer::default()),
             view: ArcSwap::from_pointee(ClusterView::default()),
@@ -205,10 +209,12 @@ impl Cluster {
 }
 
 /// Subscribes to every section's changes, then queues the entries already
-/// there, all under one lock: no change falls between the two.
+/// there, all under one lock: no change falls between the two. Admin
+/// changes also wake `news`.
 async fn subscribe(
     chitchat: &ChitchatHandle,
     pending: &Arc<Mutex<Pending>>,
+    news: &Arc<tokio::sync::Notify>,
 ) -> Vec<ListenerHandle> {
     let chitchat = chitchat.chitchat();
     let chitchat = chitchat.lock().await;
@@ -217,6 +223,7 @@ async fn subscribe(
     for section in keys::SECTIONS {
         let pending = pending.clone();
         let self_id = self_id.clone();
+        let news = (section == Section::Admin).then(|| news.clone());
         // Runs under chitchat's lock: only queue the change.
         listeners.push(
             chitchat.subscribe_event(keys::prefix(section), move |event| {
@@ -225,6 +232,9 @@ async fn subscribe(
                         (event.node.clone(), section, event.key.to_owned()),
                         event.value.to_owned(),
                     );
+                    if let Some(news) = &news {
+                        news.notify_one();
+                    }
                 }
             }),
         );
@@ -331,6 +341,10 @@ impl GossipBus for Cluster {
                 .collect();
             GossipRead { runs, changes }
         })
+    }
+
+    fn news(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.news.notified())
     }
 }
 

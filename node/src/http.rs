@@ -2,7 +2,9 @@
 //! (`request_id`), then its handler; every error, ours or an upstream's,
 //! leaves as an OpenAI error object (`error`).
 
+mod admin;
 mod auth;
+mod body;
 mod chat;
 mod cluster;
 mod error;
@@ -15,11 +17,13 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use chorus_actors::{Ledger, RequestTracker, Routes};
+use chorus_actors::clock::unix_millis;
+use chorus_actors::{AdminRegistry, Ledger, RequestTracker, Routes};
+use http::HeaderMap;
 
 use crate::cluster::Cluster;
 
-pub use auth::{authenticate_admin, KeyStore};
+pub use auth::{authenticate_admin, Caller, KeyStore};
 pub use error::ApiError;
 pub use request_id::RequestContext;
 
@@ -27,7 +31,10 @@ pub use request_id::RequestContext;
 #[derive(Clone)]
 pub struct AppState {
     pub routes: Arc<Routes>,
+    /// Bootstrap keys from the config.
     pub keys: Arc<KeyStore>,
+    /// Virtual keys and teams, cluster-wide.
+    pub admin: AdminRegistry,
     /// SHA-256 of the admin token; `None` turns the admin endpoints off.
     pub admin_token_sha256: Option<[u8; 32]>,
     pub max_body_bytes: usize,
@@ -39,8 +46,16 @@ pub struct AppState {
     pub requests: RequestTracker,
 }
 
+impl AppState {
+    /// The caller presenting the request's key, or a 401.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        self.keys.authenticate(headers, &self.admin, unix_millis())
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .nest("/admin", admin::router())
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models::list))
         .route("/v1/cluster", get(cluster::view))
@@ -55,64 +70,115 @@ pub fn router(state: AppState) -> Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use axum::body::Body;
-    use chorus_actors::RunId;
+    use chorus_actors::{AliasRoute, DeploymentHandle, DeploymentSpec, RunId};
     use http::{Request, StatusCode};
     use tower::ServiceExt;
 
     use super::*;
     use crate::config::{sha256, KeyConfig};
+    use crate::providers::MockProvider;
 
-    const CLIENT_KEY: &str = "sk-client";
-    const ADMIN_TOKEN: &str = "admin-token";
+    pub const CLIENT_KEY: &str = "sk-client";
+    pub const ADMIN_TOKEN: &str = "admin-token";
 
-    /// A standalone node's state: one client key, the given admin token.
-    fn state(admin_token: Option<&str>) -> AppState {
+    /// One built-in mock deployment per alias, instant and deterministic.
+    pub fn routes_of(aliases: &[&str], ledger: &Ledger) -> Routes {
+        let mut deployments = Vec::new();
+        let routes = aliases
+            .iter()
+            .map(|alias| {
+                let spec = DeploymentSpec {
+                    name: format!("mock/{alias}"),
+                    provider: "mock".into(),
+                    upstream_model: (*alias).to_owned(),
+                    price: Default::default(),
+                    timeout: std::time::Duration::from_secs(5),
+                };
+                let provider = Arc::new(MockProvider::new(std::time::Duration::ZERO, 4));
+                let deployment = DeploymentHandle::new(spec, provider, ledger);
+                deployments.push(deployment.clone());
+                AliasRoute::new((*alias).to_owned(), vec![deployment])
+            })
+            .collect();
+        Routes::new(routes, deployments)
+    }
+
+    pub fn ledger() -> Ledger {
         let run = RunId {
             node_id: "standalone".into(),
             generation: 1,
         };
+        Ledger::new(run, Vec::new())
+    }
+
+    /// A standalone node's state: aliases `fast` and `smart` on the
+    /// built-in mock, one client key, the given admin token.
+    pub fn state(admin_token: Option<&str>) -> AppState {
+        let ledger = ledger();
         AppState {
-            routes: Arc::new(Routes::default()),
+            routes: Arc::new(routes_of(&["fast", "smart"], &ledger)),
             keys: Arc::new(KeyStore::new(&[KeyConfig {
                 name: "client".into(),
                 sha256: sha256(CLIENT_KEY),
             }])),
+            admin: AdminRegistry::new("standalone", Vec::new(), None),
             admin_token_sha256: admin_token.map(sha256),
             max_body_bytes: 1024,
             cluster: None,
-            ledger: Ledger::new(run, Vec::new()),
+            ledger,
             requests: RequestTracker::default(),
         }
     }
 
-    async fn status_of(state: AppState, path: &str, bearer: &str) -> StatusCode {
-        let request = Request::get(path)
+    /// Sends `method path` with a bearer token and an optional JSON body;
+    /// the status and the JSON answer (`Null` when there is none).
+    pub async fn send(
+        state: &AppState,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header("authorization", format!("Bearer {bearer}"))
-            .body(Body::empty())
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
             .unwrap();
-        router(state).oneshot(request).await.unwrap().status()
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
     }
 
     #[tokio::test]
     async fn the_cluster_view_takes_the_admin_token_and_no_client_key() {
-        let with_token = || state(Some(ADMIN_TOKEN));
+        let with_token = state(Some(ADMIN_TOKEN));
+        let status =
+            |state, bearer| async move { send(&state, "GET", "/v1/cluster", bearer, None).await.0 };
         assert_eq!(
-            status_of(with_token(), "/v1/cluster", ADMIN_TOKEN).await,
+            status(with_token.clone(), ADMIN_TOKEN).await,
             StatusCode::OK
         );
         assert_eq!(
-            status_of(with_token(), "/v1/cluster", CLIENT_KEY).await,
+            status(with_token.clone(), CLIENT_KEY).await,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            status_of(state(None), "/v1/cluster", CLIENT_KEY).await,
+            status(state(None), CLIENT_KEY).await,
             StatusCode::NOT_FOUND,
             "no admin token configured, no cluster view"
         );
         assert_eq!(
-            status_of(with_token(), "/v1/models", CLIENT_KEY).await,
+            send(&with_token, "GET", "/v1/models", CLIENT_KEY, None)
+                .await
+                .0,
             StatusCode::OK
         );
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod providers;
+pub mod secrets;
 pub mod server;
 pub mod storage;
 #[cfg(test)]

@@ -14,5 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => chorus_node::server::serve(args),
+        Command::Key { admin, action } => chorus_node::cli::admin::run_key(&admin, &action),
+        Command::Team { admin, action } => chorus_node::cli::admin::run_team(&admin, &action),
     }
 }

@@ -11,8 +11,8 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use chorus_actors::clock::unix_millis;
 use chorus_actors::{
-    AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger, LedgerArgs, NodeSupervisor,
-    RequestTracker, Routes, RunId, SupervisorArgs,
+    AdminRegistry, AdminStore, AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger,
+    LedgerArgs, NodeSupervisor, RequestTracker, Routes, RunId, SupervisorArgs,
 };
 
 use crate::cli::ServeArgs;
@@ -129,12 +129,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(Storage::open(path)?)),
         None => None,
     };
-    let (generation, restored) = match &storage {
+    let (generation, restored, admin_restored) = match &storage {
         Some(storage) => (
             storage.next_generation(unix_millis())?,
             storage.load_counters()?,
+            storage.load_admin()?,
         ),
-        None => (unix_millis(), Vec::new()),
+        None => (unix_millis(), Vec::new(), Vec::new()),
     };
     let run = RunId {
         node_id: config
@@ -145,6 +146,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         generation,
     };
     tracing::info!(node_id = %run.node_id, generation, restored_tallies = restored.len(), "counters restored");
+    let admin_store = storage
+        .clone()
+        .map(|storage| storage as Arc<dyn AdminStore>);
+    let admin = AdminRegistry::new(&run.node_id, admin_restored, admin_store);
+    tracing::info!(
+        keys = admin.keys().len(),
+        teams = admin.teams().len(),
+        "admin state restored"
+    );
     let ledger = Ledger::new(run, restored);
     let routes = Arc::new(build_routes(&config, &http_client, &ledger));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -163,6 +173,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bus: cluster.clone(),
         deployments: routes.deployments().to_vec(),
         ledger: ledger.clone(),
+        admin: admin.clone(),
         interval: cluster.gossip_interval(),
         settle: (cluster.gossip_interval() * SETTLE_ROUNDS).max(MIN_SETTLE),
     });
@@ -187,6 +198,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         routes: routes.clone(),
         keys: Arc::new(KeyStore::new(&config.keys)),
+        admin,
         admin_token_sha256: config.server.admin_token_sha256,
         max_body_bytes: config.server.max_body_bytes,
         cluster: cluster.clone(),

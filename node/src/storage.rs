@@ -6,16 +6,21 @@
 //!   process loses nothing, and no request waits on the disk.
 //! - Column family `meta` holds the last run generation handed out, so a
 //!   restarted node always starts a newer run, whatever its clock says.
+//! - Column family `admin` holds the merged admin state, keys and teams:
+//!   key `key:<id>` or `team:<id>`, value the register's JSON. Keys are
+//!   there only as SHA-256 hashes.
 
 use std::path::Path;
 
 use anyhow::Context;
-use chorus_actors::{Contribution, LedgerStore, RunId, StoreChange, StoreError};
+use chorus_actors::{AdminStore, Contribution, LedgerStore, RunId, StoreChange, StoreError};
+use chorus_proto::admin::{AdminEntry, EntryId};
 use chorus_proto::counter::{CounterKey, Tally};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 const COUNTERS: &str = "counters";
 const META: &str = "meta";
+const ADMIN: &str = "admin";
 const GENERATION: &[u8] = b"generation";
 
 pub struct Storage {
@@ -44,8 +49,8 @@ impl Storage {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families =
-            [COUNTERS, META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families = [COUNTERS, META, ADMIN]
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
         Ok(Storage { db })
@@ -91,6 +96,48 @@ impl Storage {
             }
         }
         Ok(contributions)
+    }
+}
+
+impl Storage {
+    /// Every stored admin register; entries that do not decode are skipped.
+    pub fn load_admin(&self) -> Result<Vec<(EntryId, AdminEntry)>, StoreError> {
+        let family = self
+            .db
+            .cf_handle(ADMIN)
+            .ok_or_else(|| missing_family(ADMIN))?;
+        let mut entries = Vec::new();
+        for stored in self.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
+            let (key, value) = stored.map_err(|e| store_error("read the admin state from", e))?;
+            let decoded = std::str::from_utf8(&key)
+                .ok()
+                .and_then(EntryId::decode)
+                .and_then(|id| {
+                    let entry = AdminEntry::decode(&id, std::str::from_utf8(&value).ok()?)?;
+                    Some((id, entry))
+                });
+            match decoded {
+                Some(entry) => entries.push(entry),
+                None => tracing::warn!(key_len = key.len(), "skipped an undecodable admin entry"),
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl AdminStore for Storage {
+    fn save_admin(&self, entries: &[(EntryId, AdminEntry)]) -> Result<(), StoreError> {
+        let family = self
+            .db
+            .cf_handle(ADMIN)
+            .ok_or_else(|| missing_family(ADMIN))?;
+        let mut batch = WriteBatch::default();
+        for (id, entry) in entries {
+            batch.put_cf(family, id.to_string(), entry.encode());
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| store_error("write the admin state to", e))
     }
 }
 
@@ -203,6 +250,32 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn admin_entries_load_back_after_reopening() {
+        use chorus_proto::admin::{Entry, Stamp, TeamRecord};
+        let dir = crate::testing::scratch_dir("admin");
+        let id = EntryId::Team("team_1".into());
+        let entry = AdminEntry::Team(Entry::live(
+            Stamp {
+                wall_ms: 1,
+                logical: 0,
+                node_id: "a".into(),
+            },
+            TeamRecord {
+                name: "research".into(),
+                policy: Default::default(),
+                metadata: Default::default(),
+                created_ms: 1,
+            },
+        ));
+        Storage::open(&dir)
+            .unwrap()
+            .save_admin(&[(id.clone(), entry.clone())])
+            .unwrap();
+        let reopened = Storage::open(&dir).unwrap();
+        assert_eq!(reopened.load_admin().unwrap(), [(id, entry)]);
     }
 
     #[test]

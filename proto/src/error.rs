@@ -24,10 +24,14 @@ pub struct ErrorDetail {
 pub enum ErrorType {
     /// The client sent something wrong (400, 404, 413).
     InvalidRequest,
-    /// Missing or unknown gateway key (401).
+    /// Missing, unknown, revoked or expired gateway key (401).
     Authentication,
+    /// The key may not do this: a model outside its list (403).
+    Permission,
     /// Chorus could not get a usable answer from the upstream (502, 504).
     Upstream,
+    /// The gateway cannot take the request right now: its store failed (503).
+    Unavailable,
 }
 
 impl ErrorType {
@@ -35,7 +39,8 @@ impl ErrorType {
         match self {
             ErrorType::InvalidRequest => "invalid_request_error",
             ErrorType::Authentication => "authentication_error",
-            ErrorType::Upstream => "api_error",
+            ErrorType::Permission => "permission_error",
+            ErrorType::Upstream | ErrorType::Unavailable => "api_error",
         }
     }
 }

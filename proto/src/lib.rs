@@ -1,6 +1,7 @@
 //! Wire formats of Chorus, with no I/O: what clients and upstreams send and
 //! receive, so the actors and the HTTP layer agree on one definition.
 
+pub mod admin;
 pub mod chat;
 pub mod codec;
 pub mod counter;

@@ -29,7 +29,7 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
@@ -566,4 +566,46 @@ pub async fn start_cluster(node_ids: &[&str], secret: &str) -> (Vec<Node>, Vec<u
         node.wait_for_live_members(node_ids.len()).await;
     }
     (nodes, ports)
+}
+
+impl Node {
+    /// An admin API call with the admin token: the status and the JSON answer.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Creates a virtual key through the admin API; its value.
+    pub async fn create_key(&self, body: serde_json::Value) -> String {
+        let (status, created) = self
+            .admin(reqwest::Method::POST, "/admin/keys", Some(body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["key"].as_str().expect("the key").to_owned()
+    }
+
+    /// The status of a small chat completion on `model` with `key`.
+    pub async fn chat_status_with(&self, key: &str, model: &str) -> u16 {
+        reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat_body(model, false))
+            .send()
+            .await
+            .expect("chat request")
+            .status()
+            .as_u16()
+    }
 }

@@ -30,7 +30,10 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
         .arg("deploy/local.sh")
         .args(["--nodes", "2"])
         .current_dir(&repository)
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("HOME", &home)
         .env_remove("XDG_DATA_HOME")
         .env_remove("CARGO_TARGET_DIR")
@@ -60,7 +63,11 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
     // Stores and the cluster secret are user data, kept outside any build tree.
     let data = home.join(".local/share/chorus/local-cluster");
     for kept in ["cluster-secret", "node-1", "node-2"] {
-        assert!(data.join(kept).exists(), "{kept} is not in {}", data.display());
+        assert!(
+            data.join(kept).exists(),
+            "{kept} is not in {}",
+            data.display()
+        );
     }
     for expected in [
         format!("http://127.0.0.1:{http}"),

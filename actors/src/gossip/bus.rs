@@ -16,6 +16,9 @@ pub enum Section {
     /// Counter tallies: `node:generation:counter key` → tally. A node
     /// publishes its own run's, and republishes those of runs gone from gossip.
     Counters,
+    /// Keys and teams: `key:<id>` or `team:<id>` → the register. Changes
+    /// here are news: they are read as soon as they arrive.
+    Admin,
 }
 
 /// A change to this node's published state.
@@ -74,4 +77,7 @@ pub trait GossipBus: Send + Sync + 'static {
     fn publish(&self, changes: Vec<Change>) -> BoxFuture<'_, ()>;
     /// Who is in the cluster, and what changed since the last read.
     fn read(&self) -> BoxFuture<'_, GossipRead>;
+    /// Resolves when news (an admin change) arrived that should be read
+    /// before the next round.
+    fn news(&self) -> BoxFuture<'_, ()>;
 }

@@ -263,11 +263,15 @@ mod tests {
         counter.add(1, 10 * minute + 1);
         let later = section.changes(&ledger, &[], 13 * minute);
         assert!(
-            later.iter().any(|change| matches!(change, Change::Delete { .. })),
+            later
+                .iter()
+                .any(|change| matches!(change, Change::Delete { .. })),
             "{later:?}"
         );
         assert!(
-            !later.iter().any(|change| matches!(change, Change::Set { .. })),
+            !later
+                .iter()
+                .any(|change| matches!(change, Change::Set { .. })),
             "{later:?}"
         );
     }

@@ -99,6 +99,10 @@ impl GossipBus for MemoryBus {
             .collect();
         Box::pin(async move { GossipRead { runs, changes } })
     }
+
+    fn news(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 fn run(node_id: &str, generation: u64) -> RunId {
@@ -121,6 +125,16 @@ impl TestNode {
         me: RunId,
         restored: Vec<crate::ledger::Contribution>,
     ) -> Self {
+        let admin = AdminRegistry::new(&me.node_id, Vec::new(), None);
+        Self::start_with_admin(network, me, restored, admin)
+    }
+
+    fn start_with_admin(
+        network: &Arc<Network>,
+        me: RunId,
+        restored: Vec<crate::ledger::Contribution>,
+        admin: AdminRegistry,
+    ) -> Self {
         network.set_liveness(&me, Liveness::Alive);
         let ledger = Ledger::new(me.clone(), restored);
         let deployment = deployment("p/m", &ledger);
@@ -133,6 +147,7 @@ impl TestNode {
             bus,
             deployments: vec![deployment.clone()],
             ledger,
+            admin,
             interval: Duration::from_secs(60),
             settle: Duration::ZERO,
         };
@@ -140,6 +155,8 @@ impl TestNode {
             state: GossipState {
                 counters: CounterSection::new(args.settle),
                 deployments: DeploymentSection::default(),
+                admin: AdminSection::new(Instant::now()),
+                news_watch: None,
                 args,
             },
             deployment,
@@ -265,4 +282,188 @@ async fn a_node_does_not_republish_runs_before_it_has_settled() {
     rounds(&mut [&mut a], 2).await;
     assert_eq!(network.counter_entries_about("b"), []);
     assert_eq!(a.calls(), 6);
+}
+
+impl TestNode {
+    fn admin(&self) -> &AdminRegistry {
+        &self.state.args.admin
+    }
+
+    fn knows_key(&self, hash: u8) -> bool {
+        self.admin().key_by_hash(&[hash; 32]).is_some()
+    }
+}
+
+/// Which runs publish register `entry` (`key:<id>`).
+fn admin_publishers(network: &Network, entry: &str) -> Vec<RunId> {
+    let states = network.states.lock().unwrap();
+    states
+        .iter()
+        .filter(|(_, state)| state.contains_key(&(Section::Admin, entry.to_owned())))
+        .map(|(run, _)| run.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn admin_changes_have_one_publisher_and_outlive_it() {
+    let network = Arc::new(Network::default());
+    let mut a = TestNode::start(&network, run("a", 1), Vec::new());
+    let mut b = TestNode::start(&network, run("b", 1), Vec::new());
+    let mut c = TestNode::start(&network, run("c", 1), Vec::new());
+    let patch = crate::admin::KeyPatch {
+        name: Some("k".into()),
+        ..Default::default()
+    };
+    c.admin()
+        .create_key("key_1".into(), [1; 32], &patch, unix_millis())
+        .unwrap();
+    rounds(&mut [&mut a, &mut b, &mut c], 2).await;
+    assert!(a.knows_key(1) && b.knows_key(1));
+    assert_eq!(
+        admin_publishers(&network, "key:key_1"),
+        [run("c", 1)],
+        "only its author"
+    );
+
+    // c is gone: the lowest live node takes over; a node that joins with
+    // a fresh store still learns the key.
+    network.set_liveness(&run("c", 1), Liveness::Departed);
+    rounds(&mut [&mut a, &mut b], 1).await;
+    assert!(admin_publishers(&network, "key:key_1").contains(&run("a", 1)));
+    let mut d = TestNode::start(&network, run("d", 1), Vec::new());
+    rounds(&mut [&mut a, &mut b, &mut d], 2).await;
+    assert!(d.knows_key(1));
+
+    // c returns with its store and publishes its own change again; a hands
+    // it back once it sees c's copy covers its own.
+    let restored: Vec<_> = c
+        .admin()
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let entry = c.admin().entry(&id).unwrap();
+            (id, entry)
+        })
+        .collect();
+    network.states.lock().unwrap().remove(&run("c", 1));
+    let admin = AdminRegistry::new("c", restored, None);
+    let mut c2 = TestNode::start_with_admin(&network, run("c", 2), Vec::new(), admin);
+    rounds(&mut [&mut a, &mut b, &mut c2, &mut d], 3).await;
+    assert_eq!(admin_publishers(&network, "key:key_1"), [run("c", 2)]);
+
+    // A revocation on d wins everywhere, and stays published by d, its author.
+    d.admin().revoke_key("k", unix_millis()).unwrap();
+    rounds(&mut [&mut a, &mut b, &mut c2, &mut d], 3).await;
+    for node in [&a, &b, &c2, &d] {
+        assert!(node
+            .admin()
+            .key_by_hash(&[1; 32])
+            .unwrap()
+            .revoked_ms
+            .is_some());
+    }
+    assert_eq!(admin_publishers(&network, "key:key_1"), [run("d", 1)]);
+}
+
+/// A bus whose news the test announces.
+struct NewsBus {
+    inner: MemoryBus,
+    news: tokio::sync::Notify,
+}
+
+impl GossipBus for NewsBus {
+    fn publish(&self, changes: Vec<Change>) -> BoxFuture<'_, ()> {
+        self.inner.publish(changes)
+    }
+
+    fn read(&self) -> BoxFuture<'_, GossipRead> {
+        self.inner.read()
+    }
+
+    fn news(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.news.notified())
+    }
+}
+
+#[tokio::test]
+async fn admin_changes_are_exchanged_at_once_not_at_the_next_interval() {
+    let network = Arc::new(Network::default());
+    let bus = |node_id: &str| {
+        network.set_liveness(&run(node_id, 1), Liveness::Alive);
+        Arc::new(NewsBus {
+            inner: MemoryBus {
+                network: network.clone(),
+                me: run(node_id, 1),
+                seen: Mutex::default(),
+            },
+            news: tokio::sync::Notify::new(),
+        })
+    };
+    let start = |bus: Arc<NewsBus>, node_id: &str| {
+        let ledger = Ledger::new(run(node_id, 1), Vec::new());
+        let admin = AdminRegistry::new(node_id, Vec::new(), None);
+        let args = GossipArgs {
+            bus,
+            deployments: Vec::new(),
+            ledger,
+            admin: admin.clone(),
+            // Only the first exchange comes from the interval.
+            interval: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        };
+        async move {
+            let (actor, _) = Actor::spawn(None, GossipActor, args).await.unwrap();
+            (actor, admin)
+        }
+    };
+    let (a_actor, a) = start(bus("a"), "a").await;
+    let b_bus = bus("b");
+    let (b_actor, b) = start(b_bus.clone(), "b").await;
+    let patch = crate::admin::KeyPatch {
+        name: Some("k".into()),
+        ..Default::default()
+    };
+    a.create_key("key_1".into(), [1; 32], &patch, unix_millis())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin_publishers(&network, "key:key_1").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a local change was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b_bus.news.notify_one();
+    while b.key_by_hash(&[1; 32]).is_none() {
+        assert!(Instant::now() < deadline, "news was not read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a_actor.stop(None);
+    b_actor.stop(None);
+}
+
+#[tokio::test]
+async fn an_author_back_without_its_store_gets_its_changes_back() {
+    let network = Arc::new(Network::default());
+    let mut a = TestNode::start(&network, run("a", 1), Vec::new());
+    let mut c = TestNode::start(&network, run("c", 1), Vec::new());
+    let patch = crate::admin::KeyPatch {
+        name: Some("k".into()),
+        ..Default::default()
+    };
+    c.admin()
+        .create_key("key_1".into(), [1; 32], &patch, unix_millis())
+        .unwrap();
+    rounds(&mut [&mut a, &mut c], 2).await;
+    network.set_liveness(&run("c", 1), Liveness::Departed);
+    network.states.lock().unwrap().remove(&run("c", 1));
+    rounds(&mut [&mut a], 1).await;
+    assert_eq!(admin_publishers(&network, "key:key_1"), [run("a", 1)]);
+
+    // c returns with an empty store: a must not hand the key back to a
+    // run that has never published it.
+    let mut c2 = TestNode::start(&network, run("c", 2), Vec::new());
+    rounds(&mut [&mut a, &mut c2], 3).await;
+    assert!(c2.knows_key(1));
+    assert_eq!(admin_publishers(&network, "key:key_1"), [run("c", 2)]);
 }

@@ -12,13 +12,14 @@ pub const VERSION: &str = "version";
 /// When the node started, in ms since the Unix epoch.
 pub const STARTED_MS: &str = "started_ms";
 
-pub const SECTIONS: [Section; 2] = [Section::Deployments, Section::Counters];
+pub const SECTIONS: [Section; 3] = [Section::Deployments, Section::Counters, Section::Admin];
 
 /// The prefix of a section's keys.
 pub fn prefix(section: Section) -> &'static str {
     match section {
         Section::Deployments => "d:",
         Section::Counters => "c:",
+        Section::Admin => "a:",
     }
 }
 

@@ -1,10 +1,18 @@
-//! Gateway keys and the admin token: kept only as SHA-256 hashes; a
+//! Who is calling. Gateway keys — bootstrap keys from the config and
+//! virtual keys from the admin API — are kept only as SHA-256 hashes: a
 //! presented key is hashed and looked up, so the clear key exists only in
-//! the request being checked.
+//! the request being checked. SHA-256 rather than a slow password hash:
+//! keys are 256 random bits, which no amount of guessing per hash can
+//! find, so the hash only has to be one-way, and it costs well under a
+//! microsecond on the request path.
+//!
+//! The admin token, kept the same way, guards the admin API and the
+//! cluster views.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chorus_actors::{AdminRegistry, KeyEntry, TeamEntry};
 use chorus_proto::ErrorType;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, StatusCode};
@@ -12,9 +20,54 @@ use http::{HeaderMap, StatusCode};
 use super::error::ApiError;
 use crate::config::{sha256, KeyConfig};
 
+/// The bootstrap keys of the config file.
 #[derive(Debug, Default)]
 pub struct KeyStore {
     names_by_hash: HashMap<[u8; 32], Arc<str>>,
+}
+
+/// The caller of a request, once authenticated.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A `[[keys]]` key of the config: every model, no limits.
+    Bootstrap { name: Arc<str> },
+    /// A virtual key, with its team when it has one.
+    Virtual {
+        key: Arc<KeyEntry>,
+        team: Option<Arc<TeamEntry>>,
+    },
+}
+
+impl Caller {
+    /// Whether the key, and its team, may use model `alias`.
+    pub fn allows_model(&self, alias: &str) -> bool {
+        match self {
+            Caller::Bootstrap { .. } => true,
+            Caller::Virtual { key, team } => {
+                key.record.policy.allows_model(alias)
+                    && team
+                        .as_ref()
+                        .is_none_or(|team| team.record.policy.allows_model(alias))
+            }
+        }
+    }
+
+    /// The key's name, for the log line.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Bootstrap { name } => name,
+            Caller::Virtual { key, .. } => &key.record.name,
+        }
+    }
+}
+
+fn unauthorized(code: &str, message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorType::Authentication,
+        code,
+        message,
+    )
 }
 
 impl KeyStore {
@@ -27,21 +80,47 @@ impl KeyStore {
         }
     }
 
-    /// The name of the key in `Authorization: Bearer <key>`, or a 401 that
+    /// The caller presenting `Authorization: Bearer <key>`, or a 401 that
     /// says what is wrong without repeating the key.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, ApiError> {
-        let presented = bearer(headers)?;
-        self.names_by_hash
-            .get(&sha256(presented))
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    ErrorType::Authentication,
-                    "invalid_api_key",
-                    "invalid API key",
-                )
-            })
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        admin: &AdminRegistry,
+        now_ms: u64,
+    ) -> Result<Caller, ApiError> {
+        let hash = sha256(bearer(headers)?);
+        if let Some(name) = self.names_by_hash.get(&hash) {
+            return Ok(Caller::Bootstrap { name: name.clone() });
+        }
+        let key = admin
+            .key_by_hash(&hash)
+            .ok_or_else(|| unauthorized("invalid_api_key", "invalid API key"))?;
+        if key.revoked_ms.is_some() {
+            return Err(unauthorized("key_revoked", "this API key has been revoked"));
+        }
+        if key
+            .record
+            .expires_ms
+            .is_some_and(|expires| expires <= now_ms)
+        {
+            return Err(unauthorized("key_expired", "this API key has expired"));
+        }
+        let team = match &key.record.team {
+            None => None,
+            Some(team_id) => {
+                let team = admin.team(team_id).ok_or_else(|| {
+                    unauthorized("team_deleted", "the team of this API key was deleted")
+                })?;
+                if team.revoked_ms.is_some() {
+                    return Err(unauthorized(
+                        "team_revoked",
+                        "the team of this API key has been revoked",
+                    ));
+                }
+                Some(team)
+            }
+        };
+        Ok(Caller::Virtual { key, team })
     }
 }
 
@@ -57,9 +136,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorType::Authentication,
+            unauthorized(
                 "missing_api_key",
                 "missing API key: send `Authorization: Bearer <key>`",
             )
@@ -84,11 +161,6 @@ pub fn authenticate_admin(
     if sha256(bearer(headers)?) == *expected {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorType::Authentication,
-            "invalid_admin_token",
-            "invalid admin token",
-        ))
+        Err(unauthorized("invalid_admin_token", "invalid admin token"))
     }
 }

@@ -1,30 +1,24 @@
 //! `POST /v1/chat/completions`, in the order a request meets its checks:
 //! authenticate the key, read the body within the size limit, parse it,
-//! resolve the alias, then hand the call to a `RequestActor` and turn its
+//! resolve the alias, check the key may use it, then hand the call to a `RequestActor` and turn its
 //! reply into a JSON body or an SSE stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chorus_actors::{AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
 use chorus_proto::{ChatRequest, ErrorType};
 use futures::StreamExt;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
+use super::body::read_body;
 use super::{ApiError, AppState, RequestContext};
-
-/// Most bytes reserved for a body before they arrive.
-const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
-
-/// A client that has not sent its whole body by then is cut off with 408.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The gateway's own share of a response's latency, in ms.
 const OVERHEAD_HEADER: &str = "x-chorus-overhead-ms";
@@ -60,7 +54,7 @@ async fn admit(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(ChatRequest, Arc<AliasRoute>), (ApiError, Option<String>)> {
-    state.keys.authenticate(headers).map_err(|e| (e, None))?;
+    let caller = state.authenticate(headers).map_err(|e| (e, None))?;
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
@@ -89,62 +83,20 @@ async fn admit(
         .with_param("model");
         return Err((error, Some(request.model)));
     };
-    Ok((request, route))
-}
-
-/// Reads the body, refusing it as soon as it passes `limit` bytes — before
-/// reading anything when `content-length` already says so.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorType::InvalidRequest,
-            "request_too_large",
-            format!("request body is larger than the limit of {limit} bytes"),
+    if !caller.allows_model(&request.model) {
+        let error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::Permission,
+            "model_not_allowed",
+            format!(
+                "this API key may not use the model `{}`: GET /v1/models lists the ones it may",
+                request.model
+            ),
         )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
+        .with_param("model");
+        return Err((error, Some(request.model)));
     }
-    let read = async {
-        // The declared length only sizes the first allocation, up to a
-        // bound: a client that declares 10 MiB and stalls holds no more.
-        let capacity = declared.map_or(0, |length| length.min(INITIAL_BODY_CAPACITY) as usize);
-        let mut collected = Vec::with_capacity(capacity);
-        let mut chunks = body.into_data_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorType::InvalidRequest,
-                    "unreadable_body",
-                    format!("could not read the request body: {e}"),
-                )
-            })?;
-            if collected.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            collected.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(collected))
-    };
-    tokio::time::timeout(BODY_READ_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorType::InvalidRequest,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    BODY_READ_TIMEOUT.as_secs()
-                ),
-            ))
-        })
+    Ok((request, route))
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.

@@ -70,7 +70,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use chorus_actors::{Ledger, RequestTracker, Routes, RunId};
+    use chorus_actors::{AdminRegistry, Ledger, RequestTracker, Routes, RunId};
 
     use super::*;
     use crate::http::KeyStore;
@@ -86,6 +86,7 @@ mod tests {
         let state = AppState {
             routes: Arc::new(Routes::default()),
             keys: Arc::new(KeyStore::default()),
+            admin: AdminRegistry::new("ready", Vec::new(), None),
             admin_token_sha256: None,
             max_body_bytes: 1024,
             cluster: Some(cluster.clone()),

@@ -1,4 +1,5 @@
-//! `GET /v1/models`: the aliases this node serves, in OpenAI's list shape.
+//! `GET /v1/models`: the aliases this node serves that the caller's key
+//! may use, in OpenAI's list shape.
 
 use axum::extract::State;
 use axum::Json;
@@ -11,10 +12,11 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.keys.authenticate(&headers)?;
+    let caller = state.authenticate(&headers)?;
     let data: Vec<Value> = state
         .routes
         .aliases()
+        .filter(|alias| caller.allows_model(alias))
         .map(|alias| json!({"id": alias, "object": "model", "created": 0, "owned_by": "chorus"}))
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))

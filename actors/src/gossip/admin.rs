@@ -1,0 +1,156 @@
+//! The admin section: keys and teams, one gossip entry per register,
+//! `key:<id>` or `team:<id>` → the register's JSON.
+//!
+//! Each register is published by one node, so the state stays one copy of
+//! the admin data however many nodes there are: the node that took its
+//! latest change while that node is alive, otherwise the live node with
+//! the lowest id. A node that published a register goes on doing so until
+//! it sees the responsible node publish a state that covers its own, so a
+//! hand-over never leaves a gap. Every node keeps the merged state in its
+//! store, so a node that was down catches up from whoever publishes now.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use chorus_proto::admin::{AdminEntry, EntryId};
+
+use super::bus::{Change, Liveness, Observed, RunStatus, Section};
+use crate::admin::AdminRegistry;
+use crate::ledger::{NodeId, RunId};
+
+pub(super) struct AdminSection {
+    /// Until then, a register whose author has not been heard from is left
+    /// to its author: it may be a live peer not heard from yet.
+    settled_at: Instant,
+    /// What this node publishes, by register.
+    published: HashMap<EntryId, AdminEntry>,
+    /// What each run of another node last published, by register. Keyed
+    /// by run, not node: a restarted node's new run has published nothing
+    /// yet, whatever its last run did. Deletions are not notified, so an
+    /// entry stays until gossip forgets its run; only live runs' count.
+    observed: HashMap<EntryId, HashMap<RunId, AdminEntry>>,
+    /// Runs alive, this node's own included.
+    alive_runs: BTreeSet<RunId>,
+    /// Node ids with a live run, this node's included.
+    alive: BTreeSet<NodeId>,
+    /// Registers to look at again in the next round.
+    dirty: BTreeSet<EntryId>,
+    /// Whether every register must be looked at (membership changed).
+    recheck_all: bool,
+}
+
+impl AdminSection {
+    pub fn new(settled_at: Instant) -> Self {
+        AdminSection {
+            settled_at,
+            published: HashMap::new(),
+            observed: HashMap::new(),
+            alive_runs: BTreeSet::new(),
+            alive: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            recheck_all: true,
+        }
+    }
+
+    pub fn observe(&mut self, admin: &AdminRegistry, observed: &Observed) {
+        let Some(id) = EntryId::decode(&observed.key) else {
+            tracing::debug!(key = %observed.key, "ignored an unreadable admin key");
+            return;
+        };
+        let Some(entry) = AdminEntry::decode(&id, &observed.value) else {
+            tracing::debug!(%id, publisher = %observed.publisher.node_id,
+                "ignored an unreadable admin entry");
+            return;
+        };
+        self.observed
+            .entry(id.clone())
+            .or_default()
+            .insert(observed.publisher.clone(), entry.clone());
+        admin.observe(id.clone(), entry);
+        self.dirty.insert(id);
+    }
+
+    /// What to publish now: registers this node is responsible for that
+    /// changed, and the ones it hands over.
+    pub fn changes(&mut self, admin: &AdminRegistry, runs: &[RunStatus], me: &str) -> Vec<Change> {
+        admin.save_observed();
+        let alive_runs: BTreeSet<RunId> = runs
+            .iter()
+            .filter(|status| status.liveness == Liveness::Alive)
+            .map(|status| status.run.clone())
+            .collect();
+        if alive_runs != self.alive_runs {
+            // Runs whose state gossip no longer shares published nothing
+            // that still counts; dead ones may come back.
+            let shared: BTreeSet<&RunId> = runs
+                .iter()
+                .filter(|status| status.liveness != Liveness::Departed)
+                .map(|status| &status.run)
+                .collect();
+            self.observed.retain(|_, by_run| {
+                by_run.retain(|run, _| shared.contains(run));
+                !by_run.is_empty()
+            });
+            self.alive = alive_runs
+                .iter()
+                .map(|run| run.node_id.clone())
+                .chain(std::iter::once(me.to_owned()))
+                .collect();
+            self.alive_runs = alive_runs;
+            self.recheck_all = true;
+        }
+        let settled = Instant::now() >= self.settled_at;
+        if settled && std::mem::take(&mut self.recheck_all) {
+            self.dirty.extend(admin.ids());
+            self.dirty.extend(self.published.keys().cloned());
+        }
+        self.dirty.extend(admin.take_changed());
+        let mut changes = Vec::new();
+        for id in std::mem::take(&mut self.dirty) {
+            let wanted = admin
+                .entry(&id)
+                .filter(|entry| self.publishes(&id, entry, me, settled));
+            match wanted {
+                Some(entry) => {
+                    if self.published.get(&id) != Some(&entry) {
+                        changes.push(Change::Set {
+                            section: Section::Admin,
+                            key: id.to_string(),
+                            value: entry.encode(),
+                        });
+                        self.published.insert(id, entry);
+                    }
+                }
+                None => {
+                    if self.published.remove(&id).is_some() {
+                        changes.push(Change::Delete {
+                            section: Section::Admin,
+                            key: id.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// Whether this node should publish `entry`, its state of register `id`.
+    fn publishes(&self, id: &EntryId, entry: &AdminEntry, me: &str, settled: bool) -> bool {
+        let author = entry.stamp().node_id.as_str();
+        let responsible = if self.alive.contains(author) || !settled {
+            author
+        } else {
+            self.alive.first().map_or(me, String::as_str)
+        };
+        if responsible == me {
+            return true;
+        }
+        // Hand over only once the responsible node publishes all we know.
+        let covered = self.observed.get(id).is_some_and(|by_run| {
+            by_run.iter().any(|(run, theirs)| {
+                run.node_id == responsible && self.alive_runs.contains(run) && theirs.covers(entry)
+            })
+        });
+        self.published.contains_key(id) && !covered
+    }
+}
