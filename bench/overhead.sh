@@ -7,8 +7,12 @@
 #   bash bench/overhead.sh [SECONDS_PER_RUN]      (default 10)
 #
 #   CHORUS_BASELINE_BIN  another `chorus` binary (an earlier build, say) run
-#                        the same way as a fourth target, `baseline`, so a
+#                        the same way as another target, `baseline`, so a
 #                        change is compared with what it changed in one run
+#
+# Chorus runs twice per scenario: with a bootstrap key (`chorus`), and with
+# a virtual key held to every kind of limit, all set too high to refuse
+# (`limited`): what admission, reservations and settling cost.
 #
 # Prints a markdown table (also saved to bench/results/overhead-<date>.md)
 # and keeps the raw JSON lines beside it.
@@ -16,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 need_command haproxy haproxy
+need_command curl curl
 install_needed
 duration="${1:-10}"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -84,6 +89,8 @@ path = "$work/store"
 node_id = "bench-1"
 listen = "127.0.0.1:$gossip_port"
 secret = "overhead-bench-secret-0123456789"
+[server]
+admin_token = "overhead-bench-admin-0123456789"
 [[providers]]
 name = "fast"
 format = "openai"
@@ -104,6 +111,11 @@ key = "sk-bench"
 TOML
 start chorus "$bin/chorus" serve --config "$work/chorus.toml" --listen 127.0.0.1:0
 node="$(address_of chorus)"
+limited_key="$(curl -sf "http://$node/admin/keys" -H "Authorization: Bearer overhead-bench-admin-0123456789" \
+  -H "Content-Type: application/json" \
+  -d '{"name": "limited", "rpm": 100000000, "tpm": 1000000000000, "max_parallel": 100000,
+       "budget_daily_usd": 1000000, "budget_monthly_usd": 1000000}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
 baseline=""
 if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
   baseline_gossip="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -114,19 +126,20 @@ if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
 fi
 
 results="$work/results.jsonl"
-load() { # label target-addr model extra-args...
-  local label="$1" addr="$2" model="$3"; shift 3
+load() { # label target-addr model key extra-args...
+  local label="$1" addr="$2" model="$3" key="$4"; shift 4
   "$bin/chorus-load" --url "http://$addr/v1/chat/completions" --model "$model" \
-    --header "Authorization: Bearer sk-bench" --duration "$duration" --warmup 2 \
+    --header "Authorization: Bearer $key" --duration "$duration" --warmup 2 \
     --label "$label" --json "$@" >>"$results"
 }
 trio() { # scenario upstream-addr haproxy-prefix model extra-args...
   local scenario="$1" upstream="$2" prefix="$3" model="$4"; shift 4
   echo "running: $scenario" >&2
-  load "$scenario|direct" "$upstream" "$model" "$@"
-  load "$scenario|haproxy" "127.0.0.1:$haproxy_port$prefix" "$model" "$@"
-  load "$scenario|chorus" "$node" "$model" "$@"
-  if [ -n "$baseline" ]; then load "$scenario|baseline" "$baseline" "$model" "$@"; fi
+  load "$scenario|direct" "$upstream" "$model" sk-bench "$@"
+  load "$scenario|haproxy" "127.0.0.1:$haproxy_port$prefix" "$model" sk-bench "$@"
+  load "$scenario|chorus" "$node" "$model" sk-bench "$@"
+  load "$scenario|limited" "$node" "$model" "$limited_key" "$@"
+  if [ -n "$baseline" ]; then load "$scenario|baseline" "$baseline" "$model" sk-bench "$@"; fi
 }
 
 trio "sequential" "$fast_upstream" "" fast --mode sequential

@@ -2,8 +2,9 @@
 
 Each scenario has a `direct` run (load straight at mock-upstream), a
 `haproxy` run (through HAProxy in HTTP mode, the floor for any HTTP proxy),
-a `chorus` run (through one Chorus node) and, when asked for, a `baseline`
-run (through another Chorus build). Each proxy's overhead is its difference
+a `chorus` run (through one Chorus node), a `limited` run (the same node,
+with a virtual key held to every kind of limit) and, when asked for, a
+`baseline` run (through another Chorus build). Each proxy's overhead is its difference
 from direct at each percentile, and its throughput ratio is proxy / direct;
 the summary puts Chorus next to HAProxy (and the baseline).
 """
@@ -11,8 +12,8 @@ the summary puts Chorus next to HAProxy (and the baseline).
 import argparse
 import json
 
-TARGETS = ("direct", "haproxy", "chorus", "baseline")
-PROXIES = ("haproxy", "chorus", "baseline")
+TARGETS = ("direct", "haproxy", "chorus", "limited", "baseline")
+PROXIES = ("haproxy", "chorus", "limited", "baseline")
 
 
 def fmt(value, digits=3):

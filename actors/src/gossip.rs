@@ -14,6 +14,7 @@ mod admin;
 mod bus;
 mod counters;
 mod deployments;
+mod load;
 
 use std::sync::Arc;
 
@@ -25,11 +26,13 @@ use admin::AdminSection;
 pub use bus::{Change, GossipBus, GossipRead, Liveness, Observed, RunStatus, Section};
 use counters::CounterSection;
 use deployments::DeploymentSection;
+use load::LoadSection;
 
 use crate::admin::AdminRegistry;
 use crate::clock::unix_millis;
 use crate::deployment::DeploymentHandle;
 use crate::ledger::Ledger;
+use crate::limits::Limiter;
 
 #[derive(Clone)]
 pub struct GossipArgs {
@@ -37,6 +40,7 @@ pub struct GossipArgs {
     pub deployments: Vec<DeploymentHandle>,
     pub ledger: Ledger,
     pub admin: AdminRegistry,
+    pub limiter: Limiter,
     pub interval: Duration,
     /// How long after start a run the ledger knows but gossip has not
     /// mentioned may still be a live peer not heard from yet.
@@ -58,6 +62,7 @@ pub struct GossipState {
     counters: CounterSection,
     deployments: DeploymentSection,
     admin: AdminSection,
+    load: LoadSection,
     /// Turns news into immediate exchanges; ends with the actor.
     news_watch: Option<tokio::task::JoinHandle<()>>,
 }
@@ -80,6 +85,7 @@ impl Actor for GossipActor {
             counters: CounterSection::new(args.settle),
             deployments: DeploymentSection::default(),
             admin: AdminSection::new(Instant::now() + args.settle),
+            load: LoadSection::default(),
             news_watch: Some(watch_news(&args, myself)),
             args,
         })
@@ -134,6 +140,7 @@ async fn exchange(state: &mut GossipState) {
         counters,
         deployments,
         admin,
+        load,
         ..
     } = state;
     let read = args.bus.read().await;
@@ -142,12 +149,14 @@ async fn exchange(state: &mut GossipState) {
             Section::Counters => counters.observe(&args.ledger, observed),
             Section::Deployments => deployments.observe(observed),
             Section::Admin => admin.observe(&args.admin, observed),
+            Section::Load => load.observe(&args.limiter, observed, unix_millis()),
         }
     }
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
     changes.extend(counters.changes(&args.ledger, &read.runs, unix_millis()));
     changes.extend(admin.changes(&args.admin, &read.runs, args.ledger.node_id()));
+    changes.extend(load.changes(&args.limiter, &read.runs, unix_millis()));
     if !changes.is_empty() {
         args.bus.publish(changes).await;
     }

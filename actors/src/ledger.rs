@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::counter::{Buckets, CounterKey, Tally};
 
-pub use own::OwnCounter;
+pub use own::{OwnCounter, SyncView};
 use runs::Runs;
 pub use store::{LedgerActor, LedgerArgs, LedgerMsg, LedgerStore, StoreChange, StoreError};
 
@@ -156,6 +156,11 @@ impl Ledger {
                 generation,
             };
             book.unsaved.insert((key.clone(), forgotten));
+        }
+        if changed {
+            if let Some(counter) = book.own.get(&key) {
+                counter.set_other_nodes(other_nodes(&book, &self.0.run, &key));
+            }
         }
         if changes.grew {
             book.unsaved.insert((key, run));
@@ -377,13 +382,28 @@ fn own_counter(book: &mut Book, own_run: &RunId, key: CounterKey) -> (Arc<OwnCou
         .get(&key)
         .and_then(|nodes| nodes.get(&own_run.node_id))
         .map(Runs::total);
-    let counter = book
-        .own
-        .entry(key)
-        .or_insert_with_key(|key| Arc::new(OwnCounter::new(key.clone())))
-        .clone();
+    let counter = match book.own.get(&key) {
+        Some(counter) => counter.clone(),
+        None => {
+            let counter = Arc::new(OwnCounter::new(key.clone()));
+            counter.set_other_nodes(other_nodes(book, own_run, &key));
+            book.own.insert(key, counter.clone());
+            counter
+        }
+    };
     let folded = earlier.is_some_and(|earlier| counter.fold_earlier_runs(earlier));
     (counter, folded)
+}
+
+/// Every other node's count of `key`, added up bucket by bucket.
+fn other_nodes(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
+    book.runs
+        .get(key)
+        .into_iter()
+        .flatten()
+        .filter(|(node_id, _)| **node_id != own_run.node_id)
+        .map(|(_, runs)| runs.total())
+        .fold(Buckets::default(), Buckets::plus)
 }
 
 /// Every node's count of `key`, added up bucket by bucket.

@@ -5,7 +5,7 @@
 //! stops itself when the call is over, so its lifetime is exactly the
 //! request's; its [`Tracked`] guard lets shutdown wait for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use crate::clock::unix_millis;
 use crate::deployment::{CallEnded, CallOutcome, DeploymentHandle};
 use crate::error::CallError;
 use crate::estimate;
+use crate::limits::{Admission, Reservation};
 use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
 use crate::routes::AliasRoute;
 use crate::tracker::Tracked;
@@ -36,6 +37,9 @@ pub struct RequestArgs {
     pub reply_tx: oneshot::Sender<Result<Reply, CallError>>,
     /// Held until the call is recorded.
     pub tracked: Tracked,
+    /// The request's hold on its key's and team's limits, settled with
+    /// what the call used once it is recorded.
+    pub admission: Option<Admission>,
 }
 
 /// What the HTTP layer sends back to the client.
@@ -164,6 +168,8 @@ struct CallRecord<'a> {
     started: Instant,
     received_at: Instant,
     stream: bool,
+    /// Taken and settled when the call is recorded.
+    admission: Mutex<Option<Admission>>,
 }
 
 impl CallRecord<'_> {
@@ -181,7 +187,9 @@ impl CallRecord<'_> {
             ttft,
             usage,
         };
-        let cost_micros = self.deployment.record(ended, unix_millis());
+        let now_ms = unix_millis();
+        let cost_micros = self.deployment.record(ended, now_ms);
+        self.settle_limits(usage, cost_micros, now_ms);
         tracing::info!(
             target: "chorus::request",
             request_id = %self.request_id,
@@ -199,6 +207,28 @@ impl CallRecord<'_> {
             error = error.as_ref().map(tracing::field::display),
             "request finished"
         );
+    }
+
+    /// Replaces what admission reserved with what the call used and cost,
+    /// once: with no figure (a call that failed before any usage), the
+    /// reservation stands — the upstream may have charged for it.
+    fn settle_limits(&self, usage: Option<Usage>, cost_micros: Option<u64>, now_ms: u64) {
+        let admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(admission) = admission else {
+            return;
+        };
+        let used = match (usage, cost_micros) {
+            (Some(usage), Some(cost_micros)) => Reservation {
+                tokens: usage.total_tokens,
+                cost_micros,
+            },
+            _ => admission.reservation(),
+        };
+        admission.settle(used, now_ms);
     }
 
     /// Logs an upstream `usage` object that could not be read: the call is
@@ -226,6 +256,7 @@ async fn run(args: RequestArgs) {
         received_at,
         mut reply_tx,
         tracked: _tracked,
+        admission,
     } = args;
     let Some(deployment) = route.choose() else {
         // Config validation gives every alias a deployment.
@@ -240,6 +271,7 @@ async fn run(args: RequestArgs) {
         started: Instant::now(),
         received_at,
         stream: request.stream,
+        admission: Mutex::new(admission),
     };
     // Every streamed call gets counted tokens: ask for usage even when the
     // client did not, and hide it from that client again.
@@ -280,7 +312,11 @@ async fn run(args: RequestArgs) {
                         .usage
                         .unwrap_or_else(|| estimate::usage(request.messages(), &text));
                     let json = rewritten.json.unwrap_or_default();
-                    // Answer first: the record and the log line are not the client's wait.
+                    // Limits first, so the client's next request sees this
+                    // one's real cost; the record and the log line are not
+                    // the client's wait.
+                    let cost = deployment.spec().price.cost_micros(&usage);
+                    record.settle_limits(Some(usage), Some(cost), unix_millis());
                     let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(json.into()))));
                     record.finish(Ending::completed(None, Some(usage)));
                 }

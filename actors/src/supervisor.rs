@@ -1,6 +1,7 @@
 //! `NodeSupervisor`: the root of a node's supervision tree. It starts one
 //! `DeploymentActor` per deployment, the `LedgerActor` when counts are
-//! stored, and the `GossipActor` in a cluster, and restarts any that fails —
+//! stored, the `GossipActor` in a cluster and the `LimitsActor`, and
+//! restarts any that fails —
 //! a deployment's handle is pointed at its new actor so samples keep
 //! flowing. ractor has no restart strategy of its own and by default stops
 //! a supervisor whose child fails, hence `handle_supervisor_evt` below.
@@ -18,6 +19,7 @@ use ractor::{
 use crate::deployment::{DeploymentActor, DeploymentHandle};
 use crate::gossip::{GossipActor, GossipArgs, GossipMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg};
+use crate::limits::{Limiter, LimitsActor};
 
 /// How long each drain step may take before shutdown goes on without it.
 const DRAIN_STEP_LIMIT: Duration = Duration::from_secs(5);
@@ -31,6 +33,8 @@ pub struct SupervisorArgs {
     pub gossip: Option<GossipArgs>,
     /// `None` on a node without storage: counts live in memory only.
     pub ledger: Option<LedgerArgs>,
+    /// The keys' and teams' limits, whose idle subjects are swept.
+    pub limiter: Limiter,
 }
 
 /// A running supervision tree; stop it to stop every child.
@@ -79,6 +83,7 @@ pub enum Child {
     Deployment(DeploymentHandle),
     Gossip(GossipArgs),
     Ledger(LedgerArgs),
+    Limits(Limiter),
 }
 
 impl Child {
@@ -98,6 +103,12 @@ impl Child {
                 .await?
                 .0
                 .get_cell(),
+            Child::Limits(limiter) => {
+                Actor::spawn_linked(None, LimitsActor, limiter.clone(), supervisor)
+                    .await?
+                    .0
+                    .get_cell()
+            }
         };
         Ok(cell)
     }
@@ -107,6 +118,7 @@ impl Child {
             Child::Deployment(handle) => handle.name(),
             Child::Gossip(_) => "gossip",
             Child::Ledger(_) => "ledger",
+            Child::Limits(_) => "limits",
         }
     }
 }
@@ -188,7 +200,8 @@ impl Actor for NodeSupervisor {
             .into_iter()
             .map(Child::Deployment)
             .chain(args.gossip.map(Child::Gossip))
-            .chain(args.ledger.map(Child::Ledger));
+            .chain(args.ledger.map(Child::Ledger))
+            .chain(std::iter::once(Child::Limits(args.limiter)));
         for child in all {
             let cell = child.start(myself.get_cell()).await?;
             children.insert(cell.get_id(), (child, cell));
@@ -273,6 +286,7 @@ mod tests {
             received_at: Instant::now(),
             reply_tx,
             tracked: crate::tracker::RequestTracker::default().track(),
+            admission: None,
         };
         Actor::spawn(None, RequestActor, args).await.unwrap();
         match reply_rx.await.unwrap().unwrap().body {
@@ -297,6 +311,7 @@ mod tests {
             deployments: vec![handle.clone()],
             gossip: None,
             ledger: None,
+            limiter: crate::limits::Limiter::new(crate::testing::ledger("test")),
         };
         let (supervisor, _) = Actor::spawn(None, NodeSupervisor, args).await.unwrap();
 

@@ -15,6 +15,10 @@ pub const KEY: &str = "sk-bench";
 pub const ADMIN_TOKEN: &str = "admin-bench-0123456789";
 /// The deployment every bench node serves.
 pub const DEPLOYMENT: &str = "builtin/mock";
+/// Alias `priced`: the built-in mock at USD 100 and 400 per million
+/// prompt and completion tokens (16 completion tokens a reply), reserving
+/// 32 output tokens when a request sets no `max_tokens`.
+pub const PRICED: &str = "priced";
 const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// The `chorus` binary: `explicit`, or the one next to this benchmark.
@@ -80,6 +84,8 @@ impl BenchNode {
             "[server]\nadmin_token = \"{ADMIN_TOKEN}\"\n\
              [[providers]]\nname = \"builtin\"\nformat = \"mock\"\n\
              [[models]]\nalias = \"fast\"\ndeployments = [{{ provider = \"builtin\", model = \"mock\" }}]\n\
+             [[models]]\nalias = \"priced\"\ndefault_max_tokens = 32\n\
+             deployments = [{{ provider = \"builtin\", model = \"priced\", input_per_mtok = 100, output_per_mtok = 400 }}]\n\
              [[keys]]\nname = \"bench\"\nkey = \"{KEY}\"\n\
              [storage]\npath = \"{store}\"\n\
              [cluster]\nnode_id = \"node-{index}\"\nlisten = \"127.0.0.1:{gossip_port}\"\nseeds = [{seeds}]\n\
@@ -163,11 +169,42 @@ impl BenchNode {
         .await
     }
 
+    /// Sends the node SIGKILL, without waiting (for a node others share).
+    pub fn signal_kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Kills the node with SIGKILL and waits for it to go.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `count` nodes in `dir`, all joining through the first, with the
+/// dead-node grace long enough to play no part in a run.
+pub fn start_cluster(
+    chorus: &Path,
+    dir: &Path,
+    count: usize,
+    gossip_interval_ms: u64,
+) -> Result<Vec<BenchNode>> {
+    let ports: Vec<u16> = (0..count).map(|_| free_udp_port()).collect::<Result<_>>()?;
+    (0..count)
+        .map(|index| {
+            BenchNode::start(&NodeSpec {
+                chorus,
+                dir,
+                index,
+                gossip_port: ports[index],
+                seeds: &ports[..1],
+                gossip_interval_ms,
+                dead_node_grace_ms: 600_000,
+            })
+        })
+        .collect()
 }
 
 /// Polls `check` every 2 ms until it holds; gives up after a minute.

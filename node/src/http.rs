@@ -9,6 +9,7 @@ mod chat;
 mod cluster;
 mod error;
 mod health;
+mod limits;
 mod models;
 mod request_id;
 mod status;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use chorus_actors::clock::unix_millis;
-use chorus_actors::{AdminRegistry, Ledger, RequestTracker, Routes};
+use chorus_actors::{AdminRegistry, Ledger, Limiter, RequestTracker, Routes};
 use http::HeaderMap;
 
 use crate::cluster::Cluster;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub keys: Arc<KeyStore>,
     /// Virtual keys and teams, cluster-wide.
     pub admin: AdminRegistry,
+    /// Their rate limits and budgets.
+    pub limiter: Limiter,
     /// SHA-256 of the admin token; `None` turns the admin endpoints off.
     pub admin_token_sha256: Option<[u8; 32]>,
     pub max_body_bytes: usize,
@@ -124,6 +127,7 @@ pub(crate) mod tests {
                 sha256: sha256(CLIENT_KEY),
             }])),
             admin: AdminRegistry::new("standalone", Vec::new(), None),
+            limiter: Limiter::new(ledger.clone()),
             admin_token_sha256: admin_token.map(sha256),
             max_body_bytes: 1024,
             cluster: None,

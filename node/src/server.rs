@@ -12,7 +12,7 @@ use axum::serve::ListenerExt;
 use chorus_actors::clock::unix_millis;
 use chorus_actors::{
     AdminRegistry, AdminStore, AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger,
-    LedgerArgs, NodeSupervisor, RequestTracker, Routes, RunId, SupervisorArgs,
+    LedgerArgs, Limiter, NodeSupervisor, RequestTracker, Routes, RunId, SupervisorArgs,
 };
 
 use crate::cli::ServeArgs;
@@ -116,7 +116,10 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
             };
             alias_deployments.push(handle);
         }
-        aliases.push(AliasRoute::new(model.alias.clone(), alias_deployments));
+        aliases.push(
+            AliasRoute::new(model.alias.clone(), alias_deployments)
+                .with_default_max_tokens(model.default_max_tokens),
+        );
     }
     Routes::new(aliases, deployments)
 }
@@ -156,6 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "admin state restored"
     );
     let ledger = Ledger::new(run, restored);
+    let limiter = Limiter::new(ledger.clone());
     let routes = Arc::new(build_routes(&config, &http_client, &ledger));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -174,6 +178,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         deployments: routes.deployments().to_vec(),
         ledger: ledger.clone(),
         admin: admin.clone(),
+        limiter: limiter.clone(),
         interval: cluster.gossip_interval(),
         settle: (cluster.gossip_interval() * SETTLE_ROUNDS).max(MIN_SETTLE),
     });
@@ -186,6 +191,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         deployments: routes.deployments().to_vec(),
         gossip,
         ledger: ledger_flush,
+        limiter: limiter.clone(),
     })
     .await
     .context("cannot start the node supervisor")?;
@@ -199,6 +205,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         routes: routes.clone(),
         keys: Arc::new(KeyStore::new(&config.keys)),
         admin,
+        limiter,
         admin_token_sha256: config.server.admin_token_sha256,
         max_body_bytes: config.server.max_body_bytes,
         cluster: cluster.clone(),

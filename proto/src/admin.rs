@@ -81,6 +81,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// No limit of its own at all.
+    pub fn is_empty(&self) -> bool {
+        LimitKind::ALL.iter().all(|kind| self.get(*kind).is_none())
+    }
+
     pub fn get(&self, kind: LimitKind) -> Option<u64> {
         *self.slot(kind)
     }

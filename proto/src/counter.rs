@@ -20,10 +20,32 @@ pub enum Window {
     Minute,
     /// UTC days.
     Day,
+    /// UTC calendar months.
+    Month,
 }
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 86_400_000;
+
+/// Months since January 1970 of the UTC date `days` days after the epoch
+/// (Howard Hinnant's `civil_from_days`, for days from 1970 on).
+fn month_of(days: u64) -> u64 {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    // March-based: months 10 and 11 (January, February) belong to the next year.
+    let (month, year_bump) = if shifted_month < 10 {
+        (shifted_month + 3, 0)
+    } else {
+        (shifted_month - 9, 1)
+    };
+    let year = year_of_era + era * 400 + year_bump;
+    (year - 1970) * 12 + (month - 1)
+}
 
 impl Window {
     /// The bucket `unix_ms` falls in.
@@ -32,21 +54,24 @@ impl Window {
             Window::Lifetime => 0,
             Window::Minute => unix_ms / MINUTE_MS,
             Window::Day => unix_ms / DAY_MS,
+            Window::Month => month_of(unix_ms / DAY_MS),
         }
     }
 
     /// The counter's value at `unix_ms` from its cluster-wide buckets: the
     /// current bucket, plus for the sliding minute the previous bucket
-    /// weighted by how much of it the last 60 s still cover (the
-    /// sliding-window-counter estimate).
+    /// weighted by how much of it the last 60 s still cover, rounded up
+    /// (the sliding-window-counter estimate).
     pub fn value(self, buckets: Buckets, unix_ms: u64) -> u64 {
         let rolled = buckets.at(self.epoch(unix_ms));
         match self {
-            Window::Lifetime | Window::Day => rolled.current,
+            Window::Lifetime | Window::Day | Window::Month => rolled.current,
             Window::Minute => {
+                // Rounded up, so a limit read off it is never exceeded by
+                // the rounding.
                 let into_bucket = unix_ms % MINUTE_MS;
-                let overlap = u128::from(rolled.previous) * u128::from(MINUTE_MS - into_bucket)
-                    / u128::from(MINUTE_MS);
+                let overlap = (u128::from(rolled.previous) * u128::from(MINUTE_MS - into_bucket))
+                    .div_ceil(u128::from(MINUTE_MS));
                 rolled
                     .current
                     .saturating_add(u64::try_from(overlap).unwrap_or(u64::MAX))
@@ -70,10 +95,25 @@ pub enum CounterKind {
     CallsMinute,
     /// What the calls cost today (UTC), in micro-dollars, per deployment.
     CostMicrosDay,
+    /// Requests admitted in the last minute, per key or team.
+    RequestsMinute,
+    /// Tokens reserved and used in the last minute, per key or team: each
+    /// request's estimate at admission, plus what it used beyond it.
+    TokensMinute,
+    /// Reserved tokens a request turned out not to use, given back.
+    TokensMinuteReleased,
+    /// Spend today (UTC), in micro-dollars, per key or team: estimates
+    /// reserved at admission, plus what requests cost beyond them.
+    SpendMicrosDay,
+    /// Reserved spend a request turned out not to cost, given back.
+    SpendMicrosDayReleased,
+    /// Spend this month (UTC), in micro-dollars, per key or team.
+    SpendMicrosMonth,
+    SpendMicrosMonthReleased,
 }
 
 impl CounterKind {
-    pub const ALL: [CounterKind; 7] = [
+    pub const ALL: [CounterKind; 14] = [
         CounterKind::Calls,
         CounterKind::Errors,
         CounterKind::PromptTokens,
@@ -81,6 +121,13 @@ impl CounterKind {
         CounterKind::CostMicros,
         CounterKind::CallsMinute,
         CounterKind::CostMicrosDay,
+        CounterKind::RequestsMinute,
+        CounterKind::TokensMinute,
+        CounterKind::TokensMinuteReleased,
+        CounterKind::SpendMicrosDay,
+        CounterKind::SpendMicrosDayReleased,
+        CounterKind::SpendMicrosMonth,
+        CounterKind::SpendMicrosMonthReleased,
     ];
 
     /// The stable name used in gossip keys, store keys and the API.
@@ -93,6 +140,13 @@ impl CounterKind {
             CounterKind::CostMicros => "cost_micros",
             CounterKind::CallsMinute => "calls_minute",
             CounterKind::CostMicrosDay => "cost_micros_day",
+            CounterKind::RequestsMinute => "requests_minute",
+            CounterKind::TokensMinute => "tokens_minute",
+            CounterKind::TokensMinuteReleased => "tokens_minute_released",
+            CounterKind::SpendMicrosDay => "spend_micros_day",
+            CounterKind::SpendMicrosDayReleased => "spend_micros_day_released",
+            CounterKind::SpendMicrosMonth => "spend_micros_month",
+            CounterKind::SpendMicrosMonthReleased => "spend_micros_month_released",
         }
     }
 
@@ -109,8 +163,14 @@ impl CounterKind {
             | CounterKind::PromptTokens
             | CounterKind::CompletionTokens
             | CounterKind::CostMicros => Window::Lifetime,
-            CounterKind::CallsMinute => Window::Minute,
-            CounterKind::CostMicrosDay => Window::Day,
+            CounterKind::CallsMinute
+            | CounterKind::RequestsMinute
+            | CounterKind::TokensMinute
+            | CounterKind::TokensMinuteReleased => Window::Minute,
+            CounterKind::CostMicrosDay
+            | CounterKind::SpendMicrosDay
+            | CounterKind::SpendMicrosDayReleased => Window::Day,
+            CounterKind::SpendMicrosMonth | CounterKind::SpendMicrosMonthReleased => Window::Month,
         }
     }
 }
@@ -389,6 +449,27 @@ mod tests {
         assert_eq!(Window::Day.value(Buckets::new(3, 5), 4 * day), 0);
         assert_eq!(Window::Lifetime.value(Buckets::new(0, 9), 4 * day), 9);
         assert_eq!(Window::Minute.epoch(11 * minute + 59_999), 11);
+    }
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        let day = 86_400_000;
+        assert_eq!(Window::Month.epoch(0), 0, "January 1970");
+        assert_eq!(Window::Month.epoch(31 * day - 1), 0);
+        assert_eq!(Window::Month.epoch(31 * day), 1, "1 February 1970");
+        // 2024-02-29 (leap day) and 2024-03-01, 2026-12-31 and 2027-01-01.
+        assert_eq!(Window::Month.epoch(19_782 * day), 54 * 12 + 1);
+        assert_eq!(Window::Month.epoch(19_783 * day), 54 * 12 + 2);
+        assert_eq!(Window::Month.epoch(20_818 * day + day - 1), 56 * 12 + 11);
+        assert_eq!(Window::Month.epoch(20_819 * day), 57 * 12);
+        assert_eq!(
+            Window::Month.value(Buckets::new(54 * 12 + 1, 9), 19_782 * day),
+            9
+        );
+        assert_eq!(
+            Window::Month.value(Buckets::new(54 * 12 + 1, 9), 19_783 * day),
+            0
+        );
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum ErrorType {
     Authentication,
     /// The key may not do this: a model outside its list (403).
     Permission,
+    /// Over a key's or team's requests-per-minute or parallel limit (429).
+    RequestsLimit,
+    /// Over a key's or team's tokens-per-minute limit (429).
+    TokensLimit,
+    /// A key's or team's budget is spent (402).
+    InsufficientQuota,
     /// Chorus could not get a usable answer from the upstream (502, 504).
     Upstream,
     /// The gateway cannot take the request right now: its store failed (503).
@@ -40,6 +46,10 @@ impl ErrorType {
             ErrorType::InvalidRequest => "invalid_request_error",
             ErrorType::Authentication => "authentication_error",
             ErrorType::Permission => "permission_error",
+            // OpenAI's own types for its rate limits and quota.
+            ErrorType::RequestsLimit => "requests",
+            ErrorType::TokensLimit => "tokens",
+            ErrorType::InsufficientQuota => "insufficient_quota",
             ErrorType::Upstream | ErrorType::Unavailable => "api_error",
         }
     }

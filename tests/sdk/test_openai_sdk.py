@@ -64,6 +64,10 @@ deployments = [{{ provider = "cut", model = "gpt-4o-mini" }}]
 alias = "limited"
 deployments = [{{ provider = "limited", model = "gpt-4o-mini" }}]
 
+[[models]]
+alias = "priced"
+deployments = [{{ provider = "up", model = "gpt-4o", input_per_mtok = 1000, output_per_mtok = 2000 }}]
+
 [[keys]]
 name = "sdk"
 key = "{KEY}"
@@ -134,7 +138,7 @@ def test_streaming_by_default_hides_usage_but_counts_it(client, node):
 
 
 def test_models_list(client):
-    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited"]
+    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited", "priced"]
 
 
 def test_unknown_model_is_not_found(client):
@@ -166,3 +170,40 @@ def test_a_broken_stream_raises_instead_of_finishing(client):
     assert len(received) == 3
     assert all(c.choices[0].finish_reason is None for c in received)
     assert "broke off" in str(raised.value)
+
+
+def create_key(base_url, **fields):
+    """A virtual key made through the admin API; its value."""
+    request = urllib.request.Request(
+        base_url.removesuffix("/v1") + "/admin/keys",
+        data=json.dumps(fields).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["key"]
+
+
+def test_a_key_over_its_rpm_raises_rate_limit_error_with_the_headers(node):
+    limited = openai.OpenAI(base_url=node, api_key=create_key(node, name="sdk-rpm", rpm=1), max_retries=0)
+    first = limited.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "x"}]
+    )
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as raised:
+        limited.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+    headers = raised.value.response.headers
+    assert int(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert raised.value.code == "rate_limit_exceeded"
+
+
+def test_a_spent_budget_is_a_402_with_insufficient_quota(node):
+    # Without max_tokens, 4,096 output tokens at USD 2,000 per million are
+    # reserved: far over a budget of one cent.
+    poor = openai.OpenAI(base_url=node, api_key=create_key(node, name="sdk-budget", budget_daily_usd=0.01), max_retries=0)
+    with pytest.raises(openai.APIStatusError) as raised:
+        poor.chat.completions.create(model="priced", messages=[{"role": "user", "content": "x"}])
+    assert raised.value.status_code == 402
+    assert raised.value.type == "insufficient_quota"

@@ -19,6 +19,8 @@ pub enum Section {
     /// Keys and teams: `key:<id>` or `team:<id>` → the register. Changes
     /// here are news: they are read as soon as they arrive.
     Admin,
+    /// Requests in flight per key or team with limits: `key:<id>` → count.
+    Load,
 }
 
 /// A change to this node's published state.

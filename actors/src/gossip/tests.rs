@@ -146,6 +146,7 @@ impl TestNode {
         let args = GossipArgs {
             bus,
             deployments: vec![deployment.clone()],
+            limiter: crate::limits::Limiter::new(ledger.clone()),
             ledger,
             admin,
             interval: Duration::from_secs(60),
@@ -156,6 +157,7 @@ impl TestNode {
                 counters: CounterSection::new(args.settle),
                 deployments: DeploymentSection::default(),
                 admin: AdminSection::new(Instant::now()),
+                load: LoadSection::default(),
                 news_watch: None,
                 args,
             },
@@ -405,6 +407,7 @@ async fn admin_changes_are_exchanged_at_once_not_at_the_next_interval() {
         let args = GossipArgs {
             bus,
             deployments: Vec::new(),
+            limiter: crate::limits::Limiter::new(ledger.clone()),
             ledger,
             admin: admin.clone(),
             // Only the first exchange comes from the interval.

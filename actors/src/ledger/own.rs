@@ -1,7 +1,9 @@
 //! This process's own count of one counter. The request path adds to it
 //! directly (one small lock per counter, never the ledger's), and the store
 //! flush and the gossip exchange each pick up what changed since they last
-//! looked.
+//! looked. It also keeps what every other node counted, as of the last
+//! gossip merge, so a limit reads the cluster-wide value without the
+//! ledger's lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -23,6 +25,27 @@ pub struct OwnCounter {
 struct OwnTally {
     earlier_runs: Buckets,
     this_run: Buckets,
+    /// Every other node's count, as of the last merge.
+    other_nodes: Buckets,
+    /// This node's count as it last went to gossip, and the cluster's then.
+    own_at_sync: Buckets,
+    cluster_at_sync: Buckets,
+}
+
+impl OwnTally {
+    fn own(&self) -> Buckets {
+        self.earlier_runs.plus(self.this_run)
+    }
+}
+
+/// What a limit needs to split the headroom left among the nodes that
+/// use it: see [`OwnCounter::sync_view`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncView {
+    /// The cluster's count at the last gossip exchange.
+    pub cluster_at_sync: Buckets,
+    /// What this node counted since.
+    pub own_since_sync: Buckets,
 }
 
 impl OwnCounter {
@@ -54,17 +77,59 @@ impl OwnCounter {
 
     /// Counts `amount` at `unix_ms`, in the bucket of the counter's window.
     pub fn add(&self, amount: u64, unix_ms: u64) {
+        self.add_in(amount, unix_ms, unix_ms);
+    }
+
+    /// Counts `amount`, at `now_ms`, in the bucket `bucket_ms` falls in: a
+    /// late correction to an earlier count lands where that count did.
+    /// Nothing is counted once that bucket has left the window.
+    pub fn add_in(&self, amount: u64, bucket_ms: u64, now_ms: u64) {
         if amount == 0 {
             return;
         }
-        let epoch = self.key.window().epoch(unix_ms);
+        let window = self.key.window();
+        let (bucket, now) = (window.epoch(bucket_ms), window.epoch(now_ms));
         {
             let mut tally = self.lock();
-            let mut this_run = tally.this_run.at(epoch);
-            this_run.current = this_run.current.saturating_add(amount);
+            let mut this_run = tally.this_run.at(now.max(bucket));
+            if bucket >= this_run.epoch {
+                this_run.current = this_run.current.saturating_add(amount);
+            } else if bucket + 1 == this_run.epoch {
+                this_run.previous = this_run.previous.saturating_add(amount);
+            } else {
+                return;
+            }
             tally.this_run = this_run;
         }
         self.changed();
+    }
+
+    /// Every node's count of this counter, bucket by bucket: this node's
+    /// exact figure and the others' as of the last gossip merge.
+    pub fn cluster_buckets(&self) -> Buckets {
+        let tally = self.lock();
+        tally.own().plus(tally.other_nodes)
+    }
+
+    /// The counter's cluster-wide value at `unix_ms`.
+    pub fn cluster_value(&self, unix_ms: u64) -> u64 {
+        self.key.window().value(self.cluster_buckets(), unix_ms)
+    }
+
+    /// What the other nodes have counted, as the ledger merged it.
+    pub(super) fn set_other_nodes(&self, other_nodes: Buckets) {
+        self.lock().other_nodes = other_nodes;
+    }
+
+    /// The counts a node needs to take no more than its share of what was
+    /// left at the last exchange: between exchanges the nodes cannot see
+    /// each other's requests, so each holds to a part of the headroom.
+    pub fn sync_view(&self) -> SyncView {
+        let tally = self.lock();
+        SyncView {
+            cluster_at_sync: tally.cluster_at_sync,
+            own_since_sync: tally.own().minus(tally.own_at_sync),
+        }
     }
 
     /// Takes in what this node's earlier runs counted, as far as learned,
@@ -88,9 +153,12 @@ impl OwnCounter {
     /// What this run contributes: every run's count, and which part of it
     /// came from the earlier runs.
     pub fn tally(&self) -> Tally {
-        let tally = *self.lock();
+        Self::tally_of(&self.lock())
+    }
+
+    fn tally_of(tally: &OwnTally) -> Tally {
         Tally {
-            total: tally.earlier_runs.plus(tally.this_run),
+            total: tally.own(),
             earlier_runs: tally.earlier_runs,
         }
     }
@@ -102,11 +170,15 @@ impl OwnCounter {
             .then(|| self.tally())
     }
 
-    /// The tally, if it changed since gossip last took it.
+    /// The tally, if it changed since gossip last took it. Either way, the
+    /// counts as of now are what the others will know of this node after
+    /// this exchange: the point limits split their headroom from.
     pub(super) fn take_unpublished(&self) -> Option<Tally> {
-        self.unpublished
-            .swap(false, Ordering::AcqRel)
-            .then(|| self.tally())
+        let mut tally = self.lock();
+        let changed = self.unpublished.swap(false, Ordering::AcqRel);
+        tally.own_at_sync = tally.own();
+        tally.cluster_at_sync = tally.own_at_sync.plus(tally.other_nodes);
+        changed.then(|| Self::tally_of(&tally))
     }
 
     /// Has gossip take the tally again, changed or not.
@@ -140,6 +212,24 @@ mod tests {
         assert_eq!(counter.take_unsaved(), Some(tally));
         assert_eq!(counter.take_unsaved(), None);
         assert_eq!(counter.take_unpublished(), Some(tally));
+    }
+
+    #[test]
+    fn a_late_correction_lands_in_the_bucket_of_what_it_corrects() {
+        let minute = 60_000;
+        let counter = OwnCounter::new(CounterKey::new(CounterKind::TokensMinute, "key:k"));
+        counter.add(10, 5 * minute);
+        counter.add_in(4, 5 * minute, 6 * minute + 1);
+        let total = counter.tally().total;
+        assert_eq!((total.epoch, total.current, total.previous), (6, 0, 14));
+        counter.add_in(7, 4 * minute, 6 * minute + 2);
+        assert_eq!(
+            counter.tally().total.previous,
+            14,
+            "out of the window: dropped"
+        );
+        counter.set_other_nodes(Buckets::new(6, 5));
+        assert_eq!(counter.cluster_value(6 * minute), 5 + 14);
     }
 
     #[test]

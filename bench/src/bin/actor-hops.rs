@@ -98,6 +98,7 @@ async fn run(args: Args) -> Result<()> {
         deployments: vec![deployment.clone()],
         gossip: None,
         ledger: None,
+        limiter: chorus_actors::Limiter::new(ledger.clone()),
     })
     .await?;
     let route = Arc::new(AliasRoute::new("fast".into(), vec![deployment.clone()]));
@@ -170,6 +171,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 received_at: Instant::now(),
                 reply_tx,
                 tracked: REQUESTS.track(),
+                admission: None,
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

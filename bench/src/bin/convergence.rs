@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use chorus_bench::{chorus_binary, free_udp_port, scratch_dir, wait_until, BenchNode, NodeSpec};
+use chorus_bench::{chorus_binary, scratch_dir, start_cluster, wait_until};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -35,20 +35,7 @@ struct Args {
 
 async fn measure(args: &Args, chorus: &std::path::Path, count: usize) -> Result<String> {
     let dir = scratch_dir(&format!("convergence-{count}"))?;
-    let ports: Vec<u16> = (0..count).map(|_| free_udp_port()).collect::<Result<_>>()?;
-    let nodes: Vec<BenchNode> = (0..count)
-        .map(|index| {
-            BenchNode::start(&NodeSpec {
-                chorus,
-                dir: &dir,
-                index,
-                gossip_port: ports[index],
-                seeds: &ports[..1],
-                gossip_interval_ms: args.gossip_interval_ms,
-                dead_node_grace_ms: 600_000,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let nodes = start_cluster(chorus, &dir, count, args.gossip_interval_ms)?;
     let client = reqwest::Client::new();
     for node in &nodes {
         node.wait_for_members(&client, count).await?;

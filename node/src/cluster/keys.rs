@@ -12,7 +12,12 @@ pub const VERSION: &str = "version";
 /// When the node started, in ms since the Unix epoch.
 pub const STARTED_MS: &str = "started_ms";
 
-pub const SECTIONS: [Section; 3] = [Section::Deployments, Section::Counters, Section::Admin];
+pub const SECTIONS: [Section; 4] = [
+    Section::Deployments,
+    Section::Counters,
+    Section::Admin,
+    Section::Load,
+];
 
 /// The prefix of a section's keys.
 pub fn prefix(section: Section) -> &'static str {
@@ -20,6 +25,7 @@ pub fn prefix(section: Section) -> &'static str {
         Section::Deployments => "d:",
         Section::Counters => "c:",
         Section::Admin => "a:",
+        Section::Load => "l:",
     }
 }
 

@@ -18,6 +18,9 @@ pub struct RawModel {
     /// The model name clients send.
     pub alias: String,
     pub deployments: Vec<RawDeployment>,
+    /// Output tokens reserved against a key's tpm and budgets for a request
+    /// that sets no `max_tokens` (nothing is sent upstream). Default 4096.
+    pub default_max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,7 @@ pub struct RawDeployment {
 pub struct ModelConfig {
     pub alias: String,
     pub deployments: Vec<DeploymentConfig>,
+    pub default_max_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,10 +102,17 @@ pub fn check(
                 None => valid = false,
             }
         }
+        if model.default_max_tokens == Some(0) {
+            checker.problem(at("default_max_tokens".into()), "must be at least 1");
+            valid = false;
+        }
         if valid {
             models.push(ModelConfig {
                 alias: model.alias.clone(),
                 deployments,
+                default_max_tokens: model
+                    .default_max_tokens
+                    .unwrap_or(chorus_actors::routes::DEFAULT_MAX_TOKENS),
             });
         }
     }

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`, in the order a request meets its checks:
 //! authenticate the key, read the body within the size limit, parse it,
-//! resolve the alias, check the key may use it, then hand the call to a `RequestActor` and turn its
+//! resolve the alias, check the key may use it, admit it against the key's
+//! and team's limits, then hand the call to a `RequestActor` and turn its
 //! reply into a JSON body or an SSE stream.
 
 use std::convert::Infallible;
@@ -10,7 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chorus_actors::{AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
+use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
 use chorus_proto::{ChatRequest, ErrorType};
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -18,7 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::read_body;
-use super::{ApiError, AppState, RequestContext};
+use super::{limits, ApiError, AppState, RequestContext};
 
 /// The gateway's own share of a response's latency, in ms.
 const OVERHEAD_HEADER: &str = "x-chorus-overhead-ms";
@@ -29,7 +30,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (request, route) = match admit(&state, &headers, body).await {
+    let (request, route, admission) = match admit(&state, &headers, body).await {
         Ok(admitted) => admitted,
         Err((error, alias)) => {
             tracing::info!(
@@ -44,8 +45,11 @@ pub async fn chat_completions(
             return error.into_response();
         }
     };
-    call(request, route, &context, &state).await
+    call(request, route, admission, &context, &state).await
 }
+
+/// What passed every check: the request, its alias, its hold on limits.
+type Admitted = (ChatRequest, Arc<AliasRoute>, Option<Admission>);
 
 /// Every check before the upstream call; a failure carries the alias when
 /// it was already known, for the log line.
@@ -53,7 +57,7 @@ async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(ChatRequest, Arc<AliasRoute>), (ApiError, Option<String>)> {
+) -> Result<Admitted, (ApiError, Option<String>)> {
     let caller = state.authenticate(headers).map_err(|e| (e, None))?;
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
@@ -96,16 +100,24 @@ async fn admit(
         .with_param("model");
         return Err((error, Some(request.model)));
     }
-    Ok((request, route))
+    match limits::admit(state, &caller, &request, &route) {
+        Ok(admission) => Ok((request, route, admission)),
+        Err(error) => Err((error, Some(request.model))),
+    }
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
 async fn call(
     request: ChatRequest,
     route: Arc<AliasRoute>,
+    admission: Option<Admission>,
     context: &RequestContext,
     state: &AppState,
 ) -> Response {
+    let mut rate_headers = HeaderMap::new();
+    if let Some(admission) = &admission {
+        limits::rate_headers(admission.headers(), &mut rate_headers);
+    }
     let (reply_tx, reply_rx) = oneshot::channel();
     let args = RequestArgs {
         request_id: context.id.clone(),
@@ -114,19 +126,22 @@ async fn call(
         received_at: context.received_at,
         reply_tx,
         tracked: state.requests.track(),
+        admission,
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
         return gateway_unavailable().into_response();
     }
-    match reply_rx.await {
+    let mut response = match reply_rx.await {
         Ok(Ok(reply)) => respond(reply, context),
         Ok(Err(error)) => ApiError::from(error).into_response(),
         Err(_) => {
             tracing::error!(request_id = %context.id, "request actor stopped without an answer");
             gateway_unavailable().into_response()
         }
-    }
+    };
+    response.headers_mut().extend(rate_headers);
+    response
 }
 
 fn gateway_unavailable() -> ApiError {

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use chorus_actors::CallError;
 use chorus_proto::{ErrorBody, ErrorType};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -13,6 +13,8 @@ pub struct ApiError {
     /// Boxed: errors travel in `Result`s on the request path, kept small.
     pub body: Box<ErrorBody>,
     pub retry_after: Option<String>,
+    /// More headers for the response: the `x-ratelimit-*` of a 429.
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl ApiError {
@@ -26,7 +28,13 @@ impl ApiError {
             status,
             body: Box::new(ErrorBody::new(kind, message).with_code(code)),
             retry_after: None,
+            headers: None,
         }
+    }
+
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = Some(Box::new(headers));
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -41,6 +49,7 @@ impl From<CallError> for ApiError {
             status: StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY),
             retry_after: error.retry_after().map(str::to_owned),
             body: Box::new(error.to_error_body()),
+            headers: None,
         }
     }
 }
@@ -55,6 +64,9 @@ impl IntoResponse for ApiError {
             .and_then(|v| HeaderValue::from_str(&v).ok())
         {
             headers.insert(RETRY_AFTER, value);
+        }
+        if let Some(extra) = self.headers {
+            headers.extend(*extra);
         }
         response
     }

@@ -70,7 +70,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use chorus_actors::{AdminRegistry, Ledger, RequestTracker, Routes, RunId};
+    use chorus_actors::{AdminRegistry, Ledger, Limiter, RequestTracker, Routes, RunId};
 
     use super::*;
     use crate::http::KeyStore;
@@ -83,14 +83,16 @@ mod tests {
             node_id: "ready".into(),
             generation: 1,
         };
+        let ledger = Ledger::new(run, Vec::new());
         let state = AppState {
             routes: Arc::new(Routes::default()),
             keys: Arc::new(KeyStore::default()),
             admin: AdminRegistry::new("ready", Vec::new(), None),
+            limiter: Limiter::new(ledger.clone()),
             admin_token_sha256: None,
             max_body_bytes: 1024,
             cluster: Some(cluster.clone()),
-            ledger: Ledger::new(run, Vec::new()),
+            ledger,
             requests: RequestTracker::default(),
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));

@@ -1,0 +1,316 @@
+//! One key's or one team's limits as this node holds them: its counters in
+//! the ledger (requests and tokens per sliding minute, spend per UTC day
+//! and month, each with what this node counted exactly and what the other
+//! nodes counted as of the last gossip merge), the requests it has in
+//! flight here, and what the other live nodes have in flight for it.
+//!
+//! A check and the reservation that follows it happen under the subject's
+//! own lock, so two requests on one node can never both take the last
+//! unit of a limit; across nodes the figures are as fresh as gossip.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chorus_proto::admin::Limits;
+use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Window};
+
+use super::window::{wait_ms, MinuteFigures};
+use super::{Period, RateHeaders, RateKind, Refusal, Reservation, IDLE_AFTER_MS};
+use crate::ledger::{Ledger, OwnCounter};
+
+/// A key's or team's state: see the module doc.
+#[derive(Debug)]
+pub struct Subject {
+    /// `key:<id>` or `team:<id>`, the subject of its counters.
+    pub id: String,
+    /// How error messages name it: `this key`, `team `research``.
+    pub label: String,
+    lock: Mutex<()>,
+    requests: Arc<OwnCounter>,
+    tokens: Arc<OwnCounter>,
+    tokens_released: Arc<OwnCounter>,
+    spend_day: Arc<OwnCounter>,
+    spend_day_released: Arc<OwnCounter>,
+    spend_month: Arc<OwnCounter>,
+    spend_month_released: Arc<OwnCounter>,
+    in_flight: AtomicU64,
+    /// In flight on the other live nodes, as last gossiped.
+    pub(super) others_in_flight: AtomicU64,
+    /// When a request last used it, for the idle sweep.
+    pub(super) last_used_ms: AtomicU64,
+}
+
+/// Whether `need` more fits this node's share of what was left of `limit`
+/// at the last gossip exchange, split evenly among the live nodes. Between
+/// exchanges the nodes cannot see each other's requests; holding each to
+/// its share keeps a burst spread over several nodes from taking the limit
+/// several times over. A node alone has it all, and a node that has taken
+/// nothing since the last exchange may always take one request the
+/// cluster-wide figure allows, so a request larger than a share is not
+/// refused for ever and a node whose peers are idle still goes on.
+fn within_share(
+    counted: &OwnCounter,
+    released: Option<&OwnCounter>,
+    limit: u64,
+    need: u64,
+    peers: u64,
+    now_ms: u64,
+) -> bool {
+    if peers == 0 {
+        return true;
+    }
+    let view = counted.sync_view();
+    let window = counted.key().window();
+    let taken = window.value(view.own_since_sync, now_ms);
+    if taken == 0 {
+        return true;
+    }
+    let at_sync = match released {
+        Some(released) => view
+            .cluster_at_sync
+            .minus(released.sync_view().cluster_at_sync),
+        None => view.cluster_at_sync,
+    };
+    let share = limit
+        .saturating_sub(window.value(at_sync, now_ms))
+        .div_ceil(peers + 1);
+    taken.saturating_add(need) <= share
+}
+
+/// Until the next exchange brings a fresh share, roughly.
+const SHARE_RETRY_MS: u64 = 1_000;
+/// A request in flight usually ends within this.
+const PARALLEL_RETRY_MS: u64 = 1_000;
+/// The wait when none can be worked out: only for a need above its limit,
+/// which is refused as too large before it gets here.
+const MINUTE_MS: u64 = 60_000;
+
+/// Net buckets: what was counted minus what was given back.
+fn net(counted: &OwnCounter, released: &OwnCounter) -> Buckets {
+    counted.cluster_buckets().minus(released.cluster_buckets())
+}
+
+impl Subject {
+    pub(super) fn new(id: String, label: String, ledger: &Ledger) -> Self {
+        let counter = |kind| ledger.counter(CounterKey::new(kind, id.clone()));
+        Subject {
+            requests: counter(CounterKind::RequestsMinute),
+            tokens: counter(CounterKind::TokensMinute),
+            tokens_released: counter(CounterKind::TokensMinuteReleased),
+            spend_day: counter(CounterKind::SpendMicrosDay),
+            spend_day_released: counter(CounterKind::SpendMicrosDayReleased),
+            spend_month: counter(CounterKind::SpendMicrosMonth),
+            spend_month_released: counter(CounterKind::SpendMicrosMonthReleased),
+            id,
+            label,
+            lock: Mutex::new(()),
+            in_flight: AtomicU64::new(0),
+            others_in_flight: AtomicU64::new(0),
+            last_used_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Held while checking and reserving.
+    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Nothing in flight, no request for [`IDLE_AFTER_MS`], and no
+    /// admission under way (which holds the lock from lookup to reserve).
+    pub(super) fn is_idle(&self, now_ms: u64) -> bool {
+        let Ok(_admissions_wait) = self.lock.try_lock() else {
+            return false;
+        };
+        self.in_flight() == 0
+            && now_ms.saturating_sub(self.last_used_ms.load(Ordering::Acquire)) >= IDLE_AFTER_MS
+    }
+
+    /// Spend in micro-dollars (reserved and settled) today and this month.
+    pub fn spend_micros(&self, now_ms: u64) -> (u64, u64) {
+        let day = Window::Day.value(net(&self.spend_day, &self.spend_day_released), now_ms);
+        let month = Window::Month.value(net(&self.spend_month, &self.spend_month_released), now_ms);
+        (day, month)
+    }
+
+    /// Refuses `reservation` if it does not fit one of `limits`; notes the
+    /// rate figures in `headers` when it does. Call under [`Self::lock`].
+    /// `peers`: the other live nodes, which may be admitting requests
+    /// for this subject too.
+    pub(super) fn check(
+        &self,
+        limits: &Limits,
+        reservation: Reservation,
+        peers: u64,
+        now_ms: u64,
+        headers: &mut RateHeaders,
+    ) -> Result<(), Refusal> {
+        if let Some(rpm) = limits.rpm {
+            let buckets = self.requests.cluster_buckets();
+            let figures = MinuteFigures::of(buckets, rpm, now_ms);
+            let wait = if !figures.fits(1) {
+                Some(wait_ms(buckets, rpm, 1, now_ms).unwrap_or(MINUTE_MS))
+            } else if !within_share(&self.requests, None, rpm, 1, peers, now_ms) {
+                Some(SHARE_RETRY_MS)
+            } else {
+                None
+            };
+            if let Some(wait) = wait {
+                return Err(self.rate_limited(RateKind::Requests, rpm, wait, figures, headers));
+            }
+            headers.note_requests(MinuteFigures {
+                remaining: figures.remaining - 1,
+                ..figures
+            });
+        }
+        if let Some(tpm) = limits.tpm {
+            let need = reservation.tokens;
+            if need > tpm {
+                return Err(Refusal::TooLarge {
+                    label: self.label.clone(),
+                    limit: tpm,
+                    need,
+                });
+            }
+            let buckets = net(&self.tokens, &self.tokens_released);
+            let figures = MinuteFigures::of(buckets, tpm, now_ms);
+            let released = Some(&*self.tokens_released);
+            let wait = if !figures.fits(need) {
+                Some(wait_ms(buckets, tpm, need, now_ms).unwrap_or(MINUTE_MS))
+            } else if !within_share(&self.tokens, released, tpm, need, peers, now_ms) {
+                Some(SHARE_RETRY_MS)
+            } else {
+                None
+            };
+            if let Some(wait) = wait {
+                return Err(self.rate_limited(RateKind::Tokens, tpm, wait, figures, headers));
+            }
+            headers.note_tokens(MinuteFigures {
+                remaining: figures.remaining - need,
+                ..figures
+            });
+        }
+        if let Some(max_parallel) = limits.max_parallel {
+            let in_flight = self.in_flight() + self.others_in_flight.load(Ordering::Acquire);
+            if in_flight >= max_parallel {
+                return Err(Refusal::RateLimited {
+                    kind: RateKind::Parallel,
+                    label: self.label.clone(),
+                    limit: max_parallel,
+                    retry_after_ms: PARALLEL_RETRY_MS,
+                    headers: headers.clone(),
+                });
+            }
+        }
+        let (day, month) = self.spend_micros(now_ms);
+        let budgets = [
+            (limits.budget_daily_micros, day, Period::Day),
+            (limits.budget_monthly_micros, month, Period::Month),
+        ];
+        for (budget, spent, period) in budgets {
+            let Some(budget) = budget else {
+                continue;
+            };
+            let need = reservation.cost_micros;
+            if spent.saturating_add(need) > budget {
+                return Err(Refusal::OverBudget {
+                    period,
+                    label: self.label.clone(),
+                    budget_micros: budget,
+                    spent_micros: spent,
+                });
+            }
+            let (counted, released) = match period {
+                Period::Day => (&self.spend_day, &self.spend_day_released),
+                Period::Month => (&self.spend_month, &self.spend_month_released),
+            };
+            if !within_share(counted, Some(released), budget, need, peers, now_ms) {
+                return Err(Refusal::RateLimited {
+                    kind: RateKind::BudgetShare(period),
+                    label: self.label.clone(),
+                    limit: budget,
+                    retry_after_ms: SHARE_RETRY_MS,
+                    headers: headers.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn rate_limited(
+        &self,
+        kind: RateKind,
+        limit: u64,
+        retry_after_ms: u64,
+        figures: MinuteFigures,
+        headers: &RateHeaders,
+    ) -> Refusal {
+        let mut headers = headers.clone();
+        match kind {
+            RateKind::Requests => headers.note_requests(figures),
+            RateKind::Tokens => headers.note_tokens(figures),
+            RateKind::Parallel | RateKind::BudgetShare(_) => {}
+        }
+        Refusal::RateLimited {
+            kind,
+            label: self.label.clone(),
+            limit,
+            retry_after_ms,
+            headers,
+        }
+    }
+
+    /// Counts an admitted request and what it reserves. Tokens and spend
+    /// are counted whatever the limits, so a limit added later holds
+    /// against what was already used. Call under [`Self::lock`], after
+    /// [`Self::check`].
+    pub(super) fn reserve(&self, reservation: Reservation, now_ms: u64) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.last_used_ms.store(now_ms, Ordering::Release);
+        self.requests.add(1, now_ms);
+        self.tokens.add(reservation.tokens, now_ms);
+        self.spend_day.add(reservation.cost_micros, now_ms);
+        self.spend_month.add(reservation.cost_micros, now_ms);
+    }
+
+    /// Replaces what a finished request reserved with what it `used`: more
+    /// is counted now, less is given back in the bucket it was reserved in.
+    pub(super) fn settle(
+        &self,
+        reserved: Reservation,
+        used: Reservation,
+        reserved_at_ms: u64,
+        now_ms: u64,
+    ) {
+        let correct = |counted: &OwnCounter, released: &OwnCounter, reserved: u64, used: u64| {
+            if used > reserved {
+                counted.add(used - reserved, now_ms);
+            } else {
+                released.add_in(reserved - used, reserved_at_ms, now_ms);
+            }
+        };
+        correct(
+            &self.tokens,
+            &self.tokens_released,
+            reserved.tokens,
+            used.tokens,
+        );
+        correct(
+            &self.spend_day,
+            &self.spend_day_released,
+            reserved.cost_micros,
+            used.cost_micros,
+        );
+        correct(
+            &self.spend_month,
+            &self.spend_month_released,
+            reserved.cost_micros,
+            used.cost_micros,
+        );
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.last_used_ms.store(now_ms, Ordering::Release);
+    }
+}

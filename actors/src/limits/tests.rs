@@ -1,0 +1,331 @@
+use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally};
+
+use super::*;
+use crate::ledger::{Contribution, RunId};
+
+const MINUTE: u64 = 60_000;
+/// 30 s into some minute, at noon some day.
+const NOW: u64 = 20_000 * 86_400_000 + 12 * 3_600_000 + 30_000;
+
+fn limiter(node_id: &str) -> (Limiter, Ledger) {
+    let ledger = Ledger::new(
+        RunId {
+            node_id: node_id.into(),
+            generation: 1,
+        },
+        Vec::new(),
+    );
+    (Limiter::new(ledger.clone()), ledger)
+}
+
+fn key(limits: &Limits) -> Holder<'_> {
+    Holder {
+        subject: "key:k",
+        label: "this key",
+        limits,
+    }
+}
+
+fn one_token() -> Reservation {
+    Reservation {
+        tokens: 1,
+        cost_micros: 0,
+    }
+}
+
+#[test]
+fn requests_per_minute_count_down_then_refuse_with_a_wait() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        rpm: Some(3),
+        ..Limits::default()
+    };
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let admission = limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+        remaining.push(admission.headers().requests.unwrap().remaining);
+        admission.settle(one_token(), NOW);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    match limiter.admit(&[key(&limits)], one_token(), NOW) {
+        Err(Refusal::RateLimited {
+            kind: RateKind::Requests,
+            limit: 3,
+            retry_after_ms: wait,
+            headers,
+            ..
+        }) => {
+            // All three in this minute: into the next, until a third of
+            // them slid out.
+            assert_eq!(wait, 30_000 + 20_000);
+            assert_eq!(headers.requests.unwrap().remaining, 0);
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert!(limiter
+        .admit(&[key(&limits)], one_token(), NOW + 50_000)
+        .is_ok());
+}
+
+#[test]
+fn tokens_reserved_are_given_back_when_the_call_used_fewer() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        tpm: Some(1_000),
+        ..Limits::default()
+    };
+    let big = Reservation {
+        tokens: 800,
+        cost_micros: 0,
+    };
+    let first = limiter.admit(&[key(&limits)], big, NOW).unwrap();
+    assert!(
+        limiter.admit(&[key(&limits)], big, NOW).is_err(),
+        "800 + 800 > 1000"
+    );
+    first.settle(
+        Reservation {
+            tokens: 100,
+            cost_micros: 0,
+        },
+        NOW + 1,
+    );
+    let second = limiter.admit(&[key(&limits)], big, NOW + 2).unwrap();
+    assert_eq!(
+        second.headers().tokens.unwrap().remaining,
+        1_000 - 100 - 800
+    );
+    let too_big = Reservation {
+        tokens: 1_001,
+        cost_micros: 0,
+    };
+    assert!(
+        matches!(
+            limiter.admit(&[key(&limits)], too_big, NOW),
+            Err(Refusal::TooLarge { need: 1_001, .. })
+        ),
+        "it never fits"
+    );
+}
+
+#[test]
+fn parallel_requests_are_limited_and_a_dropped_admission_frees_its_slot() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        max_parallel: Some(2),
+        ..Limits::default()
+    };
+    let first = limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    let _second = limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    assert!(matches!(
+        limiter.admit(&[key(&limits)], one_token(), NOW),
+        Err(Refusal::RateLimited {
+            kind: RateKind::Parallel,
+            ..
+        })
+    ));
+    drop(first);
+    assert!(limiter.admit(&[key(&limits)], one_token(), NOW).is_ok());
+    // Another node's requests in flight count too, until it dies, or
+    // until its figure is not refreshed.
+    let b = RunId {
+        node_id: "b".into(),
+        generation: 1,
+    };
+    limiter.note_remote_in_flight(&b, "key:k", 5, NOW);
+    assert!(limiter.admit(&[key(&limits)], one_token(), NOW).is_err());
+    limiter.keep_remote_runs(|run| run.node_id != "b", NOW);
+    let third = limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    drop(third);
+    limiter.note_remote_in_flight(&b, "key:k", 5, NOW);
+    limiter.keep_remote_runs(|_| true, NOW + 1_000);
+    assert!(limiter.admit(&[key(&limits)], one_token(), NOW).is_err());
+    limiter.keep_remote_runs(|_| true, NOW + REMOTE_LOAD_TTL_MS);
+    assert!(limiter.admit(&[key(&limits)], one_token(), NOW).is_ok());
+}
+
+#[test]
+fn budgets_reserve_then_settle_and_an_unsettled_request_keeps_its_reservation() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        budget_daily_micros: Some(1_000_000),
+        budget_monthly_micros: Some(5_000_000),
+        ..Limits::default()
+    };
+    let estimate = Reservation {
+        tokens: 10,
+        cost_micros: 400_000,
+    };
+    let first = limiter.admit(&[key(&limits)], estimate, NOW).unwrap();
+    let second = limiter.admit(&[key(&limits)], estimate, NOW).unwrap();
+    match limiter.admit(&[key(&limits)], estimate, NOW) {
+        Err(Refusal::OverBudget {
+            period: Period::Day,
+            spent_micros: 800_000,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    first.settle(
+        Reservation {
+            tokens: 10,
+            cost_micros: 100_000,
+        },
+        NOW,
+    );
+    drop(second);
+    let subject = limiter.get("key:k").unwrap();
+    assert_eq!(
+        subject.spend_micros(NOW),
+        (500_000, 500_000),
+        "the settled cost and the kept reservation"
+    );
+    // The next day starts afresh; the month goes on.
+    assert_eq!(subject.spend_micros(NOW + 86_400_000).0, 0);
+}
+
+#[test]
+fn a_team_limit_holds_for_the_sum_of_its_keys_and_a_refusal_charges_nothing() {
+    let (limiter, _) = limiter("a");
+    let key_limits = Limits {
+        rpm: Some(10),
+        ..Limits::default()
+    };
+    let team_limits = Limits {
+        rpm: Some(3),
+        ..Limits::default()
+    };
+    let holders = |subject| {
+        [
+            Holder {
+                subject,
+                label: "this key",
+                limits: &key_limits,
+            },
+            Holder {
+                subject: "team:t",
+                label: "team `t`",
+                limits: &team_limits,
+            },
+        ]
+    };
+    let _held: Vec<Admission> = ["key:a", "key:b", "key:a"]
+        .into_iter()
+        .map(|subject| limiter.admit(&holders(subject), one_token(), NOW).unwrap())
+        .collect();
+    match limiter.admit(&holders("key:b"), one_token(), NOW) {
+        Err(Refusal::RateLimited {
+            label, limit: 3, ..
+        }) => assert_eq!(label, "team `t`"),
+        other => panic!("{other:?}"),
+    }
+    let key_b = limiter.get("key:b").unwrap();
+    assert_eq!(key_b.in_flight(), 1, "the refused request took nothing");
+}
+
+#[test]
+fn other_nodes_requests_count_as_gossip_brings_them() {
+    let (limiter, ledger) = limiter("a");
+    let limits = Limits {
+        rpm: Some(5),
+        ..Limits::default()
+    };
+    limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    ledger.observe(Contribution {
+        key: CounterKey::new(CounterKind::RequestsMinute, "key:k"),
+        run: RunId {
+            node_id: "b".into(),
+            generation: 1,
+        },
+        tally: Tally::new(Buckets::new(NOW / MINUTE, 4)),
+    });
+    assert!(
+        limiter.admit(&[key(&limits)], one_token(), NOW).is_err(),
+        "1 here + 4 on b"
+    );
+}
+
+#[test]
+fn concurrent_admissions_never_take_more_than_the_limit() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        rpm: Some(100),
+        ..Limits::default()
+    };
+    let admitted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    if let Ok(admission) = limiter.admit(&[key(&limits)], one_token(), NOW) {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        admission.settle(one_token(), NOW);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.load(Ordering::Relaxed), 100);
+}
+
+#[test]
+fn idle_subjects_are_let_go_but_their_counts_stay() {
+    let (limiter, _) = limiter("a");
+    let limits = Limits {
+        rpm: Some(2),
+        ..Limits::default()
+    };
+    limiter
+        .admit(&[key(&limits)], one_token(), NOW)
+        .unwrap()
+        .settle(one_token(), NOW);
+    assert_eq!(limiter.sweep(NOW + 1_000), 0);
+    assert_eq!(limiter.sweep(NOW + IDLE_AFTER_MS), 1);
+    assert!(limiter.is_empty());
+    let again = limiter
+        .admit(&[key(&limits)], one_token(), NOW + 1)
+        .unwrap();
+    assert_eq!(
+        again.headers().requests.unwrap().remaining,
+        0,
+        "still counted"
+    );
+}
+
+#[test]
+fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
+    let (limiter, ledger) = limiter("a");
+    let limits = Limits {
+        rpm: Some(10),
+        ..Limits::default()
+    };
+    // b is alive and has counted 2 this minute.
+    limiter.set_peers(1);
+    ledger.observe(Contribution {
+        key: CounterKey::new(CounterKind::RequestsMinute, "key:k"),
+        run: RunId {
+            node_id: "b".into(),
+            generation: 1,
+        },
+        tally: Tally::new(Buckets::new(NOW / MINUTE, 2)),
+    });
+    limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    ledger.take_unpublished();
+    let admitted = (0..10)
+        .filter(|_| limiter.admit(&[key(&limits)], one_token(), NOW).is_ok())
+        .count();
+    assert_eq!(admitted, 4, "(10 − 3) / 2, rounded up");
+    match limiter.admit(&[key(&limits)], one_token(), NOW) {
+        Err(Refusal::RateLimited {
+            retry_after_ms: 1_000,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The next exchange shows what is left: 10 − 2 − 5 = 3, shared again.
+    ledger.take_unpublished();
+    let admitted = (0..10)
+        .filter(|_| limiter.admit(&[key(&limits)], one_token(), NOW).is_ok())
+        .count();
+    assert_eq!(admitted, 2, "3 / 2, rounded up");
+}

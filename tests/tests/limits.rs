@@ -1,0 +1,314 @@
+//! Rate limits and budgets of virtual keys and teams, as clients meet
+//! them: 429 with `retry-after` and OpenAI's `x-ratelimit-*` headers, 402
+//! once a budget is spent, the headers on every admitted response, and
+//! limits that hold across three nodes, not three times over.
+
+use std::time::Duration;
+
+use chorus_tests::{chat_body, eventually, start_cluster, Node, ADMIN_TOKEN, TEST_KEY};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const SECRET: &str = "limits-test-secret-0123456789";
+
+/// One node with a priced built-in mock, `priced`: 1,000 and 2,000 USD per
+/// million prompt and completion tokens, 16 completion tokens per reply;
+/// and `slow`, a free mock streaming a token every 200 ms.
+fn priced_config() -> String {
+    format!(
+        r#"
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[providers]]
+name = "builtin"
+format = "mock"
+output_tokens = 16
+
+[[providers]]
+name = "paced"
+format = "mock"
+token_delay_ms = 200
+
+[[models]]
+alias = "slow"
+deployments = [{{ provider = "paced", model = "mock" }}]
+
+[[models]]
+alias = "priced"
+default_max_tokens = 64
+deployments = [{{ provider = "builtin", model = "mock", input_per_mtok = 1000, output_per_mtok = 2000 }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+"#
+    )
+}
+
+async fn chat(node: &Node, key: &str, model: &str, max_tokens: Option<u64>) -> reqwest::Response {
+    let mut body = chat_body(model, false);
+    if let Some(max_tokens) = max_tokens {
+        body["max_tokens"] = json!(max_tokens);
+    }
+    reqwest::Client::new()
+        .post(node.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("chat request")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_key_over_its_rpm_gets_429_with_openai_headers() {
+    let node = Node::start(&priced_config()).await;
+    let key = node
+        .create_key(json!({"name": "rpm", "rpm": 3, "tpm": 100000}))
+        .await;
+    for remaining in ["2", "1", "0"] {
+        let response = chat(&node, &key, "priced", Some(16)).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-ratelimit-limit-requests"), "3");
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining-requests"),
+            remaining
+        );
+        assert_eq!(header(&response, "x-ratelimit-limit-tokens"), "100000");
+        assert!(!header(&response, "x-ratelimit-reset-requests").is_empty());
+    }
+    let refused = chat(&node, &key, "priced", Some(16)).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = header(&refused, "retry-after")
+        .parse()
+        .expect("retry-after");
+    assert!((1..=120).contains(&retry_after), "{retry_after}");
+    assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "requests", "{error}");
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 requests per minute"));
+
+    // A bootstrap key has no limits.
+    assert_eq!(chat(&node, TEST_KEY, "priced", None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_budget_is_reserved_then_settled_and_refuses_with_402_once_spent() {
+    let node = Node::start(&priced_config()).await;
+    // One reply: ~10 prompt tokens at 0.001 and 16 completion tokens at
+    // 0.002 USD each, about USD 0.04. The alias reserves 64 output tokens
+    // when max_tokens is not set: about USD 0.15.
+    let key = node
+        .create_key(json!({"name": "budget", "budget_daily_usd": 0.2}))
+        .await;
+    let reserved = chat(&node, &key, "priced", Some(500)).await;
+    assert_eq!(
+        reserved.status(),
+        402,
+        "500 tokens at USD 0.002 is over 0.2"
+    );
+    let error: Value = reserved.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "insufficient_quota", "{error}");
+
+    let mut admitted = 0;
+    loop {
+        let response = chat(&node, &key, "priced", None).await;
+        if response.status() == 402 {
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        admitted += 1;
+        assert!(admitted < 10, "the budget never ran out");
+    }
+    // Each request settled at its real cost (about 0.04), not the 0.15
+    // reserved: more than one fits, and the spend ends within one
+    // request's cost of the budget.
+    assert!((2..=5).contains(&admitted), "{admitted} requests admitted");
+    let (_, keys) = node.admin(Method::GET, "/admin/keys/budget", None).await;
+    assert_eq!(keys["name"], "budget");
+}
+
+#[tokio::test]
+async fn a_team_limit_holds_for_the_sum_of_its_keys() {
+    let node = Node::start(&priced_config()).await;
+    let (status, team) = node
+        .admin(
+            Method::POST,
+            "/admin/teams",
+            Some(json!({"name": "small", "rpm": 4})),
+        )
+        .await;
+    assert_eq!(status, 201, "{team}");
+    let first = node
+        .create_key(json!({"name": "one", "team": "small"}))
+        .await;
+    let second = node
+        .create_key(json!({"name": "two", "team": "small", "rpm": 3}))
+        .await;
+    let mut statuses = Vec::new();
+    for key in [&first, &second, &first, &second, &first, &second] {
+        statuses.push(chat(&node, key, "priced", Some(16)).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn max_parallel_counts_requests_in_flight() {
+    let node = Node::start(&priced_config()).await;
+    let key = node
+        .create_key(json!({"name": "par", "max_parallel": 1}))
+        .await;
+    // A stream held open keeps one request in flight.
+    let mut body = chat_body("slow", true);
+    // 50 tokens 200 ms apart: open for 10 s, long enough on a busy machine.
+    body["max_tokens"] = json!(50);
+    let open = reqwest::Client::new()
+        .post(node.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let refused = chat(&node, &key, "priced", Some(4)).await;
+    assert_eq!(refused.status(), 429);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "max_parallel_exceeded", "{error}");
+    // The client goes away: the call is cancelled and its slot freed.
+    drop(open);
+    eventually(Duration::from_secs(5), "the slot freed", || async {
+        (chat(&node, &key, "priced", Some(4)).await.status() == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_limit_holds_across_three_nodes_not_three_times_over() {
+    let (nodes, _) = start_cluster(&["lim-a", "lim-b", "lim-c"], SECRET).await;
+    let key = nodes[0]
+        .create_key(json!({"name": "shared", "rpm": 12}))
+        .await;
+    for node in &nodes[1..] {
+        eventually(Duration::from_secs(5), "the key everywhere", || async {
+            (chat(node, &key, "fast", Some(4)).await.status() != 401).then_some(())
+        })
+        .await;
+    }
+    // Those two probes counted too. Now a burst of 36 requests at once, 12
+    // on each node, far faster than gossip, against what is left of 12.
+    let burst = (0..36).map(|round| chat(&nodes[round % 3], &key, "fast", Some(4)));
+    let statuses = futures::future::join_all(burst).await;
+    let admitted = 2 + statuses
+        .iter()
+        .filter(|response| response.status() == 200)
+        .count();
+    // Each node may take its share of what was left at the last exchange,
+    // rounded up: about one more than the limit per other node, a little
+    // more when exchanges fall mid-burst; never the limit three times over.
+    assert!(
+        (12..=16).contains(&admitted),
+        "{admitted} admitted against 12 rpm"
+    );
+    // And once gossip has caught up, every node refuses.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in &nodes {
+        assert_eq!(chat(node, &key, "fast", Some(4)).await.status(), 429);
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
+    let data = chorus_tests::scratch_dir();
+    let ports = [chorus_tests::free_udp_port(), chorus_tests::free_udp_port()];
+    let priced_slow = "\n[[models]]\nalias = \"slow-priced\"\n\
+        deployments = [{ provider = \"paced\", model = \"priced\", input_per_mtok = 1000, output_per_mtok = 2000 }]\n";
+    let config = |index: usize, port: u16| {
+        let id = format!("kill-{index}");
+        let seed = ports[1 - index];
+        chorus_tests::cluster_config(&id, port, &[seed], SECRET, Some(&data)) + priced_slow
+    };
+    let survivor = Node::start(&config(0, ports[0])).await;
+    let mut doomed = Node::start(&config(1, ports[1])).await;
+    survivor.wait_for_live_members(2).await;
+    let (status, created) = survivor
+        .admin(
+            Method::POST,
+            "/admin/keys",
+            Some(json!({"name": "spender", "budget_daily_usd": 10})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let subject = format!("key:{}", created["id"].as_str().unwrap());
+    eventually(
+        Duration::from_secs(5),
+        "the key on the doomed node",
+        || async { (chat(&doomed, &key, "fast", Some(4)).await.status() == 200).then_some(()) },
+    )
+    .await;
+
+    // A 2 s stream reserving about USD 0.21 (100 output tokens at 0.002).
+    let mut body = chat_body("slow-priced", true);
+    body["max_tokens"] = json!(100);
+    let stream = reqwest::Client::new()
+        .post(doomed.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let spent = |node: &Node| {
+        let subject = subject.clone();
+        let url = node.url("/v1/cluster");
+        async move {
+            let view: Value = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let counters = &view["counters"][subject.as_str()];
+            let figure = |kind: &str| counters[kind].as_u64().unwrap_or(0);
+            Some(figure("spend_micros_day").saturating_sub(figure("spend_micros_day_released")))
+        }
+    };
+    let reserved = eventually(
+        Duration::from_secs(5),
+        "the reservation gossiped",
+        || async { spent(&survivor).await.filter(|spent| *spent >= 200_000) },
+    )
+    .await;
+    doomed.kill();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        spent(&survivor).await.unwrap_or(0) >= reserved,
+        "the dead node's reservation was forgotten"
+    );
+    // Back from its store (on a new gossip port: a parallel test may have
+    // taken the old one), the node still counts it.
+    let back = Node::start(&config(1, chorus_tests::free_udp_port())).await;
+    eventually(
+        Duration::from_secs(10),
+        "the restarted node counts it",
+        || async { spent(&back).await.filter(|spent| *spent >= reserved) },
+    )
+    .await;
+}
