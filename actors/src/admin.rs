@@ -61,6 +61,9 @@ struct Inner {
     keys_by_hash: DashMap<[u8; 32], Arc<KeyEntry>>,
     /// The hash of each live key, by id.
     key_hashes: DashMap<String, [u8; 32]>,
+    /// The id of each live key, by name (the last one indexed, should a
+    /// race on two nodes have given two keys one name).
+    key_names: DashMap<String, String>,
     teams: DashMap<String, Arc<TeamEntry>>,
     /// Woken by a local change, so gossip publishes it at once.
     changed_here: Notify,
@@ -95,6 +98,7 @@ impl AdminRegistry {
             book: Mutex::new(Book::default()),
             keys_by_hash: DashMap::new(),
             key_hashes: DashMap::new(),
+            key_names: DashMap::new(),
             teams: DashMap::new(),
             changed_here: Notify::new(),
         }));
@@ -124,6 +128,11 @@ impl AdminRegistry {
         self.0.teams.get(id).map(|entry| entry.clone())
     }
 
+    /// How many live keys and teams there are.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.0.keys_by_hash.len(), self.0.teams.len())
+    }
+
     /// Every live key, by name.
     pub fn keys(&self) -> Vec<Arc<KeyEntry>> {
         let mut keys: Vec<_> = self
@@ -145,18 +154,14 @@ impl AdminRegistry {
 
     /// The live key with this id or name.
     pub fn key(&self, id_or_name: &str) -> Result<Arc<KeyEntry>, AdminError> {
-        let by_id = self
-            .0
-            .key_hashes
-            .get(id_or_name)
-            .and_then(|hash| self.key_by_hash(&hash));
-        by_id
+        let by_id = |id: &str| {
+            let hash = *self.0.key_hashes.get(id)?;
+            self.key_by_hash(&hash)
+        };
+        by_id(id_or_name)
             .or_else(|| {
-                self.0
-                    .keys_by_hash
-                    .iter()
-                    .find(|entry| entry.record.name == id_or_name)
-                    .map(|entry| entry.clone())
+                let id = self.0.key_names.get(id_or_name)?.clone();
+                by_id(&id)
             })
             .ok_or_else(|| AdminError::NotFound {
                 what: "key",
@@ -362,10 +367,9 @@ impl AdminRegistry {
     /// A key's name is unique among live keys, and it can only narrow its team.
     fn check_key(&self, record: &KeyRecord, id: &str) -> Result<(), AdminError> {
         let same_name = self
-            .0
-            .keys_by_hash
-            .iter()
-            .find(|key| key.record.name == record.name && key.id != id)
+            .key(&record.name)
+            .ok()
+            .filter(|key| key.record.name == record.name && key.id != id)
             .map(|key| key.revoked_ms.is_some());
         if let Some(revoked) = same_name {
             let hint = if revoked {
@@ -441,6 +445,10 @@ impl AdminRegistry {
             (EntryId::Key(id), AdminEntry::Key(entry)) => match &entry.state {
                 EntryState::Live { record, revoked_ms } => {
                     self.0.key_hashes.insert(id.clone(), record.sha256);
+                    if let Some(before) = self.key_by_hash(&record.sha256) {
+                        self.unname_key(&before.record.name, id);
+                    }
+                    self.0.key_names.insert(record.name.clone(), id.clone());
                     self.0.keys_by_hash.insert(
                         record.sha256,
                         Arc::new(KeyEntry {
@@ -453,7 +461,9 @@ impl AdminRegistry {
                 }
                 EntryState::Deleted => {
                     if let Some((_, hash)) = self.0.key_hashes.remove(id) {
-                        self.0.keys_by_hash.remove(&hash);
+                        if let Some((_, before)) = self.0.keys_by_hash.remove(&hash) {
+                            self.unname_key(&before.record.name, id);
+                        }
                     }
                 }
             },
@@ -475,6 +485,11 @@ impl AdminRegistry {
             },
             _ => tracing::warn!(%id, "ignored an admin entry of the wrong kind"),
         }
+    }
+
+    /// Drops `name` from the name index if it names key `id`.
+    fn unname_key(&self, name: &str, id: &str) {
+        self.0.key_names.remove_if(name, |_, named| named == id);
     }
 
     /// Merges an entry a peer published; whether it changed anything.

@@ -1,7 +1,7 @@
 //! The node's view of every cluster counter: this run's own tally of each
 //! counter, and the tallies of every other run, of this node or another,
 //! learned from gossip and the store. A counter's cluster-wide value is
-//! the sum over nodes of what each node's runs counted (see [`runs`]).
+//! the sum over nodes of what each node's runs counted (see the `runs` module).
 //!
 //! A run is one process of a node, `node_id` and `generation` (its start
 //! stamp, increasing across restarts). A restarted node goes on from what

@@ -169,6 +169,11 @@ impl BenchNode {
         .await
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends the node SIGKILL, without waiting (for a node others share).
     pub fn signal_kill(&self) {
         let _ = Command::new("kill")

@@ -259,6 +259,33 @@ impl<T: Clone> Entry<T> {
     }
 }
 
+/// A register's state without its record: enough to tell whether one
+/// state covers another ([`AdminEntry::covers`], as cheaply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub stamp: Stamp,
+    pub deleted: bool,
+    pub revoked_ms: Option<u64>,
+}
+
+impl Digest {
+    /// Whether the state `self` digests already holds everything in the
+    /// state `other` digests: merging `other` in would change nothing.
+    pub fn covers(&self, other: &Digest) -> bool {
+        if self.deleted {
+            return !(other.deleted && other.stamp > self.stamp);
+        }
+        if other.deleted || other.stamp > self.stamp {
+            return false;
+        }
+        match (self.revoked_ms, other.revoked_ms) {
+            (_, None) => true,
+            (Some(mine), Some(theirs)) => mine <= theirs,
+            (None, Some(_)) => false,
+        }
+    }
+}
+
 /// Which register an entry belongs to: kind and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryId {
@@ -314,6 +341,20 @@ impl AdminEntry {
     /// Whether `self` already holds everything `other` says.
     pub fn covers(&self, other: &AdminEntry) -> bool {
         self.merge(other).is_some_and(|merged| merged == *self)
+    }
+
+    /// What decides a merge, without the record: a stamp names one change,
+    /// so two states with equal digests are equal.
+    pub fn digest(&self) -> Digest {
+        let (deleted, revoked_ms) = match self {
+            AdminEntry::Key(entry) => (entry.is_deleted(), entry.revoked_ms()),
+            AdminEntry::Team(entry) => (entry.is_deleted(), entry.revoked_ms()),
+        };
+        Digest {
+            stamp: self.stamp().clone(),
+            deleted,
+            revoked_ms,
+        }
     }
 
     /// The gossip and store form: JSON.
@@ -415,6 +456,12 @@ mod tests {
             prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
             prop_assert_eq!(a.merge(&a), a.clone());
             prop_assert!(a.merge(&b).covers(&a));
+        }
+
+        #[test]
+        fn a_digest_covers_exactly_when_its_entry_does(a in entry(), b in entry()) {
+            let (a, b) = (AdminEntry::Team(a), AdminEntry::Team(b));
+            prop_assert_eq!(a.digest().covers(&b.digest()), a.covers(&b));
         }
 
         #[test]

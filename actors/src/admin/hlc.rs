@@ -48,7 +48,7 @@ impl HybridClock {
     }
 
     /// Takes in a stamp from elsewhere, so later local stamps order after
-    /// it — up to [`MAX_AHEAD_MS`] ahead of `wall_ms`.
+    /// it — up to `MAX_AHEAD_MS` ahead of `wall_ms`.
     pub fn observe(&self, stamp: &Stamp, wall_ms: u64) {
         let limit = wall_ms.saturating_add(MAX_AHEAD_MS);
         let seen = if stamp.wall_ms > limit {

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use chorus_proto::admin::{AdminEntry, EntryId};
+use chorus_proto::admin::{AdminEntry, Digest, EntryId};
 
 use super::bus::{Change, Liveness, Observed, RunStatus, Section};
 use crate::admin::AdminRegistry;
@@ -22,13 +22,14 @@ pub(super) struct AdminSection {
     /// Until then, a register whose author has not been heard from is left
     /// to its author: it may be a live peer not heard from yet.
     settled_at: Instant,
-    /// What this node publishes, by register.
-    published: HashMap<EntryId, AdminEntry>,
+    /// What this node publishes, by register (digests: equal digests are
+    /// equal states, and a copy of every record would double the memory).
+    published: HashMap<EntryId, Digest>,
     /// What each run of another node last published, by register. Keyed
     /// by run, not node: a restarted node's new run has published nothing
     /// yet, whatever its last run did. Deletions are not notified, so an
     /// entry stays until gossip forgets its run; only live runs' count.
-    observed: HashMap<EntryId, HashMap<RunId, AdminEntry>>,
+    observed: HashMap<EntryId, HashMap<RunId, Digest>>,
     /// Runs alive, this node's own included.
     alive_runs: BTreeSet<RunId>,
     /// Node ids with a live run, this node's included.
@@ -65,7 +66,7 @@ impl AdminSection {
         self.observed
             .entry(id.clone())
             .or_default()
-            .insert(observed.publisher.clone(), entry.clone());
+            .insert(observed.publisher.clone(), entry.digest());
         admin.observe(id.clone(), entry);
         self.dirty.insert(id);
     }
@@ -112,13 +113,14 @@ impl AdminSection {
                 .filter(|entry| self.publishes(&id, entry, me, settled));
             match wanted {
                 Some(entry) => {
-                    if self.published.get(&id) != Some(&entry) {
+                    let digest = entry.digest();
+                    if self.published.get(&id) != Some(&digest) {
                         changes.push(Change::Set {
                             section: Section::Admin,
                             key: id.to_string(),
                             value: entry.encode(),
                         });
-                        self.published.insert(id, entry);
+                        self.published.insert(id, digest);
                     }
                 }
                 None => {
@@ -146,9 +148,10 @@ impl AdminSection {
             return true;
         }
         // Hand over only once the responsible node publishes all we know.
+        let ours = entry.digest();
         let covered = self.observed.get(id).is_some_and(|by_run| {
             by_run.iter().any(|(run, theirs)| {
-                run.node_id == responsible && self.alive_runs.contains(run) && theirs.covers(entry)
+                run.node_id == responsible && self.alive_runs.contains(run) && theirs.covers(&ours)
             })
         });
         self.published.contains_key(id) && !covered

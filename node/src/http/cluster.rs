@@ -1,6 +1,7 @@
 //! `GET /v1/cluster`, behind the admin token: the members this node knows,
 //! alive or dead, each deployment's figures (cluster-wide in a cluster),
-//! every counter's cluster-wide value, and this node's gossip figures.
+//! every counter's cluster-wide value, how many keys and teams it knows,
+//! and this node's gossip figures.
 //! Served from snapshots the gossip actor refreshes each round, so a
 //! busy page never holds up gossip.
 
@@ -51,6 +52,9 @@ pub async fn view(
         })
         .collect();
     let node_id = state.ledger.node_id();
+    let (keys, teams) = state.admin.counts();
+    // Keys and teams known, and those held in memory for their limits.
+    let admin = json!({"keys": keys, "teams": teams, "limited": state.limiter.len()});
     let Some(cluster) = &state.cluster else {
         return Ok(Json(json!({
             "clustered": false,
@@ -58,6 +62,7 @@ pub async fn view(
             "members": [],
             "deployments": deployments,
             "counters": counters,
+            "admin": admin,
         })));
     };
     let view = cluster.view();
@@ -68,6 +73,7 @@ pub async fn view(
         "members": view.members,
         "deployments": deployments,
         "counters": counters,
+        "admin": admin,
         "gossip": view.gossip,
     })))
 }
