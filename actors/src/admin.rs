@@ -26,9 +26,7 @@ use tokio::sync::Notify;
 use crate::clock::unix_millis;
 
 pub use hlc::HybridClock;
-pub use policy::{
-    check_within_team, show_limit, show_usd, AdminError, KeyPatch, PolicyPatch, TeamPatch,
-};
+pub use policy::{check_within_team, show_usd, AdminError, KeyPatch, PolicyPatch, TeamPatch};
 pub use store::AdminStore;
 
 /// A live key: its id, its record, and whether it was revoked.

@@ -37,10 +37,10 @@ use dashmap::DashMap;
 
 use crate::clock::unix_millis;
 use crate::ledger::{Ledger, RunId};
-pub use actor::{LimitsActor, LimitsMsg};
+pub use actor::LimitsActor;
 pub use estimate::reservation;
 pub use subject::Subject;
-pub use window::{openai_duration, wait_ms, MinuteFigures};
+pub use window::{openai_duration, MinuteFigures};
 
 /// How long a subject with nothing in flight stays in memory after its
 /// last request. Its counts stay in the ledger regardless.
@@ -51,8 +51,9 @@ pub const IDLE_AFTER_MS: u64 = 120_000;
 pub struct Holder<'a> {
     /// `key:<id>` or `team:<id>`.
     pub subject: &'a str,
-    /// How messages name it: `this key`, `team `research``.
-    pub label: &'a str,
+    /// The team's name for a team, `None` for the key: how messages name
+    /// the subject (`team `research``, `this key`).
+    pub team: Option<&'a str>,
     pub limits: &'a Limits,
 }
 
@@ -180,7 +181,7 @@ impl Limiter {
         }))
     }
 
-    fn subject(&self, id: &str, label: &str) -> Arc<Subject> {
+    fn subject(&self, id: &str, team: Option<&str>) -> Arc<Subject> {
         if let Some(subject) = self.0.subjects.get(id) {
             return subject.clone();
         }
@@ -189,11 +190,11 @@ impl Limiter {
             .subjects
             .entry(id.to_owned())
             .or_insert_with(|| {
-                Arc::new(Subject::new(
-                    id.to_owned(),
-                    label.to_owned(),
-                    &self.0.ledger,
-                ))
+                let label = match team {
+                    Some(name) => format!("team `{name}`"),
+                    None => "this key".to_owned(),
+                };
+                Arc::new(Subject::new(id.to_owned(), label, &self.0.ledger))
             })
             .clone();
         let remote = self.remote_in_flight_of(id);
@@ -213,7 +214,7 @@ impl Limiter {
         loop {
             let subjects: Vec<Arc<Subject>> = holders
                 .iter()
-                .map(|holder| self.subject(holder.subject, holder.label))
+                .map(|holder| self.subject(holder.subject, holder.team))
                 .collect();
             // Keys before teams, always: no two admissions wait on each other.
             let locks: Vec<_> = subjects.iter().map(|subject| subject.lock()).collect();

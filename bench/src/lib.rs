@@ -21,6 +21,14 @@ pub const DEPLOYMENT: &str = "builtin/mock";
 pub const PRICED: &str = "priced";
 const GIVE_UP: Duration = Duration::from_secs(60);
 
+/// Runs a benchmark's `main` future on a multi-threaded runtime.
+pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
 /// The `chorus` binary: `explicit`, or the one next to this benchmark.
 pub fn chorus_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     match explicit {

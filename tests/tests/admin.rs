@@ -136,7 +136,8 @@ async fn the_cli_creates_lists_limits_and_revokes_keys() {
         .find_map(|line| line.strip_prefix("key: "))
         .unwrap_or_else(|| panic!("no key printed: {created}"))
         .to_owned();
-    assert_eq!(nodes[1].chat_status_with(&key, "fast").await / 100, 2);
+    // Made on one node, it works on the other within a second.
+    until_status(&nodes[1], &key, 200, Duration::from_secs(1)).await;
 
     let refused = chorus_cli(
         node,
@@ -162,9 +163,10 @@ async fn the_cli_creates_lists_limits_and_revokes_keys() {
         header.contains("NAME") && header.contains("RPM"),
         "{listed}"
     );
+    // The rpm cell (a random id may hold "50" too).
     assert_eq!(
         header.find("RPM"),
-        row.find("50"),
+        row.find(" 50 ").map(|at| at + 1),
         "columns line up:\n{listed}"
     );
     assert!(row.contains("research"), "{row}");

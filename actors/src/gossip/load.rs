@@ -6,10 +6,11 @@
 //! peers drop figures not refreshed for a few seconds, so a figure left
 //! behind by a crash or a restarted gossip actor cannot hold a key back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::bus::{Change, Liveness, Observed, RunStatus, Section};
+use crate::ledger::RunId;
 use crate::limits::Limiter;
 
 /// How often a figure above zero is published again, unchanged or not.
@@ -43,19 +44,14 @@ impl LoadSection {
     /// Forgets what runs no longer alive had in flight, and publishes this
     /// node's figures that changed or are due for a refresh.
     pub fn changes(&mut self, limiter: &Limiter, runs: &[RunStatus], now_ms: u64) -> Vec<Change> {
-        let alive = runs
+        let alive: HashSet<&RunId> = runs
             .iter()
             .filter(|status| status.liveness == Liveness::Alive)
-            .count() as u64;
+            .map(|status| &status.run)
+            .collect();
         // Every live run but this node's own.
-        limiter.set_peers(alive.saturating_sub(1));
-        limiter.keep_remote_runs(
-            |run| {
-                runs.iter()
-                    .any(|status| status.run == *run && status.liveness == Liveness::Alive)
-            },
-            now_ms,
-        );
+        limiter.set_peers(alive.len().saturating_sub(1) as u64);
+        limiter.keep_remote_runs(|run| alive.contains(run), now_ms);
         let refresh_ms = REFRESH.as_millis() as u64;
         let current: HashMap<String, u64> = limiter
             .local_in_flight()

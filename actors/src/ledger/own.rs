@@ -19,6 +19,8 @@ pub struct OwnCounter {
     tally: Mutex<OwnTally>,
     unsaved: AtomicBool,
     unpublished: AtomicBool,
+    /// The other nodes' counts changed since the last exchange.
+    others_moved: AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +57,7 @@ impl OwnCounter {
             tally: Mutex::new(OwnTally::default()),
             unsaved: AtomicBool::new(false),
             unpublished: AtomicBool::new(false),
+            others_moved: AtomicBool::new(false),
         }
     }
 
@@ -111,14 +114,10 @@ impl OwnCounter {
         tally.own().plus(tally.other_nodes)
     }
 
-    /// The counter's cluster-wide value at `unix_ms`.
-    pub fn cluster_value(&self, unix_ms: u64) -> u64 {
-        self.key.window().value(self.cluster_buckets(), unix_ms)
-    }
-
     /// What the other nodes have counted, as the ledger merged it.
     pub(super) fn set_other_nodes(&self, other_nodes: Buckets) {
         self.lock().other_nodes = other_nodes;
+        self.others_moved.store(true, Ordering::Release);
     }
 
     /// The counts a node needs to take no more than its share of what was
@@ -170,12 +169,18 @@ impl OwnCounter {
             .then(|| self.tally())
     }
 
-    /// The tally, if it changed since gossip last took it. Either way, the
-    /// counts as of now are what the others will know of this node after
-    /// this exchange: the point limits split their headroom from.
+    /// The tally, if it changed since gossip last took it. The counts as
+    /// of now are also what the others will know of this node after this
+    /// exchange: the point limits split their headroom from, moved only
+    /// when this node's or the others' counts moved (windows slide by
+    /// themselves when read).
     pub(super) fn take_unpublished(&self) -> Option<Tally> {
-        let mut tally = self.lock();
         let changed = self.unpublished.swap(false, Ordering::AcqRel);
+        let others_moved = self.others_moved.swap(false, Ordering::AcqRel);
+        if !changed && !others_moved {
+            return None;
+        }
+        let mut tally = self.lock();
         tally.own_at_sync = tally.own();
         tally.cluster_at_sync = tally.own_at_sync.plus(tally.other_nodes);
         changed.then(|| Self::tally_of(&tally))
@@ -194,7 +199,7 @@ impl OwnCounter {
 
 #[cfg(test)]
 mod tests {
-    use chorus_proto::counter::CounterKind;
+    use chorus_proto::counter::{CounterKind, Window};
 
     use super::*;
 
@@ -229,7 +234,8 @@ mod tests {
             "out of the window: dropped"
         );
         counter.set_other_nodes(Buckets::new(6, 5));
-        assert_eq!(counter.cluster_value(6 * minute), 5 + 14);
+        let cluster = counter.cluster_buckets();
+        assert_eq!(Window::Minute.value(cluster, 6 * minute), 5 + 14);
     }
 
     #[test]

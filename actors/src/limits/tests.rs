@@ -21,7 +21,7 @@ fn limiter(node_id: &str) -> (Limiter, Ledger) {
 fn key(limits: &Limits) -> Holder<'_> {
     Holder {
         subject: "key:k",
-        label: "this key",
+        team: None,
         limits,
     }
 }
@@ -199,12 +199,12 @@ fn a_team_limit_holds_for_the_sum_of_its_keys_and_a_refusal_charges_nothing() {
         [
             Holder {
                 subject,
-                label: "this key",
+                team: None,
                 limits: &key_limits,
             },
             Holder {
                 subject: "team:t",
-                label: "team `t`",
+                team: Some("t"),
                 limits: &team_limits,
             },
         ]

@@ -323,8 +323,5 @@ async fn run(args: &Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(&args))
+    chorus_bench::block_on(run(&args))
 }

@@ -322,19 +322,16 @@ async fn budget_run(args: &Args, kill: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            for run in &args.runs {
-                match run.as_str() {
-                    "rate" => rate_run(&args, 1).await?,
-                    "keys" => rate_run(&args, args.keys).await?,
-                    "budget" => budget_run(&args, false).await?,
-                    "kill" => budget_run(&args, true).await?,
-                    other => anyhow::bail!("unknown run `{other}`"),
-                }
+    chorus_bench::block_on(async {
+        for run in &args.runs {
+            match run.as_str() {
+                "rate" => rate_run(&args, 1).await?,
+                "keys" => rate_run(&args, args.keys).await?,
+                "budget" => budget_run(&args, false).await?,
+                "kill" => budget_run(&args, true).await?,
+                other => anyhow::bail!("unknown run `{other}`"),
             }
-            Ok(())
-        })
+        }
+        Ok(())
+    })
 }

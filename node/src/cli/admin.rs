@@ -52,23 +52,53 @@ enum Shape {
     List(&'static [(&'static str, &'static str)]),
 }
 
+/// What a key or team command asks of the API, whichever of the two.
+enum Action<'a> {
+    Create(Value),
+    List,
+    Info(&'a str),
+    Update(&'a str, Value),
+    Revoke(&'a str),
+    Delete(&'a str),
+}
+
 pub fn run_key(admin: &AdminArgs, action: &KeyAction) -> ExitCode {
-    let call = match key_call(action) {
-        Ok(call) => call,
-        Err(message) => return fail(&message),
+    let action = match action {
+        KeyAction::Create(fields) => key_body(fields).map(Action::Create),
+        KeyAction::List => Ok(Action::List),
+        KeyAction::Info { id } => Ok(Action::Info(id)),
+        KeyAction::Update { id, fields } => key_body(fields).map(|body| Action::Update(id, body)),
+        KeyAction::Revoke { id } => Ok(Action::Revoke(id)),
+        KeyAction::Delete { id } => Ok(Action::Delete(id)),
     };
-    run(admin, call)
+    match action {
+        Ok(action) => run(admin, call("keys", KEY_COLUMNS, action)),
+        Err(message) => fail(&message),
+    }
 }
 
 pub fn run_team(admin: &AdminArgs, action: &TeamAction) -> ExitCode {
-    let call = match team_call(action) {
-        Ok(call) => call,
-        Err(message) => return fail(&message),
+    let body = |fields| policy_body(fields).map(Value::Object);
+    let action = match action {
+        TeamAction::Create(fields) => body(fields).map(Action::Create),
+        TeamAction::List => Ok(Action::List),
+        TeamAction::Info { id } => Ok(Action::Info(id)),
+        TeamAction::Update { id, fields } => body(fields).map(|body| Action::Update(id, body)),
+        TeamAction::Revoke { id } => Ok(Action::Revoke(id)),
+        TeamAction::Delete { id } => Ok(Action::Delete(id)),
     };
-    run(admin, call)
+    match action {
+        Ok(action) => run(admin, call("teams", TEAM_COLUMNS, action)),
+        Err(message) => fail(&message),
+    }
 }
 
-fn key_call(action: &KeyAction) -> Result<Call, String> {
+/// The API call for `action` on `/admin/{resource}`; `columns` for a list.
+fn call(
+    resource: &str,
+    columns: &'static [(&'static str, &'static str)],
+    action: Action<'_>,
+) -> Call {
     use reqwest::Method;
     let one = |method, path: String, body| Call {
         method,
@@ -76,56 +106,20 @@ fn key_call(action: &KeyAction) -> Result<Call, String> {
         body,
         shape: Shape::One,
     };
-    Ok(match action {
-        KeyAction::Create(fields) => one(Method::POST, "keys".into(), Some(key_body(fields)?)),
-        KeyAction::List => Call {
+    let at = |id: &str| format!("{resource}/{}", segment(id));
+    match action {
+        Action::Create(body) => one(Method::POST, resource.to_owned(), Some(body)),
+        Action::List => Call {
             method: Method::GET,
-            path: "keys".into(),
+            path: resource.to_owned(),
             body: None,
-            shape: Shape::List(KEY_COLUMNS),
+            shape: Shape::List(columns),
         },
-        KeyAction::Info { id } => one(Method::GET, format!("keys/{}", segment(id)), None),
-        KeyAction::Update { id, fields } => one(
-            Method::PATCH,
-            format!("keys/{}", segment(id)),
-            Some(key_body(fields)?),
-        ),
-        KeyAction::Revoke { id } => one(Method::POST, format!("keys/{}/revoke", segment(id)), None),
-        KeyAction::Delete { id } => one(Method::DELETE, format!("keys/{}", segment(id)), None),
-    })
-}
-
-fn team_call(action: &TeamAction) -> Result<Call, String> {
-    use reqwest::Method;
-    let one = |method, path: String, body| Call {
-        method,
-        path,
-        body,
-        shape: Shape::One,
-    };
-    Ok(match action {
-        TeamAction::Create(fields) => one(
-            Method::POST,
-            "teams".into(),
-            Some(Value::Object(policy_body(fields)?)),
-        ),
-        TeamAction::List => Call {
-            method: Method::GET,
-            path: "teams".into(),
-            body: None,
-            shape: Shape::List(TEAM_COLUMNS),
-        },
-        TeamAction::Info { id } => one(Method::GET, format!("teams/{}", segment(id)), None),
-        TeamAction::Update { id, fields } => one(
-            Method::PATCH,
-            format!("teams/{}", segment(id)),
-            Some(Value::Object(policy_body(fields)?)),
-        ),
-        TeamAction::Revoke { id } => {
-            one(Method::POST, format!("teams/{}/revoke", segment(id)), None)
-        }
-        TeamAction::Delete { id } => one(Method::DELETE, format!("teams/{}", segment(id)), None),
-    })
+        Action::Info(id) => one(Method::GET, at(id), None),
+        Action::Update(id, body) => one(Method::PATCH, at(id), Some(body)),
+        Action::Revoke(id) => one(Method::POST, format!("{}/revoke", at(id)), None),
+        Action::Delete(id) => one(Method::DELETE, at(id), None),
+    }
 }
 
 /// An id or name as one URL path segment, percent-encoded.

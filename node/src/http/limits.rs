@@ -25,12 +25,11 @@ pub fn admit(
     };
     let key_subject = format!("key:{}", key.id);
     let team_subject;
-    let team_label;
     let mut holders = Vec::with_capacity(2);
     if !key.record.policy.limits.is_empty() {
         holders.push(Holder {
             subject: &key_subject,
-            label: "this key",
+            team: None,
             limits: &key.record.policy.limits,
         });
     }
@@ -39,10 +38,9 @@ pub fn admit(
         .filter(|team| !team.record.policy.limits.is_empty())
     {
         team_subject = format!("team:{}", team.id);
-        team_label = format!("team `{}`", team.record.name);
         holders.push(Holder {
             subject: &team_subject,
-            label: &team_label,
+            team: Some(&team.record.name),
             limits: &team.record.policy.limits,
         });
     }
