@@ -62,8 +62,9 @@ impl Drop for Process {
 }
 
 /// Spawns `command`, reads the `... listening on http://ADDR` line it prints
-/// on stdout and returns the address.
-fn spawn_listening(mut command: Command) -> (Process, String) {
+/// on stdout and returns the address. A process that exits before it says
+/// so fails the test with what it wrote to `log` (its stderr), if any.
+fn spawn_listening(mut command: Command, log: Option<&Path>) -> (Process, String) {
     command.stdout(Stdio::piped());
     let mut child = command.spawn().expect("spawn process");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -78,7 +79,12 @@ fn spawn_listening(mut command: Command) -> (Process, String) {
         .rsplit("http://")
         .next()
         .filter(|address| address.contains(':'))
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"))
+        .unwrap_or_else(|| {
+            let stderr = log
+                .and_then(|log| std::fs::read_to_string(log).ok())
+                .unwrap_or_default();
+            panic!("unexpected startup line {line:?}; stderr:\n{stderr}")
+        })
         .to_owned();
     (process, address)
 }
@@ -92,7 +98,7 @@ impl MockUpstream {
     pub fn start(extra_args: &[&str]) -> Self {
         let mut command = Command::new(binary("mock-upstream"));
         command.args(["--listen", "127.0.0.1:0"]).args(extra_args);
-        let (process, address) = spawn_listening(command);
+        let (process, address) = spawn_listening(command, None);
         MockUpstream {
             _process: process,
             address,
@@ -141,7 +147,7 @@ impl Node {
             .args(args)
             .envs(env.iter().copied())
             .stderr(log);
-        let (process, address) = spawn_listening(command);
+        let (process, address) = spawn_listening(command, Some(&log_path));
         let node = Node {
             process,
             address,
@@ -448,12 +454,25 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
-/// A UDP port free right now on 127.0.0.1, for a node's gossip.
+/// A UDP port free right now on 127.0.0.1, for a node's gossip, and never
+/// one this test process was handed before: tests run in parallel, and a
+/// port freed by one test's killed node must not become another's while
+/// the first may restart on it.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free UDP port")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|socket| socket.local_addr())
+            .expect("a free UDP port")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A clustered node's config: built-in mock aliases `fast` (instant),
