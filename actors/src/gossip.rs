@@ -49,10 +49,24 @@ pub struct GossipArgs {
 
 #[derive(Debug)]
 pub enum GossipMsg {
-    /// Merge what changed, publish ours.
+    /// A gossip interval has passed: merge what changed, publish ours.
     Exchange,
+    /// News (an admin change) waits: merge and publish it now.
+    News,
     /// One more exchange, answered once published: the node is leaving.
     FinalExchange(RpcReplyPort<()>),
+}
+
+/// Why an exchange happens, which sets how many of its own counts a node
+/// may publish in it (see the `counters` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Occasion {
+    /// A new interval: a new allowance.
+    Round,
+    /// Within an interval: what is left of its allowance.
+    News,
+    /// The node is leaving: everything, so no count stays behind.
+    Leaving,
 }
 
 pub struct GossipActor;
@@ -108,9 +122,13 @@ impl Actor for GossipActor {
         message: GossipMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        exchange(state).await;
-        if let GossipMsg::FinalExchange(reply) = message {
-            let _ = reply.send(());
+        match message {
+            GossipMsg::Exchange => exchange(state, Occasion::Round).await,
+            GossipMsg::News => exchange(state, Occasion::News).await,
+            GossipMsg::FinalExchange(reply) => {
+                exchange(state, Occasion::Leaving).await;
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -127,14 +145,14 @@ fn watch_news(args: &GossipArgs, myself: ActorRef<GossipMsg>) -> tokio::task::Jo
                 () = bus.news() => {}
                 () = admin.changed_here() => {}
             }
-            if myself.cast(GossipMsg::Exchange).is_err() {
+            if myself.cast(GossipMsg::News).is_err() {
                 return;
             }
         }
     })
 }
 
-async fn exchange(state: &mut GossipState) {
+async fn exchange(state: &mut GossipState, occasion: Occasion) {
     let GossipState {
         args,
         counters,
@@ -154,7 +172,7 @@ async fn exchange(state: &mut GossipState) {
     }
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
-    changes.extend(counters.changes(&args.ledger, &read.runs, unix_millis()));
+    changes.extend(counters.changes(&args.ledger, &read.runs, occasion, unix_millis()));
     changes.extend(admin.changes(&args.admin, &read.runs, args.ledger.node_id()));
     changes.extend(load.changes(&args.limiter, &read.runs, unix_millis()));
     if !changes.is_empty() {

@@ -21,7 +21,7 @@ mod store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chorus_proto::counter::{Buckets, CounterKey, Tally};
+use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally};
 
 pub use own::{OwnCounter, SyncView};
 use runs::Runs;
@@ -45,6 +45,30 @@ pub struct Contribution {
     pub key: CounterKey,
     pub run: RunId,
     pub tally: Tally,
+}
+
+/// This run's counters of one subject (a deployment, a key, a team), which
+/// gossip publishes together.
+pub struct OwnSubject {
+    pub subject: String,
+    counters: Vec<Arc<OwnCounter>>,
+}
+
+impl OwnSubject {
+    /// Whether a limit close to one of its counts asked for it to go out
+    /// before subjects no limit is near.
+    pub fn is_urgent(&self) -> bool {
+        self.counters.iter().any(|counter| counter.is_urgent())
+    }
+
+    /// Every counter's tally, changed or not (one entry carries them all),
+    /// taken as published: what peers know of this run from now on.
+    pub fn take(&self) -> Vec<(CounterKind, Tally)> {
+        self.counters
+            .iter()
+            .map(|counter| (counter.key().kind, counter.take_published()))
+            .collect()
+    }
 }
 
 /// Cheap to clone; every clone is the same ledger.
@@ -187,19 +211,49 @@ impl Ledger {
             .collect()
     }
 
-    /// Own tallies changed since gossip last took them.
-    pub fn take_unpublished(&self) -> Vec<Contribution> {
+    /// This run's subjects with a counter changed since gossip last took
+    /// it. Counters with nothing new move their sync point if the other
+    /// nodes' counts moved.
+    pub fn unpublished(&self) -> Vec<OwnSubject> {
         let book = self.book();
-        book.own
-            .values()
-            .filter_map(|counter| {
-                counter.take_unpublished().map(|tally| Contribution {
-                    key: counter.key().clone(),
-                    run: self.0.run.clone(),
-                    tally,
-                })
-            })
-            .collect()
+        let mut unpublished = Vec::new();
+        // Keys order by subject, so a subject's counters come together.
+        let mut counters = book.own.values().peekable();
+        while let Some(first) = counters.next() {
+            let subject = &first.key().subject;
+            let mut group = vec![first];
+            while let Some(next) = counters.next_if(|next| next.key().subject == *subject) {
+                group.push(next);
+            }
+            if group.iter().any(|counter| counter.is_unpublished()) {
+                unpublished.push(OwnSubject {
+                    subject: subject.clone(),
+                    counters: group.into_iter().cloned().collect(),
+                });
+            } else {
+                group
+                    .iter()
+                    .for_each(|counter| counter.resync_if_others_moved());
+            }
+        }
+        unpublished
+    }
+
+    /// This run's counters of `subject`, changed or not.
+    pub fn own_subject(&self, subject: &str) -> OwnSubject {
+        let book = self.book();
+        // `Calls` orders first of the kinds.
+        let from = CounterKey::new(CounterKind::Calls, subject);
+        let counters = book
+            .own
+            .range(from..)
+            .take_while(|(key, _)| key.subject == subject)
+            .map(|(_, counter)| counter.clone())
+            .collect();
+        OwnSubject {
+            subject: subject.to_owned(),
+            counters,
+        }
     }
 
     /// Has gossip take every own tally again (a restarted gossip actor

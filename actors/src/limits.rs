@@ -255,11 +255,13 @@ impl Limiter {
         self.0.subjects.get(id).map(|subject| subject.clone())
     }
 
-    /// Each held subject's requests in flight on this node.
+    /// Requests in flight on this node for each held subject with a
+    /// `max_parallel`: the figures peers need.
     pub fn local_in_flight(&self) -> Vec<(String, u64)> {
         self.0
             .subjects
             .iter()
+            .filter(|subject| subject.is_parallel_limited())
             .map(|subject| (subject.id.clone(), subject.in_flight()))
             .collect()
     }

@@ -156,6 +156,31 @@ impl CounterKind {
             .find(|kind| kind.code() == code)
     }
 
+    /// The short name used inside a gossip entry, where every byte takes
+    /// room from other news. Never reuse a retired tag.
+    pub const fn tag(self) -> u8 {
+        match self {
+            CounterKind::Calls => 0,
+            CounterKind::Errors => 1,
+            CounterKind::PromptTokens => 2,
+            CounterKind::CompletionTokens => 3,
+            CounterKind::CostMicros => 4,
+            CounterKind::CallsMinute => 5,
+            CounterKind::CostMicrosDay => 6,
+            CounterKind::RequestsMinute => 7,
+            CounterKind::TokensMinute => 8,
+            CounterKind::TokensMinuteReleased => 9,
+            CounterKind::SpendMicrosDay => 10,
+            CounterKind::SpendMicrosDayReleased => 11,
+            CounterKind::SpendMicrosMonth => 12,
+            CounterKind::SpendMicrosMonthReleased => 13,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        CounterKind::ALL.into_iter().find(|kind| kind.tag() == tag)
+    }
+
     pub const fn window(self) -> Window {
         match self {
             CounterKind::Calls
@@ -175,11 +200,13 @@ impl CounterKind {
     }
 }
 
-/// One counter: a kind and what it counts for (a deployment, for now).
+/// One counter: a kind and what it counts for (a deployment, a key or a
+/// team). Keys order by subject first (the field order), so a subject's
+/// counters are neighbours: gossip publishes them as one entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CounterKey {
-    pub kind: CounterKind,
     pub subject: String,
+    pub kind: CounterKind,
 }
 
 impl CounterKey {
@@ -361,6 +388,35 @@ impl Tally {
     }
 }
 
+/// One run's tallies of one subject's counters, in the one text form a
+/// gossip entry carries: `tag=tally` for each kind, joined by `;`. One
+/// entry per subject rather than per counter, so a request that moves
+/// several counters of its key changes one gossip value, not seven.
+pub fn encode_tallies<'a>(tallies: impl IntoIterator<Item = (CounterKind, &'a Tally)>) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64);
+    for (kind, tally) in tallies {
+        if !out.is_empty() {
+            out.push(';');
+        }
+        let _ = write!(out, "{}={}", kind.tag(), tally.encode());
+    }
+    out
+}
+
+/// `None` for anything that is not what [`encode_tallies`] writes.
+pub fn decode_tallies(text: &str) -> Option<Vec<(CounterKind, Tally)>> {
+    text.split(';')
+        .map(|part| {
+            let (tag, tally) = part.split_once('=')?;
+            Some((
+                CounterKind::from_tag(tag.parse().ok()?)?,
+                Tally::decode(tally)?,
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -412,9 +468,17 @@ mod tests {
         }
 
         #[test]
+        fn tallies_of_a_subject_round_trip(tallies in proptest::collection::vec(
+            (proptest::sample::select(CounterKind::ALL.to_vec()), tally()), 1..8)) {
+            let text = encode_tallies(tallies.iter().map(|(kind, tally)| (*kind, tally)));
+            prop_assert_eq!(decode_tallies(&text), Some(tallies));
+        }
+
+        #[test]
         fn garbage_does_not_decode_into_a_panic(text in ".{0,40}") {
             let _ = Tally::decode(&text);
             let _ = CounterKey::decode(&text);
+            let _ = decode_tallies(&text);
         }
     }
 
@@ -499,6 +563,18 @@ mod tests {
         assert_eq!(CounterKey::decode("calls"), None);
         for kind in CounterKind::ALL {
             assert_eq!(CounterKind::from_code(kind.code()), Some(kind));
+            assert_eq!(CounterKind::from_tag(kind.tag()), Some(kind));
+        }
+        let tally = Tally::new(Buckets::new(11, 2));
+        assert_eq!(
+            encode_tallies([
+                (CounterKind::RequestsMinute, &tally),
+                (CounterKind::SpendMicrosDay, &tally)
+            ]),
+            "7=11,2,0;10=11,2,0"
+        );
+        for garbage in ["", "7=11,2,0;", "99=11,2,0", "7:11,2,0", "7=11,2"] {
+            assert_eq!(decode_tallies(garbage), None, "{garbage:?}");
         }
     }
 }

@@ -13,8 +13,9 @@ use crate::ledger::RunId;
 pub enum Section {
     /// A node's live report on each deployment: `deployment name` → report.
     Deployments,
-    /// Counter tallies: `node:generation:counter key` → tally. A node
-    /// publishes its own run's, and republishes those of runs gone from gossip.
+    /// Counter tallies: `node:generation:subject` → the tally of each of
+    /// the subject's counters. A node publishes its own run's, and
+    /// republishes those of runs gone from gossip.
     Counters,
     /// Keys and teams: `key:<id>` or `team:<id>` → the register. Changes
     /// here are news: they are read as soon as they arrive.

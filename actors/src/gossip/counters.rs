@@ -1,41 +1,81 @@
-//! The counters section: every run publishes its own tallies, one key per
-//! counter; and one node — the live node with the lowest id — republishes
-//! the tallies of runs whose own state gossip no longer shares, so a node
-//! that joins later still learns every count. A republished tally is
-//! deleted once it is no longer needed: when the node's later run has
-//! folded it in (the ledger then forgets it) or when its window has passed.
+//! The counters section: every run publishes its own tallies, one entry
+//! per subject (a deployment, a key, a team) carrying all of that
+//! subject's counters; and one node — the live node with the lowest id —
+//! republishes the tallies of runs whose own state gossip no longer
+//! shares, so a node that joins later still learns every count. A
+//! republished tally is deleted once it is no longer needed: when the
+//! node's later run has folded it in (the ledger then forgets it) or when
+//! its window has passed.
 //!
-//! Entries are `node_id:generation:counter key` → tally, so a republished
-//! tally names the run it belongs to, whoever publishes it.
+//! Entries are `node_id:generation:subject` → `tag=tally;…`, so an entry
+//! names the run it belongs to, whoever publishes it.
+//!
+//! What a node publishes of its own is paced: at most its part of what
+//! one exchange carries per gossip interval. Chitchat sends a node's
+//! changes oldest first, so a node that changed more than peers can take
+//! would leave them ever further behind, and an admin change it makes
+//! would wait behind all of it. Subjects that wait are published oldest
+//! first, those a limit is close to before the rest, and a subject that
+//! waits gathers all its changes into one entry.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chorus_proto::counter::{CounterKey, Tally};
+use chorus_proto::counter::{decode_tallies, encode_tallies, CounterKey, CounterKind, Tally};
 
 use super::bus::{Change, Liveness, Observed, RunStatus, Section};
-use crate::ledger::{Contribution, Ledger, RunId};
+use super::Occasion;
+use crate::ledger::{Contribution, Ledger, OwnSubject, RunId};
 
 /// How often windows are checked for expired tallies, and the runs known
 /// to the ledger for ones gossip has forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-pub(super) fn entry_key(run: &RunId, key: &CounterKey) -> String {
-    format!("{}:{}:{key}", run.node_id, run.generation)
+/// About what one exchange carries: chitchat's UDP payload limit, less
+/// room for digests. Each live node may fill its part of it with its own
+/// counters every interval.
+const EXCHANGE_BYTES: i64 = 60_000;
+
+/// What an entry costs in an exchange beyond its key and value: version,
+/// status and lengths.
+const ENTRY_OVERHEAD: i64 = 16;
+
+pub(super) fn entry_key(run: &RunId, subject: &str) -> String {
+    format!("{}:{}:{subject}", run.node_id, run.generation)
 }
 
-/// The contribution an entry carries; `None` for garbage.
-pub(super) fn parse_entry(key: &str, value: &str) -> Option<Contribution> {
+/// The contributions an entry carries; `None` for garbage.
+pub(super) fn parse_entry(key: &str, value: &str) -> Option<Vec<Contribution>> {
     let (node_id, rest) = key.split_once(':')?;
-    let (generation, counter) = rest.split_once(':')?;
-    Some(Contribution {
-        key: CounterKey::decode(counter)?,
-        run: RunId {
-            node_id: node_id.to_owned(),
-            generation: generation.parse().ok()?,
-        },
-        tally: Tally::decode(value)?,
-    })
+    let (generation, subject) = rest.split_once(':')?;
+    let run = RunId {
+        node_id: node_id.to_owned(),
+        generation: generation.parse().ok()?,
+    };
+    let contributions = decode_tallies(value)?
+        .into_iter()
+        .map(|(kind, tally)| Contribution {
+            key: CounterKey::new(kind, subject),
+            run: run.clone(),
+            tally,
+        })
+        .collect();
+    Some(contributions)
+}
+
+/// One entry's value from its tallies; `None` when none of them counts
+/// anything at `unix_ms` any more (an entry not worth its key).
+fn entry_value(subject: &str, tallies: &[(CounterKind, Tally)], unix_ms: u64) -> Option<String> {
+    let live: Vec<(CounterKind, &Tally)> = tallies
+        .iter()
+        .filter(|(kind, tally)| {
+            !tally
+                .total
+                .expired_at(CounterKey::new(*kind, subject).window().epoch(unix_ms))
+        })
+        .map(|(kind, tally)| (*kind, tally))
+        .collect();
+    (!live.is_empty()).then(|| encode_tallies(live))
 }
 
 pub(super) struct CounterSection {
@@ -43,10 +83,20 @@ pub(super) struct CounterSection {
     /// still be live peers not heard from yet: they are not republished.
     settled_at: Instant,
     settled: bool,
-    /// Own counters whose key is set in our state.
-    published_own: HashSet<CounterKey>,
-    /// Other runs' tallies this node republishes.
-    republished: HashMap<(CounterKey, RunId), Tally>,
+    /// Bytes of own entries that may still go out this interval; below
+    /// zero after an entry larger than what was left, which the next
+    /// interval pays for.
+    allowance: i64,
+    /// Own subjects waiting to be published, with their place in line.
+    waiting: HashMap<String, u64>,
+    next_in_line: u64,
+    /// Own subjects whose entry is set in our state.
+    published_own: HashSet<String>,
+    /// Own subjects with a counter whose window has passed: their entry
+    /// shrinks or goes.
+    expired: BTreeSet<String>,
+    /// Other runs' entries this node republishes, with their values.
+    republished: HashMap<(RunId, String), String>,
     /// Runs whose tallies only republishing keeps alive.
     departed: BTreeSet<RunId>,
     /// Whether this node is the one that republishes.
@@ -63,7 +113,11 @@ impl CounterSection {
         CounterSection {
             settled_at: now + settle,
             settled: false,
+            allowance: 0,
+            waiting: HashMap::new(),
+            next_in_line: 0,
             published_own: HashSet::new(),
+            expired: BTreeSet::new(),
             republished: HashMap::new(),
             departed: BTreeSet::new(),
             designated: false,
@@ -74,48 +128,46 @@ impl CounterSection {
     }
 
     pub fn observe(&mut self, ledger: &Ledger, observed: &Observed) {
-        let Some(contribution) = parse_entry(&observed.key, &observed.value) else {
+        let Some(contributions) = parse_entry(&observed.key, &observed.value) else {
             tracing::debug!(publisher = %observed.publisher.node_id, key = %observed.key,
                 "ignored an unreadable counter entry");
             return;
         };
-        let node_id = contribution.run.node_id.clone();
-        if ledger.observe(contribution) && self.departed.iter().any(|run| run.node_id == node_id) {
-            // A later run of a departed node may have folded its tallies in.
-            self.recheck = true;
+        for contribution in contributions {
+            let node_id = contribution.run.node_id.clone();
+            if ledger.observe(contribution)
+                && self.departed.iter().any(|run| run.node_id == node_id)
+            {
+                // A later run of a departed node may have folded its tallies in.
+                self.recheck = true;
+            }
         }
     }
 
-    /// What to publish now: own tallies that changed, and the republished
-    /// set brought up to date with who is in the cluster.
-    pub fn changes(&mut self, ledger: &Ledger, runs: &[RunStatus], unix_ms: u64) -> Vec<Change> {
+    /// What to publish now: own entries that changed (as many as the pace
+    /// allows), and the republished set brought up to date with who is in
+    /// the cluster.
+    pub fn changes(
+        &mut self,
+        ledger: &Ledger,
+        runs: &[RunStatus],
+        occasion: Occasion,
+        unix_ms: u64,
+    ) -> Vec<Change> {
         let now = Instant::now();
-        let mut changes = Vec::new();
         let own_run = ledger.run();
-        for Contribution { key, run, tally } in ledger.take_unpublished() {
-            // A tally that counts nothing (yet, or any more) is not worth a key.
-            if tally.total.expired_at(key.window().epoch(unix_ms)) {
-                if self.published_own.remove(&key) {
-                    changes.push(delete(entry_key(&run, &key)));
-                }
-                continue;
-            }
-            changes.push(set(entry_key(&run, &key), &tally));
-            self.published_own.insert(key);
-        }
         let membership_changed = self.track_liveness(runs);
         let settling_ends = !self.settled && now >= self.settled_at;
         self.settled |= settling_ends;
         if now >= self.next_sweep || membership_changed || settling_ends {
             self.next_sweep = now + SWEEP_INTERVAL;
-            for key in ledger.expire(unix_ms) {
-                if self.published_own.remove(&key) {
-                    changes.push(delete(entry_key(own_run, &key)));
-                }
-            }
+            self.expired
+                .extend(ledger.expire(unix_ms).into_iter().map(|key| key.subject));
             self.departed = self.find_departed(ledger);
             self.recheck = true;
         }
+        self.refill(runs, occasion);
+        let mut changes = self.publish_own(ledger, unix_ms);
         let designated = runs
             .iter()
             .filter(|status| status.liveness == Liveness::Alive)
@@ -127,9 +179,81 @@ impl CounterSection {
             self.recheck = true;
         }
         if std::mem::take(&mut self.recheck) {
-            changes.extend(self.republish(ledger));
+            changes.extend(self.republish(ledger, unix_ms));
         }
         changes
+    }
+
+    /// Own subjects that changed, in line (those a limit is close to
+    /// first, then the longest waiting), as many as the allowance covers.
+    fn publish_own(&mut self, ledger: &Ledger, unix_ms: u64) -> Vec<Change> {
+        let mut subjects = ledger.unpublished();
+        let changed: HashSet<String> = subjects.iter().map(|s| s.subject.clone()).collect();
+        for subject in std::mem::take(&mut self.expired) {
+            if !changed.contains(&subject) {
+                subjects.push(ledger.own_subject(&subject));
+            }
+        }
+        let in_line: HashSet<&str> = subjects.iter().map(|s| s.subject.as_str()).collect();
+        self.waiting
+            .retain(|subject, _| in_line.contains(subject.as_str()));
+        let mut line: Vec<(bool, u64, OwnSubject)> = subjects
+            .into_iter()
+            .map(|subject| {
+                let place = *self
+                    .waiting
+                    .entry(subject.subject.clone())
+                    .or_insert_with(|| {
+                        self.next_in_line += 1;
+                        self.next_in_line
+                    });
+                (!subject.is_urgent(), place, subject)
+            })
+            .collect();
+        line.sort_unstable_by_key(|(not_urgent, place, _)| (*not_urgent, *place));
+        let own_run = ledger.run();
+        let mut changes = Vec::new();
+        for (_, _, subject) in line {
+            if self.allowance <= 0 {
+                // Still waiting: an expired subject comes back in line too.
+                if !changed.contains(&subject.subject) {
+                    self.expired.insert(subject.subject);
+                }
+                continue;
+            }
+            self.waiting.remove(&subject.subject);
+            let key = entry_key(own_run, &subject.subject);
+            match entry_value(&subject.subject, &subject.take(), unix_ms) {
+                Some(value) => {
+                    self.allowance -= (key.len() + value.len()) as i64 + ENTRY_OVERHEAD;
+                    self.published_own.insert(subject.subject);
+                    changes.push(set(key, value));
+                }
+                None => {
+                    if self.published_own.remove(&subject.subject) {
+                        changes.push(delete(key));
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    /// A new interval brings this node's part of an exchange (what one
+    /// carries, split among the live nodes); a leaving node may publish
+    /// everything.
+    fn refill(&mut self, runs: &[RunStatus], occasion: Occasion) {
+        let live = runs
+            .iter()
+            .filter(|status| status.liveness == Liveness::Alive)
+            .count()
+            .max(1) as i64;
+        let per_interval = EXCHANGE_BYTES / live;
+        match occasion {
+            Occasion::Round => self.allowance = self.allowance.min(0) + per_interval,
+            Occasion::News => {}
+            Occasion::Leaving => self.allowance = i64::MAX,
+        }
     }
 
     /// Notes each run's liveness; whether anything changed.
@@ -165,40 +289,50 @@ impl CounterSection {
         departed
     }
 
-    /// Brings the republished tallies in line with what should be.
-    fn republish(&mut self, ledger: &Ledger) -> Vec<Change> {
-        let wanted: HashMap<(CounterKey, RunId), Tally> = if self.designated {
-            ledger
-                .runs_of(|run| self.departed.contains(run))
-                .into_iter()
-                .map(|c| ((c.key, c.run), c.tally))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+    /// Brings the republished entries in line with what should be.
+    fn republish(&mut self, ledger: &Ledger, unix_ms: u64) -> Vec<Change> {
+        let mut grouped: HashMap<(RunId, String), Vec<(CounterKind, Tally)>> = HashMap::new();
+        if self.designated {
+            for Contribution { key, run, tally } in
+                ledger.runs_of(|run| self.departed.contains(run))
+            {
+                grouped
+                    .entry((run, key.subject))
+                    .or_default()
+                    .push((key.kind, tally));
+            }
+        }
+        let wanted: HashMap<(RunId, String), String> = grouped
+            .into_iter()
+            .filter_map(|((run, subject), tallies)| {
+                let value = entry_value(&subject, &tallies, unix_ms)?;
+                Some(((run, subject), value))
+            })
+            .collect();
         let mut changes = Vec::new();
-        self.republished.retain(|(key, run), _| {
-            let keep = wanted.contains_key(&(key.clone(), run.clone()));
+        self.republished.retain(|(run, subject), _| {
+            let keep = wanted.contains_key(&(run.clone(), subject.clone()));
             if !keep {
-                changes.push(delete(entry_key(run, key)));
+                changes.push(delete(entry_key(run, subject)));
             }
             keep
         });
-        for ((key, run), tally) in wanted {
-            if self.republished.get(&(key.clone(), run.clone())) != Some(&tally) {
-                changes.push(set(entry_key(&run, &key), &tally));
-                self.republished.insert((key, run), tally);
+        for ((run, subject), value) in wanted {
+            let entry = (run, subject);
+            if self.republished.get(&entry) != Some(&value) {
+                changes.push(set(entry_key(&entry.0, &entry.1), value.clone()));
+                self.republished.insert(entry, value);
             }
         }
         changes
     }
 }
 
-fn set(key: String, tally: &Tally) -> Change {
+fn set(key: String, value: String) -> Change {
     Change::Set {
         section: Section::Counters,
         key,
-        value: tally.encode(),
+        value,
     }
 }
 
@@ -211,68 +345,173 @@ fn delete(key: String) -> Change {
 
 #[cfg(test)]
 mod tests {
-    use chorus_proto::counter::{Buckets, CounterKind};
+    use chorus_proto::counter::Buckets;
 
     use super::*;
 
+    fn run(node_id: &str) -> RunId {
+        RunId {
+            node_id: node_id.into(),
+            generation: 1,
+        }
+    }
+
+    fn alive(count: usize) -> Vec<RunStatus> {
+        (0..count)
+            .map(|index| RunStatus {
+                run: run(&format!("node-{index}")),
+                liveness: Liveness::Alive,
+            })
+            .collect()
+    }
+
+    fn set_keys(changes: &[Change]) -> Vec<&str> {
+        changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Set { key, .. } => Some(key.as_str()),
+                Change::Delete { .. } => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn entries_name_their_run_and_garbage_is_refused() {
+    fn an_entry_carries_every_counter_of_its_subject_and_garbage_is_refused() {
         let run = RunId {
             node_id: "node-1".into(),
             generation: 42,
         };
-        let key = CounterKey::new(CounterKind::Calls, "ollama/llama3:8b");
-        let tally = Tally::new(Buckets::new(0, 7));
-        let entry = entry_key(&run, &key);
-        assert_eq!(entry, "node-1:42:calls:ollama/llama3:8b");
+        let entry = entry_key(&run, "ollama/llama3:8b");
+        assert_eq!(entry, "node-1:42:ollama/llama3:8b");
+        let calls = Tally::new(Buckets::new(0, 7));
+        let errors = Tally::new(Buckets::new(0, 1));
+        let value = encode_tallies([(CounterKind::Calls, &calls), (CounterKind::Errors, &errors)]);
+        let contribution = |kind, tally| Contribution {
+            key: CounterKey::new(kind, "ollama/llama3:8b"),
+            run: run.clone(),
+            tally,
+        };
         assert_eq!(
-            parse_entry(&entry, &tally.encode()),
-            Some(Contribution { key, run, tally })
+            parse_entry(&entry, &value),
+            Some(vec![
+                contribution(CounterKind::Calls, calls),
+                contribution(CounterKind::Errors, errors)
+            ])
         );
         for (key, value) in [
-            ("node-1:x:calls:p/m", "0,1,0"),
-            ("node-1:42:bogus:p/m", "0,1,0"),
-            ("node-1:42:calls:p/m", "one"),
-            ("node-1", "0,1,0"),
+            ("node-1:x:p/m", "0=0,1,0"),
+            ("node-1:42:p/m", "99=0,1,0"),
+            ("node-1:42:p/m", "0=one"),
+            ("node-1", "0=0,1,0"),
         ] {
             assert_eq!(parse_entry(key, value), None, "{key} = {value}");
         }
     }
 
     #[test]
+    fn a_request_that_moves_several_counters_of_a_key_changes_one_entry() {
+        let ledger = Ledger::new(run("node-0"), Vec::new());
+        for kind in [CounterKind::RequestsMinute, CounterKind::TokensMinute] {
+            ledger.counter(CounterKey::new(kind, "key:k")).add(1, 0);
+        }
+        let mut section = CounterSection::new(Duration::ZERO);
+        let changes = section.changes(&ledger, &alive(1), Occasion::Round, 0);
+        assert_eq!(set_keys(&changes), ["node-0:1:key:k"], "{changes:?}");
+    }
+
+    #[test]
     fn a_tally_whose_window_has_passed_is_deleted_not_published() {
-        let ledger = Ledger::new(
-            RunId {
-                node_id: "node-1".into(),
-                generation: 1,
-            },
-            Vec::new(),
-        );
+        let ledger = Ledger::new(run("node-1"), Vec::new());
         let minute = 60_000;
         let key = CounterKey::new(CounterKind::CallsMinute, "p/m");
         let counter = ledger.counter(key.clone());
         let mut section = CounterSection::new(Duration::ZERO);
         counter.add(1, 10 * minute);
-        let first = section.changes(&ledger, &[], 10 * minute);
-        assert!(
-            matches!(first.as_slice(), [Change::Set { key, .. }] if key.ends_with("calls_minute:p/m")),
-            "{first:?}"
-        );
+        let first = section.changes(&ledger, &[], Occasion::Round, 10 * minute);
+        assert_eq!(set_keys(&first), ["node-1:1:p/m"], "{first:?}");
         // Counted again in minute 10, but published only in minute 13: by
         // then the tally counts nothing, and its key goes.
         counter.add(1, 10 * minute + 1);
-        let later = section.changes(&ledger, &[], 13 * minute);
+        let later = section.changes(&ledger, &[], Occasion::Round, 13 * minute);
         assert!(
             later
                 .iter()
                 .any(|change| matches!(change, Change::Delete { .. })),
             "{later:?}"
         );
-        assert!(
-            !later
+        assert!(set_keys(&later).is_empty(), "{later:?}");
+    }
+
+    /// Many keys counted at once, on one of five live nodes.
+    fn busy_node(keys: usize) -> (Ledger, CounterSection) {
+        let ledger = Ledger::new(run("node-0"), Vec::new());
+        for index in 0..keys {
+            let key = CounterKey::new(CounterKind::RequestsMinute, format!("key:{index:05}"));
+            ledger.counter(key).add(1, 0);
+        }
+        (ledger, CounterSection::new(Duration::ZERO))
+    }
+
+    #[test]
+    fn own_entries_go_out_at_the_nodes_part_of_an_exchange_per_interval() {
+        let (ledger, mut section) = busy_node(2_000);
+        let runs = alive(5);
+        let mut published = 0;
+        let mut rounds = 0;
+        while published < 2_000 {
+            let changes = section.changes(&ledger, &runs, Occasion::Round, 0);
+            let bytes: usize = changes
                 .iter()
-                .any(|change| matches!(change, Change::Set { .. })),
-            "{later:?}"
+                .map(|change| match change {
+                    Change::Set { key, value, .. } => key.len() + value.len() + 16,
+                    Change::Delete { .. } => 0,
+                })
+                .sum();
+            // One entry may overdraw what was left.
+            assert!(bytes <= 60_000 / 5 + 64, "round {rounds}: {bytes} bytes");
+            // News within the interval finds the allowance spent.
+            assert!(section
+                .changes(&ledger, &runs, Occasion::News, 0)
+                .is_empty());
+            published += changes.len();
+            rounds += 1;
+        }
+        assert_eq!(published, 2_000, "each waiting key published once");
+        assert!(rounds > 1, "2,000 entries do not fit one node's part");
+        assert!(
+            section
+                .changes(&ledger, &runs, Occasion::Round, 0)
+                .is_empty(),
+            "nothing left to publish"
         );
+    }
+
+    #[test]
+    fn keys_a_limit_is_close_to_go_first_then_the_longest_waiting() {
+        let (ledger, mut section) = busy_node(2_000);
+        let runs = alive(5);
+        let first = section.changes(&ledger, &runs, Occasion::Round, 0);
+        assert_eq!(set_keys(&first)[0], "node-0:1:key:00000");
+        // Counted again: a key near its limit jumps the line, the others
+        // wait behind the keys that have waited longer.
+        for index in [1_999, 0] {
+            let key = CounterKey::new(CounterKind::RequestsMinute, format!("key:{index:05}"));
+            ledger.counter(key).add(1, 0);
+        }
+        ledger
+            .counter(CounterKey::new(CounterKind::RequestsMinute, "key:01999"))
+            .mark_urgent();
+        let second = section.changes(&ledger, &runs, Occasion::Round, 0);
+        let second = set_keys(&second);
+        assert_eq!(second[0], "node-0:1:key:01999", "{second:?}");
+        assert_eq!(second[1], format!("node-0:1:key:{:05}", first.len()));
+        assert!(!second.contains(&"node-0:1:key:00000"));
+    }
+
+    #[test]
+    fn a_leaving_node_publishes_everything() {
+        let (ledger, mut section) = busy_node(2_000);
+        let changes = section.changes(&ledger, &alive(5), Occasion::Leaving, 0);
+        assert_eq!(changes.len(), 2_000);
     }
 }

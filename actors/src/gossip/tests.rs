@@ -185,7 +185,7 @@ impl TestNode {
     }
 
     async fn exchange(&mut self) {
-        exchange(&mut self.state).await;
+        exchange(&mut self.state, Occasion::Round).await;
     }
 }
 

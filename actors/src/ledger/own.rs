@@ -21,6 +21,8 @@ pub struct OwnCounter {
     unpublished: AtomicBool,
     /// The other nodes' counts changed since the last exchange.
     others_moved: AtomicBool,
+    /// A limit is close to this count: peers should hear of it first.
+    urgent: AtomicBool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +60,7 @@ impl OwnCounter {
             unsaved: AtomicBool::new(false),
             unpublished: AtomicBool::new(false),
             others_moved: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
         }
     }
 
@@ -169,21 +172,45 @@ impl OwnCounter {
             .then(|| self.tally())
     }
 
-    /// The tally, if it changed since gossip last took it. The counts as
-    /// of now are also what the others will know of this node after this
-    /// exchange: the point limits split their headroom from, moved only
-    /// when this node's or the others' counts moved (windows slide by
-    /// themselves when read).
-    pub(super) fn take_unpublished(&self) -> Option<Tally> {
-        let changed = self.unpublished.swap(false, Ordering::AcqRel);
-        let others_moved = self.others_moved.swap(false, Ordering::AcqRel);
-        if !changed && !others_moved {
-            return None;
-        }
+    /// Whether it changed since gossip last took it.
+    pub(super) fn is_unpublished(&self) -> bool {
+        self.unpublished.load(Ordering::Acquire)
+    }
+
+    /// Asks gossip to publish this count before counts no limit is near.
+    pub fn mark_urgent(&self) {
+        self.urgent.store(true, Ordering::Release);
+    }
+
+    pub(super) fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::Acquire)
+    }
+
+    /// The tally, as gossip publishes it now. The counts as of now are
+    /// also what the others will know of this node after this exchange:
+    /// the point limits split their headroom from.
+    pub(super) fn take_published(&self) -> Tally {
+        self.unpublished.store(false, Ordering::Release);
+        self.others_moved.store(false, Ordering::Release);
+        self.urgent.store(false, Ordering::Release);
         let mut tally = self.lock();
+        Self::sync(&mut tally);
+        Self::tally_of(&tally)
+    }
+
+    /// For a count with nothing new to publish: moves the sync point if
+    /// the others' counts moved (windows slide by themselves when read).
+    /// A count waiting to be published keeps its old point, since peers
+    /// do not know what it added yet.
+    pub(super) fn resync_if_others_moved(&self) {
+        if self.others_moved.swap(false, Ordering::AcqRel) {
+            Self::sync(&mut self.lock());
+        }
+    }
+
+    fn sync(tally: &mut OwnTally) {
         tally.own_at_sync = tally.own();
         tally.cluster_at_sync = tally.own_at_sync.plus(tally.other_nodes);
-        changed.then(|| Self::tally_of(&tally))
     }
 
     /// Has gossip take the tally again, changed or not.
@@ -216,7 +243,9 @@ mod tests {
         assert_eq!((tally.total.current, tally.earlier_runs.current), (12, 10));
         assert_eq!(counter.take_unsaved(), Some(tally));
         assert_eq!(counter.take_unsaved(), None);
-        assert_eq!(counter.take_unpublished(), Some(tally));
+        assert!(counter.is_unpublished());
+        assert_eq!(counter.take_published(), tally);
+        assert!(!counter.is_unpublished());
     }
 
     #[test]

@@ -135,13 +135,16 @@ fn a_restarted_node_that_lost_its_store_folds_what_peers_kept() {
     assert_eq!(ledger.value(&calls(), 0), 7);
     assert!(ledger.observe(contribution("a", 1, lifetime(10))));
     assert_eq!(ledger.value(&calls(), 0), 11);
-    let published = ledger.take_unpublished();
+    let published = ledger.unpublished();
     assert_eq!(
-        published[0].tally,
-        Tally {
-            total: Buckets::new(0, 11),
-            earlier_runs: Buckets::new(0, 10),
-        },
+        published[0].take(),
+        vec![(
+            CounterKind::Calls,
+            Tally {
+                total: Buckets::new(0, 11),
+                earlier_runs: Buckets::new(0, 10),
+            }
+        )],
         "the published tally says what it folded, so peers can forget run 1"
     );
 }

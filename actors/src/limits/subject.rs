@@ -8,7 +8,7 @@
 //! own lock, so two requests on one node can never both take the last
 //! unit of a limit; across nodes the figures are as fresh as gossip.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::admin::Limits;
@@ -34,6 +34,8 @@ pub struct Subject {
     spend_month: Arc<OwnCounter>,
     spend_month_released: Arc<OwnCounter>,
     in_flight: AtomicU64,
+    /// Held to a `max_parallel`: only then do peers need its figure.
+    parallel_limited: AtomicBool,
     /// In flight on the other live nodes, as last gossiped.
     pub(super) others_in_flight: AtomicU64,
     /// When a request last used it, for the idle sweep.
@@ -105,6 +107,7 @@ impl Subject {
             label,
             lock: Mutex::new(()),
             in_flight: AtomicU64::new(0),
+            parallel_limited: AtomicBool::new(false),
             others_in_flight: AtomicU64::new(0),
             last_used_ms: AtomicU64::new(0),
         }
@@ -117,6 +120,20 @@ impl Subject {
 
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether a `max_parallel` has held it since it was made, so its
+    /// requests in flight are worth gossiping.
+    pub fn is_parallel_limited(&self) -> bool {
+        self.parallel_limited.load(Ordering::Acquire)
+    }
+
+    /// Half of a limit used: peers should hear of this subject's counts
+    /// before those of subjects no limit is near.
+    fn note_use(&self, used: u64, limit: u64) {
+        if used.saturating_mul(2) >= limit {
+            self.requests.mark_urgent();
+        }
     }
 
     /// Nothing in flight, no request for [`IDLE_AFTER_MS`], and no
@@ -161,6 +178,7 @@ impl Subject {
             if let Some(wait) = wait {
                 return Err(self.rate_limited(RateKind::Requests, rpm, wait, figures, headers));
             }
+            self.note_use(figures.used.saturating_add(1), rpm);
             headers.note_requests(MinuteFigures {
                 remaining: figures.remaining - 1,
                 ..figures
@@ -188,12 +206,14 @@ impl Subject {
             if let Some(wait) = wait {
                 return Err(self.rate_limited(RateKind::Tokens, tpm, wait, figures, headers));
             }
+            self.note_use(figures.used.saturating_add(need), tpm);
             headers.note_tokens(MinuteFigures {
                 remaining: figures.remaining - need,
                 ..figures
             });
         }
         if let Some(max_parallel) = limits.max_parallel {
+            self.parallel_limited.store(true, Ordering::Release);
             let in_flight = self.in_flight() + self.others_in_flight.load(Ordering::Acquire);
             if in_flight >= max_parallel {
                 return Err(Refusal::RateLimited {
@@ -223,6 +243,7 @@ impl Subject {
                     spent_micros: spent,
                 });
             }
+            self.note_use(spent.saturating_add(need), budget);
             let (counted, released) = match period {
                 Period::Day => (&self.spend_day, &self.spend_day_released),
                 Period::Month => (&self.spend_month, &self.spend_month_released),

@@ -26,6 +26,13 @@ fn key(limits: &Limits) -> Holder<'_> {
     }
 }
 
+/// What a gossip exchange does to this node's counts: publishes them.
+fn publish(ledger: &Ledger) {
+    for subject in ledger.unpublished() {
+        subject.take();
+    }
+}
+
 fn one_token() -> Reservation {
     Reservation {
         tokens: 1,
@@ -310,7 +317,7 @@ fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
         tally: Tally::new(Buckets::new(NOW / MINUTE, 2)),
     });
     limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
-    ledger.take_unpublished();
+    publish(&ledger);
     let admitted = (0..10)
         .filter(|_| limiter.admit(&[key(&limits)], one_token(), NOW).is_ok())
         .count();
@@ -323,9 +330,46 @@ fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
         other => panic!("{other:?}"),
     }
     // The next exchange shows what is left: 10 − 2 − 5 = 3, shared again.
-    ledger.take_unpublished();
+    publish(&ledger);
     let admitted = (0..10)
         .filter(|_| limiter.admit(&[key(&limits)], one_token(), NOW).is_ok())
         .count();
     assert_eq!(admitted, 2, "3 / 2, rounded up");
+}
+
+#[test]
+fn a_subject_past_half_a_limit_asks_gossip_to_publish_it_first() {
+    let (limiter, ledger) = limiter("a");
+    let limits = Limits {
+        rpm: Some(4),
+        ..Limits::default()
+    };
+    let urgent = || {
+        ledger
+            .unpublished()
+            .iter()
+            .any(|subject| subject.is_urgent())
+    };
+    limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    assert!(!urgent(), "1 of 4: far from the limit");
+    publish(&ledger);
+    limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    assert!(urgent(), "2 of 4");
+}
+
+#[test]
+fn only_subjects_held_to_max_parallel_gossip_their_requests_in_flight() {
+    let (limiter, _) = limiter("a");
+    let rpm = Limits {
+        rpm: Some(100),
+        ..Limits::default()
+    };
+    let _admission = limiter.admit(&[key(&rpm)], one_token(), NOW).unwrap();
+    assert_eq!(limiter.local_in_flight(), []);
+    let parallel = Limits {
+        max_parallel: Some(5),
+        ..rpm
+    };
+    let _admission = limiter.admit(&[key(&parallel)], one_token(), NOW).unwrap();
+    assert_eq!(limiter.local_in_flight(), [("key:k".to_owned(), 2)]);
 }

@@ -47,6 +47,6 @@ mod tests {
                 assert!(section == other || !prefix(section).starts_with(prefix(other)));
             }
         }
-        assert_eq!(key(Section::Counters, "n:1:calls:p/m"), "c:n:1:calls:p/m");
+        assert_eq!(key(Section::Counters, "n:1:p/m"), "c:n:1:p/m");
     }
 }
