@@ -123,8 +123,21 @@ impl Actor for GossipActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            GossipMsg::Exchange => exchange(state, Occasion::Round).await,
-            GossipMsg::News => exchange(state, Occasion::News).await,
+            GossipMsg::Exchange => {
+                let started = Instant::now();
+                let timings = exchange(state, Occasion::Round).await;
+                let took = started.elapsed();
+                if took > state.args.interval {
+                    tracing::warn!(
+                        took_ms = took.as_millis() as u64,
+                        ?timings,
+                        "a gossip exchange took longer than the gossip interval"
+                    );
+                }
+            }
+            GossipMsg::News => {
+                exchange(state, Occasion::News).await;
+            }
             GossipMsg::FinalExchange(reply) => {
                 exchange(state, Occasion::Leaving).await;
                 let _ = reply.send(());
@@ -152,7 +165,19 @@ fn watch_news(args: &GossipArgs, myself: ActorRef<GossipMsg>) -> tokio::task::Jo
     })
 }
 
-async fn exchange(state: &mut GossipState, occasion: Occasion) {
+/// Where an exchange spent its time, for the warning when it took longer
+/// than the gossip interval (a node that falls behind its own rounds
+/// delays every admin change it takes).
+#[derive(Debug, Default)]
+struct Timings {
+    read: Duration,
+    merge: Duration,
+    counters: Duration,
+    admin: Duration,
+    publish: Duration,
+}
+
+async fn exchange(state: &mut GossipState, occasion: Occasion) -> Timings {
     let GossipState {
         args,
         counters,
@@ -161,7 +186,14 @@ async fn exchange(state: &mut GossipState, occasion: Occasion) {
         load,
         ..
     } = state;
+    let mut timings = Timings::default();
+    let mut lap = Instant::now();
+    let mut split = |slot: &mut Duration| {
+        *slot = lap.elapsed();
+        lap = Instant::now();
+    };
     let read = args.bus.read().await;
+    split(&mut timings.read);
     for observed in &read.changes {
         match observed.section {
             Section::Counters => counters.observe(&args.ledger, observed),
@@ -172,12 +204,17 @@ async fn exchange(state: &mut GossipState, occasion: Occasion) {
     }
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
+    split(&mut timings.merge);
     changes.extend(counters.changes(&args.ledger, &read.runs, occasion, unix_millis()));
+    split(&mut timings.counters);
     changes.extend(admin.changes(&args.admin, &read.runs, args.ledger.node_id()));
     changes.extend(load.changes(&args.limiter, &read.runs, unix_millis()));
+    split(&mut timings.admin);
     if !changes.is_empty() {
         args.bus.publish(changes).await;
     }
+    split(&mut timings.publish);
+    timings
 }
 
 #[cfg(test)]

@@ -60,7 +60,8 @@ pub struct NodeSpec<'a> {
     pub dead_node_grace_ms: u64,
 }
 
-/// A running node, killed (SIGKILL) when dropped.
+/// A running node, killed (SIGKILL) when dropped. Its log (stderr) is
+/// `node-<index>.log` in the bench's directory.
 pub struct BenchNode {
     child: Child,
     pub url: String,
@@ -104,11 +105,12 @@ impl BenchNode {
         );
         let path = dir.join(format!("node-{index}.toml"));
         std::fs::write(&path, config)?;
+        let log = std::fs::File::create(dir.join(format!("node-{index}.log")))?;
         let mut child = Command::new(chorus)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", chorus.display()))?;
         let stdout = child.stdout.take().context("stdout")?;

@@ -3,8 +3,11 @@
 //!
 //! Each register is published by one node, so the state stays one copy of
 //! the admin data however many nodes there are: the node that took its
-//! latest change while that node is alive, otherwise the live node with
-//! the lowest id. A node that published a register goes on doing so until
+//! latest change while gossip shares that node's state, otherwise the live
+//! node with the lowest id. A node merely not heard from lately (dead, on
+//! a busy machine often only for a moment) keeps its registers: gossip
+//! still carries what it published, and taking over would send a copy of
+//! every register it wrote through gossip, ahead of everything else. A node that published a register goes on doing so until
 //! it sees the responsible node publish a state that covers its own, so a
 //! hand-over never leaves a gap. Every node keeps the merged state in its
 //! store, so a node that was down catches up from whoever publishes now.
@@ -30,9 +33,12 @@ pub(super) struct AdminSection {
     /// yet, whatever its last run did. Deletions are not notified, so an
     /// entry stays until gossip forgets its run; only live runs' count.
     observed: HashMap<EntryId, HashMap<RunId, Digest>>,
-    /// Runs alive, this node's own included.
-    alive_runs: BTreeSet<RunId>,
-    /// Node ids with a live run, this node's included.
+    /// Runs whose state gossip shares (alive or dead, not departed), this
+    /// node's own included.
+    present_runs: BTreeSet<RunId>,
+    /// Node ids with such a run, this node's included.
+    present: BTreeSet<NodeId>,
+    /// Node ids with a live run, this node's included: who takes over.
     alive: BTreeSet<NodeId>,
     /// Registers to look at again in the next round.
     dirty: BTreeSet<EntryId>,
@@ -46,7 +52,8 @@ impl AdminSection {
             settled_at,
             published: HashMap::new(),
             observed: HashMap::new(),
-            alive_runs: BTreeSet::new(),
+            present_runs: BTreeSet::new(),
+            present: BTreeSet::new(),
             alive: BTreeSet::new(),
             dirty: BTreeSet::new(),
             recheck_all: true,
@@ -75,29 +82,31 @@ impl AdminSection {
     /// changed, and the ones it hands over.
     pub fn changes(&mut self, admin: &AdminRegistry, runs: &[RunStatus], me: &str) -> Vec<Change> {
         admin.save_observed();
-        let alive_runs: BTreeSet<RunId> = runs
+        let present_runs: BTreeSet<RunId> = runs
             .iter()
-            .filter(|status| status.liveness == Liveness::Alive)
+            .filter(|status| status.liveness != Liveness::Departed)
             .map(|status| status.run.clone())
             .collect();
-        if alive_runs != self.alive_runs {
+        let alive: BTreeSet<NodeId> = runs
+            .iter()
+            .filter(|status| status.liveness == Liveness::Alive)
+            .map(|status| status.run.node_id.clone())
+            .chain(std::iter::once(me.to_owned()))
+            .collect();
+        if present_runs != self.present_runs || alive != self.alive {
             // Runs whose state gossip no longer shares published nothing
-            // that still counts; dead ones may come back.
-            let shared: BTreeSet<&RunId> = runs
-                .iter()
-                .filter(|status| status.liveness != Liveness::Departed)
-                .map(|status| &status.run)
-                .collect();
+            // that still counts.
             self.observed.retain(|_, by_run| {
-                by_run.retain(|run, _| shared.contains(run));
+                by_run.retain(|run, _| present_runs.contains(run));
                 !by_run.is_empty()
             });
-            self.alive = alive_runs
+            self.present = present_runs
                 .iter()
                 .map(|run| run.node_id.clone())
                 .chain(std::iter::once(me.to_owned()))
                 .collect();
-            self.alive_runs = alive_runs;
+            self.present_runs = present_runs;
+            self.alive = alive;
             self.recheck_all = true;
         }
         let settled = Instant::now() >= self.settled_at;
@@ -139,7 +148,7 @@ impl AdminSection {
     /// Whether this node should publish `entry`, its state of register `id`.
     fn publishes(&self, id: &EntryId, entry: &AdminEntry, me: &str, settled: bool) -> bool {
         let author = entry.stamp().node_id.as_str();
-        let responsible = if self.alive.contains(author) || !settled {
+        let responsible = if self.present.contains(author) || !settled {
             author
         } else {
             self.alive.first().map_or(me, String::as_str)
@@ -151,7 +160,9 @@ impl AdminSection {
         let ours = entry.digest();
         let covered = self.observed.get(id).is_some_and(|by_run| {
             by_run.iter().any(|(run, theirs)| {
-                run.node_id == responsible && self.alive_runs.contains(run) && theirs.covers(&ours)
+                run.node_id == responsible
+                    && self.present_runs.contains(run)
+                    && theirs.covers(&ours)
             })
         });
         self.published.contains_key(id) && !covered

@@ -10,11 +10,11 @@
 //! Entries are `node_id:generation:subject` → `tag=tally;…`, so an entry
 //! names the run it belongs to, whoever publishes it.
 //!
-//! What a node publishes of its own is paced: at most its part of what
-//! one exchange carries per gossip interval. Chitchat sends a node's
-//! changes oldest first, so a node that changed more than peers can take
-//! would leave them ever further behind, and an admin change it makes
-//! would wait behind all of it. Subjects that wait are published oldest
+//! What a node publishes of its own is paced: at most its part of
+//! [`ROUND_BYTES`] per gossip interval. Chitchat sends a node's changes
+//! oldest first, so a node that changed more than peers can take would
+//! leave them ever further behind, and an admin change it makes would
+//! wait behind all of it. Subjects that wait are published oldest
 //! first, those a limit is close to before the rest, and a subject that
 //! waits gathers all its changes into one entry.
 
@@ -31,10 +31,15 @@ use crate::ledger::{Contribution, Ledger, OwnSubject, RunId};
 /// to the ledger for ones gossip has forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// About what one exchange carries: chitchat's UDP payload limit, less
-/// room for digests. Each live node may fill its part of it with its own
-/// counters every interval.
-const EXCHANGE_BYTES: i64 = 60_000;
+/// What the whole cluster may add to its counters' gossip per interval,
+/// shared among the live nodes: a quarter of what one exchange carries
+/// (chitchat's 65,507-byte UDP payload). Chitchat fills an exchange with
+/// the nodes that have the most news first, so if the nodes together made
+/// more than an exchange carries, the one with the least (say, one that
+/// just changed a key's limits) would wait behind the others for ever;
+/// kept well below, one exchange brings a peer every node's news, with
+/// room for admin changes and for a peer a round or two behind.
+const ROUND_BYTES: i64 = 16_000;
 
 /// What an entry costs in an exchange beyond its key and value: version,
 /// status and lengths.
@@ -239,16 +244,15 @@ impl CounterSection {
         changes
     }
 
-    /// A new interval brings this node's part of an exchange (what one
-    /// carries, split among the live nodes); a leaving node may publish
-    /// everything.
+    /// A new interval brings this node's part of [`ROUND_BYTES`] (split
+    /// among the live nodes); a leaving node may publish everything.
     fn refill(&mut self, runs: &[RunStatus], occasion: Occasion) {
         let live = runs
             .iter()
             .filter(|status| status.liveness == Liveness::Alive)
             .count()
             .max(1) as i64;
-        let per_interval = EXCHANGE_BYTES / live;
+        let per_interval = ROUND_BYTES / live;
         match occasion {
             Occasion::Round => self.allowance = self.allowance.min(0) + per_interval,
             Occasion::News => {}
@@ -453,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn own_entries_go_out_at_the_nodes_part_of_an_exchange_per_interval() {
+    fn own_entries_go_out_at_the_nodes_part_of_the_round_bytes_per_interval() {
         let (ledger, mut section) = busy_node(2_000);
         let runs = alive(5);
         let mut published = 0;
@@ -468,7 +472,7 @@ mod tests {
                 })
                 .sum();
             // One entry may overdraw what was left.
-            assert!(bytes <= 60_000 / 5 + 64, "round {rounds}: {bytes} bytes");
+            assert!(bytes <= 16_000 / 5 + 64, "round {rounds}: {bytes} bytes");
             // News within the interval finds the allowance spent.
             assert!(section
                 .changes(&ledger, &runs, Occasion::News, 0)

@@ -327,6 +327,12 @@ async fn admin_changes_have_one_publisher_and_outlive_it() {
         "only its author"
     );
 
+    // c is not heard from for a moment: gossip still carries its state,
+    // and nobody copies its registers.
+    network.set_liveness(&run("c", 1), Liveness::Dead);
+    rounds(&mut [&mut a, &mut b], 1).await;
+    assert_eq!(admin_publishers(&network, "key:key_1"), [run("c", 1)]);
+
     // c is gone: the lowest live node takes over; a node that joins with
     // a fresh store still learns the key.
     network.set_liveness(&run("c", 1), Liveness::Departed);
