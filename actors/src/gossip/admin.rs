@@ -74,6 +74,7 @@ impl AdminSection {
             .entry(id.clone())
             .or_default()
             .insert(observed.publisher.clone(), entry.digest());
+        tracing::trace!(%id, publisher = %observed.publisher.node_id, "admin register observed");
         admin.observe(id.clone(), entry);
         self.dirty.insert(id);
     }
@@ -124,6 +125,7 @@ impl AdminSection {
                 Some(entry) => {
                     let digest = entry.digest();
                     if self.published.get(&id) != Some(&digest) {
+                        tracing::trace!(%id, "admin register published");
                         changes.push(Change::Set {
                             section: Section::Admin,
                             key: id.to_string(),

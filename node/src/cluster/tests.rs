@@ -99,3 +99,31 @@ async fn gossip_liveness_follows_chitchats_loop() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn chitchat_keeps_no_copy_of_the_states_in_its_live_nodes_watch() {
+    let (a, a_addr) = join("a", &[]).await;
+    let (b, _) = join("b", &[a_addr]).await;
+    a.publish(vec![Change::Set {
+        section: Section::Counters,
+        key: "a:1:p/m".into(),
+        value: "0=0,1,0".into(),
+    }])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let chitchat = b.chitchat.chitchat();
+        let chitchat = chitchat.lock().await;
+        if chitchat.live_nodes().count() == 2 {
+            assert!(
+                chitchat.live_nodes_watcher().borrow().is_empty(),
+                "a copy of every live node's state, made each round"
+            );
+            break;
+        }
+        drop(chitchat);
+        assert!(Instant::now() < deadline, "b never saw a alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(a);
+}
