@@ -15,13 +15,12 @@
 //! count plus the others' as of the last gossip merge) under that
 //! subject's own lock.
 //!
-//! Each active key or team is a [`Subject`], made on first use and let go
-//! when idle (its counts stay in the ledger, so the next use picks them up
-//! again). The design's per-key actor is this handle plus the one
-//! [`LimitsActor`] that sweeps idle subjects: everything a key's state
-//! needs — merging peers' counts, settling — is an update under its lock
-//! that the request path makes itself, so a mailbox per key would only add
-//! a hop.
+//! Each active key or team is a [`Subject`], made on first use and kept
+//! by a [`KeyActor`] until idle (its counts stay in the ledger, so the
+//! next use picks them up again). Everything on the request path —
+//! checking, reserving, settling — is an update under the subject's lock
+//! that the request makes itself; the actor only decides how long the
+//! state stays (see the `actor` module).
 
 mod actor;
 mod estimate;
@@ -33,18 +32,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::admin::Limits;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use ractor::ActorRef;
 
 use crate::clock::unix_millis;
 use crate::ledger::{Ledger, RunId};
-pub use actor::LimitsActor;
+pub use actor::{Idleness, KeyActor, LimitsActor, LimitsArgs, LimitsMsg};
 pub use estimate::reservation;
 pub use subject::Subject;
 pub use window::{openai_duration, MinuteFigures};
-
-/// How long a subject with nothing in flight stays in memory after its
-/// last request. Its counts stay in the ledger regardless.
-pub const IDLE_AFTER_MS: u64 = 120_000;
 
 /// Whose limits a request is held to: a key, or its team.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +150,9 @@ struct Inner {
     remote_in_flight: Mutex<RemoteLoad>,
     /// Other live nodes, as of the last gossip exchange: 0 alone.
     peers: AtomicU64,
+    /// Spawns a `KeyActor` for each new subject; without one (no actors
+    /// running), subjects stay until released.
+    keeper: Mutex<Option<ActorRef<LimitsMsg>>>,
 }
 
 /// Subject → run → (in flight, when last seen).
@@ -178,25 +178,37 @@ impl Limiter {
             subjects: DashMap::new(),
             remote_in_flight: Mutex::new(HashMap::new()),
             peers: AtomicU64::new(0),
+            keeper: Mutex::new(None),
         }))
+    }
+
+    /// Has `keeper` spawn the actor of each subject from now on.
+    pub fn attach(&self, keeper: ActorRef<LimitsMsg>) {
+        *self.0.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
     }
 
     fn subject(&self, id: &str, team: Option<&str>) -> Arc<Subject> {
         if let Some(subject) = self.0.subjects.get(id) {
             return subject.clone();
         }
-        let subject = self
-            .0
-            .subjects
-            .entry(id.to_owned())
-            .or_insert_with(|| {
+        let subject = match self.0.subjects.entry(id.to_owned()) {
+            Entry::Occupied(held) => held.get().clone(),
+            Entry::Vacant(vacant) => {
                 let label = match team {
                     Some(name) => format!("team `{name}`"),
                     None => "this key".to_owned(),
                 };
-                Arc::new(Subject::new(id.to_owned(), label, &self.0.ledger))
-            })
-            .clone();
+                let subject = Arc::new(Subject::new(id.to_owned(), label, &self.0.ledger));
+                vacant.insert(subject.clone());
+                let keeper = self.0.keeper.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(keeper) = keeper.as_ref() {
+                    // A stopped keeper is being restarted: the new one
+                    // takes over every held subject.
+                    let _ = keeper.cast(LimitsMsg::Hold(subject.clone()));
+                }
+                subject
+            }
+        };
         let remote = self.remote_in_flight_of(id);
         subject.others_in_flight.store(remote, Ordering::Release);
         subject
@@ -243,7 +255,7 @@ impl Limiter {
     }
 
     /// Whether `subject` is the one held under its id.
-    fn holds(&self, subject: &Arc<Subject>) -> bool {
+    pub fn holds(&self, subject: &Arc<Subject>) -> bool {
         self.0
             .subjects
             .get(&subject.id)
@@ -324,15 +336,33 @@ impl Limiter {
         })
     }
 
-    /// Lets go of subjects with nothing in flight and no request for
-    /// [`IDLE_AFTER_MS`]; their counts stay in the ledger, and the next
-    /// request picks them up again. Returns how many went.
-    pub fn sweep(&self, now_ms: u64) -> usize {
-        let before = self.0.subjects.len();
+    /// Every subject held now.
+    pub fn held(&self) -> Vec<Arc<Subject>> {
         self.0
             .subjects
-            .retain(|_, subject| !subject.is_idle(now_ms));
-        before - self.0.subjects.len()
+            .iter()
+            .map(|subject| subject.clone())
+            .collect()
+    }
+
+    /// Lets `subject` go if it is the one held under its id and has had
+    /// nothing in flight and no request for `idle_after_ms`; its counts
+    /// stay in the ledger, and the next request picks them up again.
+    /// Returns whether it went.
+    pub fn release_if_idle(&self, subject: &Arc<Subject>, idle_after_ms: u64, now_ms: u64) -> bool {
+        self.0
+            .subjects
+            .remove_if(&subject.id, |_, held| {
+                Arc::ptr_eq(held, subject) && held.is_idle(idle_after_ms, now_ms)
+            })
+            .is_some()
+    }
+
+    /// Lets `subject` go now, if it is the one held under its id.
+    pub fn release(&self, subject: &Arc<Subject>) {
+        self.0
+            .subjects
+            .remove_if(&subject.id, |_, held| Arc::ptr_eq(held, subject));
     }
 
     pub fn len(&self) -> usize {

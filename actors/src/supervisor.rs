@@ -19,7 +19,7 @@ use ractor::{
 use crate::deployment::{DeploymentActor, DeploymentHandle};
 use crate::gossip::{GossipActor, GossipArgs, GossipMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg};
-use crate::limits::{Limiter, LimitsActor};
+use crate::limits::{Idleness, Limiter, LimitsActor, LimitsArgs};
 
 /// How long each drain step may take before shutdown goes on without it.
 const DRAIN_STEP_LIMIT: Duration = Duration::from_secs(5);
@@ -33,7 +33,8 @@ pub struct SupervisorArgs {
     pub gossip: Option<GossipArgs>,
     /// `None` on a node without storage: counts live in memory only.
     pub ledger: Option<LedgerArgs>,
-    /// The keys' and teams' limits, whose idle subjects are swept.
+    /// The keys' and teams' limits: a `KeyActor` keeps each key or team
+    /// in use.
     pub limiter: Limiter,
 }
 
@@ -83,7 +84,7 @@ pub enum Child {
     Deployment(DeploymentHandle),
     Gossip(GossipArgs),
     Ledger(LedgerArgs),
-    Limits(Limiter),
+    Limits(LimitsArgs),
 }
 
 impl Child {
@@ -103,12 +104,10 @@ impl Child {
                 .await?
                 .0
                 .get_cell(),
-            Child::Limits(limiter) => {
-                Actor::spawn_linked(None, LimitsActor, limiter.clone(), supervisor)
-                    .await?
-                    .0
-                    .get_cell()
-            }
+            Child::Limits(args) => Actor::spawn_linked(None, LimitsActor, args.clone(), supervisor)
+                .await?
+                .0
+                .get_cell(),
         };
         Ok(cell)
     }
@@ -201,7 +200,10 @@ impl Actor for NodeSupervisor {
             .map(Child::Deployment)
             .chain(args.gossip.map(Child::Gossip))
             .chain(args.ledger.map(Child::Ledger))
-            .chain(std::iter::once(Child::Limits(args.limiter)));
+            .chain(std::iter::once(Child::Limits(LimitsArgs {
+                limiter: args.limiter,
+                idleness: Idleness::default(),
+            })));
         for child in all {
             let cell = child.start(myself.get_cell()).await?;
             children.insert(cell.get_id(), (child, cell));

@@ -45,7 +45,7 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|error| panic!("cannot start bash deploy/local.sh: {error:?}"));
     let mut banner = String::new();
     let mut stdout = BufReader::new(script.stdout.take().unwrap());
     loop {

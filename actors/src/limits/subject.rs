@@ -15,7 +15,7 @@ use chorus_proto::admin::Limits;
 use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Window};
 
 use super::window::{wait_ms, MinuteFigures};
-use super::{Period, RateHeaders, RateKind, Refusal, Reservation, IDLE_AFTER_MS};
+use super::{Period, RateHeaders, RateKind, Refusal, Reservation};
 use crate::ledger::{Ledger, OwnCounter};
 
 /// A key's or team's state: see the module doc.
@@ -136,14 +136,14 @@ impl Subject {
         }
     }
 
-    /// Nothing in flight, no request for [`IDLE_AFTER_MS`], and no
+    /// Nothing in flight, no request for `idle_after_ms`, and no
     /// admission under way (which holds the lock from lookup to reserve).
-    pub(super) fn is_idle(&self, now_ms: u64) -> bool {
+    pub(super) fn is_idle(&self, idle_after_ms: u64, now_ms: u64) -> bool {
         let Ok(_admissions_wait) = self.lock.try_lock() else {
             return false;
         };
         self.in_flight() == 0
-            && now_ms.saturating_sub(self.last_used_ms.load(Ordering::Acquire)) >= IDLE_AFTER_MS
+            && now_ms.saturating_sub(self.last_used_ms.load(Ordering::Acquire)) >= idle_after_ms
     }
 
     /// Spend in micro-dollars (reserved and settled) today and this month.

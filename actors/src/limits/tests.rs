@@ -4,6 +4,7 @@ use super::*;
 use crate::ledger::{Contribution, RunId};
 
 const MINUTE: u64 = 60_000;
+const IDLE_AFTER_MS: u64 = 120_000;
 /// 30 s into some minute, at noon some day.
 const NOW: u64 = 20_000 * 86_400_000 + 12 * 3_600_000 + 30_000;
 
@@ -286,8 +287,9 @@ fn idle_subjects_are_let_go_but_their_counts_stay() {
         .admit(&[key(&limits)], one_token(), NOW)
         .unwrap()
         .settle(one_token(), NOW);
-    assert_eq!(limiter.sweep(NOW + 1_000), 0);
-    assert_eq!(limiter.sweep(NOW + IDLE_AFTER_MS), 1);
+    let subject = limiter.held().pop().unwrap();
+    assert!(!limiter.release_if_idle(&subject, IDLE_AFTER_MS, NOW + 1_000));
+    assert!(limiter.release_if_idle(&subject, IDLE_AFTER_MS, NOW + IDLE_AFTER_MS));
     assert!(limiter.is_empty());
     let again = limiter
         .admit(&[key(&limits)], one_token(), NOW + 1)
@@ -372,4 +374,53 @@ fn only_subjects_held_to_max_parallel_gossip_their_requests_in_flight() {
     };
     let _admission = limiter.admit(&[key(&parallel)], one_token(), NOW).unwrap();
     assert_eq!(limiter.local_in_flight(), [("key:k".to_owned(), 2)]);
+}
+
+/// Waits up to two seconds for `done`.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_actor_keeps_each_key_in_use_until_it_is_idle() {
+    use ractor::Actor;
+    let (limiter, _) = limiter("a");
+    let args = LimitsArgs {
+        limiter: limiter.clone(),
+        idleness: Idleness {
+            after: std::time::Duration::from_millis(100),
+            check_every: std::time::Duration::from_millis(10),
+        },
+    };
+    let (limits_actor, _) = Actor::spawn(None, LimitsActor, args.clone()).await.unwrap();
+    let limits = Limits {
+        rpm: Some(100),
+        ..Limits::default()
+    };
+    let now = unix_millis();
+    let admission = limiter.admit(&[key(&limits)], one_token(), now).unwrap();
+    eventually("a key actor spawned on first use", || {
+        limits_actor.get_children().len() == 1
+    })
+    .await;
+    // In flight: kept, however long.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(limiter.len(), 1);
+    admission.settle(one_token(), unix_millis());
+    eventually("idle: let go and the actor stopped", || {
+        limiter.is_empty() && limits_actor.get_children().is_empty()
+    })
+    .await;
+
+    // A restarted supervisor takes over the keys held already.
+    let _held = limiter.admit(&[key(&limits)], one_token(), unix_millis());
+    eventually("kept again", || limits_actor.get_children().len() == 1).await;
+    limits_actor.stop(None);
+    let (successor, _) = Actor::spawn(None, LimitsActor, args).await.unwrap();
+    eventually("taken over", || successor.get_children().len() == 1).await;
+    successor.stop(None);
 }
