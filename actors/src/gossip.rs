@@ -53,8 +53,9 @@ pub enum GossipMsg {
     Exchange,
     /// News (an admin change) waits: merge and publish it now.
     News,
-    /// One more exchange, answered once published: the node is leaving.
-    FinalExchange(RpcReplyPort<()>),
+    /// One more exchange, answered once published with how much longer
+    /// than usual peers need to take it all: the node is leaving.
+    FinalExchange(RpcReplyPort<Duration>),
 }
 
 /// Why an exchange happens, which sets how many of its own counts a node
@@ -139,8 +140,10 @@ impl Actor for GossipActor {
                 exchange(state, Occasion::News).await;
             }
             GossipMsg::FinalExchange(reply) => {
-                exchange(state, Occasion::Leaving).await;
-                let _ = reply.send(());
+                let published = exchange(state, Occasion::Leaving).await.published_bytes;
+                // Each round a peer takes up to one exchange's worth.
+                let rounds = published.div_ceil(EXCHANGE_CARRIES) as u32;
+                let _ = reply.send(state.args.interval * rounds.saturating_sub(1));
             }
         }
         Ok(())
@@ -165,9 +168,12 @@ fn watch_news(args: &GossipArgs, myself: ActorRef<GossipMsg>) -> tokio::task::Jo
     })
 }
 
+/// About what one exchange carries to a peer: chitchat's UDP payload.
+const EXCHANGE_CARRIES: usize = 60_000;
+
 /// Where an exchange spent its time, for the warning when it took longer
 /// than the gossip interval (a node that falls behind its own rounds
-/// delays every admin change it takes).
+/// delays every admin change it takes), and how much it published.
 #[derive(Debug, Default)]
 struct Timings {
     read: Duration,
@@ -175,6 +181,7 @@ struct Timings {
     counters: Duration,
     admin: Duration,
     publish: Duration,
+    published_bytes: usize,
 }
 
 async fn exchange(state: &mut GossipState, occasion: Occasion) -> Timings {
@@ -210,6 +217,13 @@ async fn exchange(state: &mut GossipState, occasion: Occasion) -> Timings {
     changes.extend(admin.changes(&args.admin, &read.runs, args.ledger.node_id()));
     changes.extend(load.changes(&args.limiter, &read.runs, unix_millis()));
     split(&mut timings.admin);
+    timings.published_bytes = changes
+        .iter()
+        .map(|change| match change {
+            Change::Set { key, value, .. } => key.len() + value.len(),
+            Change::Delete { key, .. } => key.len(),
+        })
+        .sum();
     if !changes.is_empty() {
         args.bus.publish(changes).await;
     }

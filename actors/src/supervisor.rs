@@ -60,7 +60,7 @@ impl SupervisorHandle {
             .actor
             .call(
                 |reply| SupervisorMsg::Drain { for_peers, reply },
-                Some(for_peers + DRAIN_STEP_LIMIT * 2),
+                Some(for_peers + DRAIN_STEP_LIMIT * 3),
             )
             .await;
         if !matches!(drained, Ok(ractor::rpc::CallResult::Success(()))) {
@@ -164,13 +164,20 @@ impl SupervisorState {
 async fn drain(state: &SupervisorState, for_peers: Duration) {
     if let Some(gossip) = state.find(|child| matches!(child, Child::Gossip(_))) {
         let gossip: ActorRef<GossipMsg> = gossip.into();
-        if let Err(error) = gossip
+        let longer = match gossip
             .call(GossipMsg::FinalExchange, Some(DRAIN_STEP_LIMIT))
             .await
         {
-            tracing::warn!(%error, "the final gossip exchange failed");
-        }
-        tokio::time::sleep(for_peers).await;
+            Ok(ractor::rpc::CallResult::Success(longer)) => longer,
+            Ok(_) => Duration::ZERO,
+            Err(error) => {
+                tracing::warn!(%error, "the final gossip exchange failed");
+                Duration::ZERO
+            }
+        };
+        // Counts that waited their turn all went out at once: peers get
+        // the rounds they need to take them, within reason.
+        tokio::time::sleep(for_peers + longer.min(DRAIN_STEP_LIMIT)).await;
     }
     if let Some(ledger) = state.find(|child| matches!(child, Child::Ledger(_))) {
         let ledger: ActorRef<LedgerMsg> = ledger.into();

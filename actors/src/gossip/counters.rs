@@ -189,8 +189,10 @@ impl CounterSection {
         changes
     }
 
-    /// Own subjects that changed, in line (those a limit is close to
-    /// first, then the longest waiting), as many as the allowance covers.
+    /// Own subjects that changed, as many as the allowance covers: those
+    /// a limit is close to first, with up to half of it, then the line,
+    /// longest waiting first — so no subject waits for ever, however many
+    /// keys are near their limits.
     fn publish_own(&mut self, ledger: &Ledger, unix_ms: u64) -> Vec<Change> {
         let mut subjects = ledger.unpublished();
         let changed: HashSet<String> = subjects.iter().map(|s| s.subject.clone()).collect();
@@ -202,7 +204,7 @@ impl CounterSection {
         let in_line: HashSet<&str> = subjects.iter().map(|s| s.subject.as_str()).collect();
         self.waiting
             .retain(|subject, _| in_line.contains(subject.as_str()));
-        let mut line: Vec<(bool, u64, OwnSubject)> = subjects
+        let mut line: Vec<(u64, OwnSubject)> = subjects
             .into_iter()
             .map(|subject| {
                 let place = *self
@@ -212,36 +214,46 @@ impl CounterSection {
                         self.next_in_line += 1;
                         self.next_in_line
                     });
-                (!subject.is_urgent(), place, subject)
+                (place, subject)
             })
             .collect();
-        line.sort_unstable_by_key(|(not_urgent, place, _)| (*not_urgent, *place));
-        let own_run = ledger.run();
+        line.sort_unstable_by_key(|(place, _)| *place);
         let mut changes = Vec::new();
-        for (_, _, subject) in line {
-            if self.allowance <= 0 {
-                // Still waiting: an expired subject comes back in line too.
-                if !changed.contains(&subject.subject) {
-                    self.expired.insert(subject.subject);
-                }
-                continue;
+        let ahead_until = self.allowance - self.allowance.max(0) / 2;
+        line.retain(|(_, subject)| {
+            if self.allowance <= ahead_until || !subject.is_urgent() {
+                return true;
             }
-            self.waiting.remove(&subject.subject);
-            let key = entry_key(own_run, &subject.subject);
-            match entry_value(&subject.subject, &subject.take(), unix_ms) {
-                Some(value) => {
-                    self.allowance -= (key.len() + value.len()) as i64 + ENTRY_OVERHEAD;
-                    self.published_own.insert(subject.subject);
-                    changes.push(set(key, value));
-                }
-                None => {
-                    if self.published_own.remove(&subject.subject) {
-                        changes.push(delete(key));
-                    }
-                }
+            changes.extend(self.publish(ledger, subject, unix_ms));
+            false
+        });
+        for (_, subject) in line {
+            if self.allowance > 0 {
+                changes.extend(self.publish(ledger, &subject, unix_ms));
+            } else if !changed.contains(&subject.subject) {
+                // Still waiting: an expired subject comes back in line too.
+                self.expired.insert(subject.subject);
             }
         }
         changes
+    }
+
+    /// The entry of an own subject as it is now, charged to the allowance;
+    /// or its deletion, when nothing in it counts any more.
+    fn publish(&mut self, ledger: &Ledger, subject: &OwnSubject, unix_ms: u64) -> Option<Change> {
+        self.waiting.remove(&subject.subject);
+        let key = entry_key(ledger.run(), &subject.subject);
+        match entry_value(&subject.subject, &subject.take(), unix_ms) {
+            Some(value) => {
+                self.allowance -= (key.len() + value.len()) as i64 + ENTRY_OVERHEAD;
+                self.published_own.insert(subject.subject.clone());
+                Some(set(key, value))
+            }
+            None => self
+                .published_own
+                .remove(&subject.subject)
+                .then(|| delete(key)),
+        }
     }
 
     /// A new interval brings this node's part of [`ROUND_BYTES`] (split
@@ -510,6 +522,35 @@ mod tests {
         assert_eq!(second[0], "node-0:1:key:01999", "{second:?}");
         assert_eq!(second[1], format!("node-0:1:key:{:05}", first.len()));
         assert!(!second.contains(&"node-0:1:key:00000"));
+    }
+
+    #[test]
+    fn keys_near_their_limits_do_not_hold_the_others_back_for_ever() {
+        let (ledger, mut section) = busy_node(500);
+        let runs = alive(5);
+        let keys: Vec<_> = (0..500)
+            .map(|index| {
+                ledger.counter(CounterKey::new(
+                    CounterKind::RequestsMinute,
+                    format!("key:{index:05}"),
+                ))
+            })
+            .collect();
+        ledger
+            .counter(CounterKey::new(CounterKind::Calls, "p/m"))
+            .add(1, 0);
+        for round in 0.. {
+            // Every key is counted again and near its limit, every round.
+            for key in &keys {
+                key.add(1, 0);
+                key.mark_urgent();
+            }
+            let changes = section.changes(&ledger, &runs, Occasion::Round, 0);
+            if set_keys(&changes).contains(&"node-0:1:p/m") {
+                break;
+            }
+            assert!(round < 100, "the deployment's counts never went out");
+        }
     }
 
     #[test]

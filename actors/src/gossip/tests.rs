@@ -476,3 +476,51 @@ async fn an_author_back_without_its_store_gets_its_changes_back() {
     assert!(c2.knows_key(1));
     assert_eq!(admin_publishers(&network, "key:key_1"), [run("c", 2)]);
 }
+
+#[tokio::test]
+async fn a_leaving_node_with_counts_waiting_asks_for_longer() {
+    let network = Arc::new(Network::default());
+    let me = run("a", 1);
+    network.set_liveness(&me, Liveness::Alive);
+    let ledger = Ledger::new(me.clone(), Vec::new());
+    let args = GossipArgs {
+        bus: Arc::new(MemoryBus {
+            network: network.clone(),
+            me,
+            seen: Mutex::default(),
+        }),
+        deployments: Vec::new(),
+        limiter: crate::limits::Limiter::new(ledger.clone()),
+        ledger: ledger.clone(),
+        admin: AdminRegistry::new("a", Vec::new(), None),
+        interval: Duration::from_millis(100),
+        settle: Duration::ZERO,
+    };
+    let (actor, _) = Actor::spawn(None, GossipActor, args).await.unwrap();
+    let leave = || async {
+        match actor.call(GossipMsg::FinalExchange, None).await.unwrap() {
+            ractor::rpc::CallResult::Success(longer) => longer,
+            other => panic!("{other:?}"),
+        }
+    };
+    ledger
+        .counter(CounterKey::new(CounterKind::RequestsMinute, "key:k"))
+        .add(1, unix_millis());
+    assert_eq!(
+        leave().await,
+        Duration::ZERO,
+        "one key's counts fit one exchange"
+    );
+    // 5,000 keys' counts, some 300 KB: five exchanges' worth.
+    for index in 0..5_000 {
+        ledger
+            .counter(CounterKey::new(
+                CounterKind::RequestsMinute,
+                format!("key:{index:05}-and-a-long-enough-name"),
+            ))
+            .add(1, unix_millis());
+    }
+    let longer = leave().await;
+    assert!(longer >= Duration::from_millis(300), "{longer:?}");
+    actor.stop(None);
+}

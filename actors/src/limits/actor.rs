@@ -79,6 +79,16 @@ impl Actor for LimitsActor {
         })
     }
 
+    /// Its keepers go with it: a successor starts its own.
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself.stop_children(None);
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,

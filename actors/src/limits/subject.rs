@@ -76,7 +76,13 @@ fn within_share(
     let share = limit
         .saturating_sub(window.value(at_sync, now_ms))
         .div_ceil(peers + 1);
-    taken.saturating_add(need) <= share
+    let wanted = taken.saturating_add(need);
+    if wanted.saturating_mul(2) > share {
+        // Half the share taken: the next exchange should carry these
+        // counts, for a fresh share.
+        counted.mark_urgent();
+    }
+    wanted <= share
 }
 
 /// Until the next exchange brings a fresh share, roughly.

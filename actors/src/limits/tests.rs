@@ -360,6 +360,29 @@ fn a_subject_past_half_a_limit_asks_gossip_to_publish_it_first() {
 }
 
 #[test]
+fn a_node_past_half_its_share_asks_gossip_to_publish_first() {
+    let (limiter, ledger) = limiter("a");
+    limiter.set_peers(4);
+    let limits = Limits {
+        rpm: Some(100),
+        ..Limits::default()
+    };
+    let urgent = || {
+        ledger
+            .unpublished()
+            .iter()
+            .any(|subject| subject.is_urgent())
+    };
+    // Its share: 100 ÷ 5 = 20, of which 10 taken are not yet half.
+    for _ in 0..10 {
+        limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    }
+    assert!(!urgent());
+    limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
+    assert!(urgent(), "11 of a share of 20");
+}
+
+#[test]
 fn only_subjects_held_to_max_parallel_gossip_their_requests_in_flight() {
     let (limiter, _) = limiter("a");
     let rpm = Limits {
