@@ -339,6 +339,14 @@ fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
     assert_eq!(admitted, 2, "3 / 2, rounded up");
 }
 
+/// Whether a subject waiting to be published asked to go first.
+fn asks_to_go_first(ledger: &Ledger) -> bool {
+    ledger
+        .unpublished()
+        .iter()
+        .any(|subject| subject.is_urgent())
+}
+
 #[test]
 fn a_subject_past_half_a_limit_asks_gossip_to_publish_it_first() {
     let (limiter, ledger) = limiter("a");
@@ -346,12 +354,7 @@ fn a_subject_past_half_a_limit_asks_gossip_to_publish_it_first() {
         rpm: Some(4),
         ..Limits::default()
     };
-    let urgent = || {
-        ledger
-            .unpublished()
-            .iter()
-            .any(|subject| subject.is_urgent())
-    };
+    let urgent = || asks_to_go_first(&ledger);
     limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
     assert!(!urgent(), "1 of 4: far from the limit");
     publish(&ledger);
@@ -367,12 +370,7 @@ fn a_node_past_half_its_share_asks_gossip_to_publish_first() {
         rpm: Some(100),
         ..Limits::default()
     };
-    let urgent = || {
-        ledger
-            .unpublished()
-            .iter()
-            .any(|subject| subject.is_urgent())
-    };
+    let urgent = || asks_to_go_first(&ledger);
     // Its share: 100 ÷ 5 = 20, of which 10 taken are not yet half.
     for _ in 0..10 {
         limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
