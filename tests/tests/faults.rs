@@ -173,16 +173,15 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     response.chunk().await.unwrap().unwrap();
     assert_eq!(upstream.stats().await["streams_started"], 1);
     drop(response);
-    // The stream would run two more seconds; the upstream sees it dropped
-    // at its next token instead.
-    let started = Instant::now();
+    // The stream would run two more seconds and count as completed; the
+    // upstream sees it dropped instead (at its next token), which no
+    // timing on this busy machine has to tell apart.
     eventually(
-        Duration::from_secs(2),
+        Duration::from_secs(5),
         "upstream stream cancelled",
         || async { (upstream.stats().await["streams_cancelled"] == 1).then_some(()) },
     )
     .await;
-    assert!(started.elapsed() < Duration::from_millis(1500));
     let slow = node
         .wait_for_deployment("slow/gpt-4o-mini", |d| d["cancelled"] == 1)
         .await;
