@@ -185,7 +185,8 @@ impl Node {
             .expect("JSON body")
     }
 
-    /// The cluster-wide value of counter `kind` of `subject` (a deployment).
+    /// The cluster-wide value of counter `kind` of `subject` (a deployment,
+    /// `key:<id>` or `team:<id>`).
     pub async fn counter(&self, subject: &str, kind: &str) -> u64 {
         self.cluster_view().await["counters"][subject][kind]
             .as_u64()

@@ -69,6 +69,12 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+/// Spend today on `subject`, net of what settling gave back.
+async fn net_spend(node: &Node, subject: &str) -> u64 {
+    let reserved = node.counter(subject, "spend_micros_day").await;
+    reserved.saturating_sub(node.counter(subject, "spend_micros_day_released").await)
+}
+
 #[tokio::test]
 async fn a_key_over_its_rpm_gets_429_with_openai_headers() {
     let node = Node::start(&priced_config()).await;
@@ -271,35 +277,17 @@ async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let spent = |node: &Node| {
-        let subject = subject.clone();
-        let url = node.url("/v1/cluster");
-        async move {
-            let view: Value = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let counters = &view["counters"][subject.as_str()];
-            let figure = |kind: &str| counters[kind].as_u64().unwrap_or(0);
-            Some(figure("spend_micros_day").saturating_sub(figure("spend_micros_day_released")))
-        }
-    };
     let reserved = eventually(
         Duration::from_secs(5),
         "the reservation gossiped",
-        || async { spent(&survivor).await.filter(|spent| *spent >= 200_000) },
+        || async { Some(net_spend(&survivor, &subject).await).filter(|spent| *spent >= 200_000) },
     )
     .await;
     doomed.kill();
     drop(stream);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
-        spent(&survivor).await.unwrap_or(0) >= reserved,
+        net_spend(&survivor, &subject).await >= reserved,
         "the dead node's reservation was forgotten"
     );
     // Back from its store (on a new gossip port: a parallel test may have
@@ -308,7 +296,7 @@ async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
     eventually(
         Duration::from_secs(10),
         "the restarted node counts it",
-        || async { spent(&back).await.filter(|spent| *spent >= reserved) },
+        || async { Some(net_spend(&back, &subject).await).filter(|spent| *spent >= reserved) },
     )
     .await;
 }

@@ -296,6 +296,17 @@ impl TestNode {
     }
 }
 
+/// Creates key `key_1`, named `k`, whose hash is all ones.
+fn create_key_1(admin: &AdminRegistry) {
+    let patch = crate::admin::KeyPatch {
+        name: Some("k".into()),
+        ..Default::default()
+    };
+    admin
+        .create_key("key_1".into(), [1; 32], &patch, unix_millis())
+        .unwrap();
+}
+
 /// Which runs publish register `entry` (`key:<id>`).
 fn admin_publishers(network: &Network, entry: &str) -> Vec<RunId> {
     let states = network.states.lock().unwrap();
@@ -312,13 +323,7 @@ async fn admin_changes_have_one_publisher_and_outlive_it() {
     let mut a = TestNode::start(&network, run("a", 1), Vec::new());
     let mut b = TestNode::start(&network, run("b", 1), Vec::new());
     let mut c = TestNode::start(&network, run("c", 1), Vec::new());
-    let patch = crate::admin::KeyPatch {
-        name: Some("k".into()),
-        ..Default::default()
-    };
-    c.admin()
-        .create_key("key_1".into(), [1; 32], &patch, unix_millis())
-        .unwrap();
+    create_key_1(c.admin());
     rounds(&mut [&mut a, &mut b, &mut c], 2).await;
     assert!(a.knows_key(1) && b.knows_key(1));
     assert_eq!(
@@ -428,12 +433,7 @@ async fn admin_changes_are_exchanged_at_once_not_at_the_next_interval() {
     let (a_actor, a) = start(bus("a"), "a").await;
     let b_bus = bus("b");
     let (b_actor, b) = start(b_bus.clone(), "b").await;
-    let patch = crate::admin::KeyPatch {
-        name: Some("k".into()),
-        ..Default::default()
-    };
-    a.create_key("key_1".into(), [1; 32], &patch, unix_millis())
-        .unwrap();
+    create_key_1(&a);
     let deadline = Instant::now() + Duration::from_secs(5);
     while admin_publishers(&network, "key:key_1").is_empty() {
         assert!(
@@ -456,13 +456,7 @@ async fn an_author_back_without_its_store_gets_its_changes_back() {
     let network = Arc::new(Network::default());
     let mut a = TestNode::start(&network, run("a", 1), Vec::new());
     let mut c = TestNode::start(&network, run("c", 1), Vec::new());
-    let patch = crate::admin::KeyPatch {
-        name: Some("k".into()),
-        ..Default::default()
-    };
-    c.admin()
-        .create_key("key_1".into(), [1; 32], &patch, unix_millis())
-        .unwrap();
+    create_key_1(c.admin());
     rounds(&mut [&mut a, &mut c], 2).await;
     network.set_liveness(&run("c", 1), Liveness::Departed);
     network.states.lock().unwrap().remove(&run("c", 1));
