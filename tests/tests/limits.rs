@@ -222,10 +222,11 @@ async fn a_limit_holds_across_three_nodes_not_three_times_over() {
         .filter(|response| response.status() == 200)
         .count();
     // Each node may take its share of what was left at the last exchange,
-    // rounded up: about one more than the limit per other node, a little
-    // more when exchanges fall mid-burst; never the limit three times over.
+    // rounded up, and a fresh share at each exchange that lands mid-burst.
+    // On a busy two-core machine that came to 14 to 17; with no shares the
+    // nodes took 32. Never the limit three times over.
     assert!(
-        (12..=16).contains(&admitted),
+        (12..=20).contains(&admitted),
         "{admitted} admitted against 12 rpm"
     );
     // And once gossip has caught up, every node refuses.
