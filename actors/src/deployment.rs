@@ -18,12 +18,14 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use chorus_proto::counter::{CounterKey, CounterKind};
+use chorus_proto::counter::{CounterKey, CounterKind, Window};
 use chorus_proto::{Price, Usage};
 
 use crate::ewma::Ewma;
 use crate::ledger::{Ledger, OwnCounter};
 use crate::provider::Provider;
+use crate::routing::breaker::{Breaker, BreakerPolicy};
+use crate::routing::budget::RetryBudget;
 use crate::stats::{ClusterDeploymentStats, DeploymentStats};
 
 /// What a deployment is: which provider, which upstream model, at what price.
@@ -37,6 +39,37 @@ pub struct DeploymentSpec {
     /// How long to wait for response headers, a whole non-streaming body, or
     /// the next stream event.
     pub timeout: Duration,
+    /// The provider's quotas for it, which the whole cluster keeps under.
+    pub quota: Quota,
+    pub breaker: BreakerPolicy,
+}
+
+/// A provider's limits on one deployment, per minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+/// A deployment's quotas and its cluster-wide use of them this minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaUse {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Calls started in the sliding minute.
+    pub requests: u64,
+    /// Tokens the calls that ended in it used.
+    pub tokens: u64,
+}
+
+impl QuotaUse {
+    /// Whether a call of `tokens` more fits under both quotas now.
+    pub fn fits(&self, tokens: u64) -> bool {
+        self.rpm.is_none_or(|rpm| self.requests < rpm)
+            && self
+                .tpm
+                .is_none_or(|tpm| self.tokens.saturating_add(tokens) <= tpm)
+    }
 }
 
 /// How a call ended, as the request actor reports it.
@@ -86,6 +119,8 @@ struct DeploymentShared {
     /// The merged figures of every node, when the node is in a cluster.
     cluster: ArcSwapOption<ClusterDeploymentStats>,
     counters: LedgerCounters,
+    breaker: Breaker,
+    retry_budget: RetryBudget,
 }
 
 /// What the actor publishes after each call.
@@ -104,7 +139,10 @@ struct LedgerCounters {
     prompt_tokens: Arc<OwnCounter>,
     completion_tokens: Arc<OwnCounter>,
     cost_micros: Arc<OwnCounter>,
+    /// Calls started, counted as they start, for the `rpm` quota.
     calls_minute: Arc<OwnCounter>,
+    /// Tokens used, for the `tpm` quota.
+    tokens_minute: Arc<OwnCounter>,
     cost_micros_day: Arc<OwnCounter>,
 }
 
@@ -118,6 +156,7 @@ impl LedgerCounters {
             completion_tokens: counter(CounterKind::CompletionTokens),
             cost_micros: counter(CounterKind::CostMicros),
             calls_minute: counter(CounterKind::CallsMinute),
+            tokens_minute: counter(CounterKind::TokensMinute),
             cost_micros_day: counter(CounterKind::CostMicrosDay),
         }
     }
@@ -146,6 +185,8 @@ impl DeploymentHandle {
     pub fn new(spec: DeploymentSpec, provider: Arc<dyn Provider>, ledger: &Ledger) -> Self {
         let counters = LedgerCounters::of(&spec.name, ledger);
         DeploymentHandle(Arc::new(DeploymentShared {
+            breaker: Breaker::new(spec.breaker),
+            retry_budget: RetryBudget::default(),
             spec,
             provider,
             samples: ArcSwap::from_pointee(Samples::default()),
@@ -197,10 +238,41 @@ impl DeploymentHandle {
         self.0.cluster.store(Some(Arc::new(stats)));
     }
 
-    /// Counts a call as in flight until the returned guard is dropped.
-    pub fn start_call(&self) -> InFlight {
+    /// Counts a call as in flight until the returned guard is dropped, and
+    /// against the `rpm` quota as it starts, so calls under way count
+    /// before they end; it earns the deployment's retry budget its share.
+    pub fn start_call(&self, unix_ms: u64) -> InFlight {
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.0.counters.calls_minute.add(1, unix_ms);
+        self.0.retry_budget.earn(unix_ms);
         InFlight(self.clone())
+    }
+
+    /// The quotas and what the whole cluster has used of them this minute.
+    pub fn quota_use(&self, unix_ms: u64) -> QuotaUse {
+        let Quota { rpm, tpm } = self.0.spec.quota;
+        let used = |counter: &OwnCounter, limited: bool| {
+            if limited {
+                Window::Minute.value(counter.cluster_buckets(), unix_ms)
+            } else {
+                0
+            }
+        };
+        let counters = &self.0.counters;
+        QuotaUse {
+            rpm,
+            tpm,
+            requests: used(&counters.calls_minute, rpm.is_some()),
+            tokens: used(&counters.tokens_minute, tpm.is_some()),
+        }
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.0.breaker
+    }
+
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.0.retry_budget
     }
 
     /// Records a finished call: its counts, tokens and cost go to this run's
@@ -211,7 +283,6 @@ impl DeploymentHandle {
         let counters = &shared.counters;
         shared.finished.fetch_add(1, Ordering::Relaxed);
         counters.calls.add(1, unix_ms);
-        counters.calls_minute.add(1, unix_ms);
         match ended.outcome {
             CallOutcome::Completed => {}
             CallOutcome::Failed => {
@@ -227,6 +298,7 @@ impl DeploymentHandle {
             counters
                 .completion_tokens
                 .add(usage.completion_tokens, unix_ms);
+            counters.tokens_minute.add(usage.total_tokens, unix_ms);
             let cost = shared.spec.price.cost_micros(&usage);
             counters.cost_micros.add(cost, unix_ms);
             counters.cost_micros_day.add(cost, unix_ms);

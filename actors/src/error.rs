@@ -4,6 +4,18 @@
 use chorus_proto::{ErrorBody, ErrorType};
 
 use crate::provider::ProviderError;
+use crate::routing::Unavailable;
+
+/// Why a request got no completion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The last attempt failed, and the plan had no other.
+    #[error("{error} (after {attempts} attempts)")]
+    Upstream { error: CallError, attempts: u32 },
+    /// No deployment of the alias could take a call.
+    #[error("no deployment of `{}` is usable", .0.alias)]
+    Unavailable(Unavailable),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("deployment `{deployment}`: {cause}")]

@@ -29,7 +29,6 @@
 //! implements.
 
 pub mod admin;
-pub mod balance;
 pub mod clock;
 pub mod cluster_view;
 pub mod deployment;
@@ -42,6 +41,7 @@ pub mod limits;
 pub mod provider;
 pub mod request;
 pub mod routes;
+pub mod routing;
 pub mod stats;
 pub mod supervisor;
 #[cfg(test)]
@@ -50,14 +50,14 @@ pub mod tracker;
 
 pub use admin::{AdminError, AdminRegistry, AdminStore, KeyEntry, TeamEntry};
 pub use cluster_view::NodeReport;
-pub use deployment::{CallEnded, CallOutcome, DeploymentHandle, DeploymentSpec};
-pub use error::CallError;
+pub use deployment::{CallEnded, CallOutcome, DeploymentHandle, DeploymentSpec, Quota};
+pub use error::{CallError, RequestError};
 pub use gossip::{GossipArgs, GossipBus, GossipRead};
 pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore, RunId, StoreChange, StoreError};
 pub use limits::{Admission, Holder, Limiter, Refusal, Reservation};
 pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
-pub use routes::{AliasRoute, Routes};
+pub use routes::{AliasRoute, RouteOptions, Routes};
 pub use stats::{ClusterDeploymentStats, DeploymentStats, Health};
 pub use supervisor::{NodeSupervisor, SupervisorArgs, SupervisorHandle};
 pub use tracker::RequestTracker;

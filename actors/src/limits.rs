@@ -23,7 +23,7 @@
 //! state stays (see the `actor` module).
 
 mod actor;
-mod estimate;
+pub(crate) mod estimate;
 mod subject;
 mod window;
 

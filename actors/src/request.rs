@@ -1,9 +1,12 @@
-//! `RequestActor`: one per chat completion. It chooses a deployment, calls
-//! the provider, hands the HTTP layer either the rewritten body or a channel
-//! of SSE frames, pumps the stream to its end, records the call on its
-//! deployment (counts, tokens, cost) and writes the request's log line. It
-//! stops itself when the call is over, so its lifetime is exactly the
-//! request's; its [`Tracked`] guard lets shutdown wait for it.
+//! `RequestActor`: one per chat completion, and where its orchestration
+//! lives. It runs the request's [`AttemptPlan`]: calls the deployment the
+//! plan chooses, and on a failure the plan may retry records the attempt
+//! on that deployment, logs it and takes the plan's next attempt. The call
+//! that answers hands the HTTP layer either the rewritten body or a channel
+//! of SSE frames; the actor pumps the stream to its end, records the call
+//! on its deployment (counts, tokens, cost) and writes the request's log
+//! line. It stops itself when the request is over, so its lifetime is
+//! exactly the request's; its [`Tracked`] guard lets shutdown wait for it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,11 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::unix_millis;
 use crate::deployment::{CallEnded, CallOutcome, DeploymentHandle};
-use crate::error::CallError;
+use crate::error::{CallError, RequestError};
 use crate::estimate;
 use crate::limits::{Admission, Reservation};
 use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
 use crate::routes::AliasRoute;
+use crate::routing::{Attempt, AttemptPlan};
 use crate::tracker::Tracked;
 
 /// SSE frames buffered between the upstream and a slow client. Small, so a
@@ -34,7 +38,7 @@ pub struct RequestArgs {
     pub route: Arc<AliasRoute>,
     /// When the HTTP request arrived: the start of the logged latency.
     pub received_at: Instant,
-    pub reply_tx: oneshot::Sender<Result<Reply, CallError>>,
+    pub reply_tx: oneshot::Sender<Result<Reply, RequestError>>,
     /// Held until the call is recorded.
     pub tracked: Tracked,
     /// The request's hold on its key's and team's limits, settled with
@@ -46,6 +50,8 @@ pub struct RequestArgs {
 #[derive(Debug)]
 pub struct Reply {
     pub deployment: String,
+    /// Calls made for the request, this one included.
+    pub attempts: u32,
     /// Time spent waiting on the upstream before this reply was ready, so
     /// the HTTP layer can tell the gateway's own share of the latency.
     pub upstream_elapsed: Duration,
@@ -160,55 +166,17 @@ impl Ending {
     }
 }
 
-/// The facts of one call that its report and log line are made of.
-struct CallRecord<'a> {
+/// The facts of the request that every attempt's record shares.
+struct RequestFacts<'a> {
     request_id: &'a str,
     alias: &'a str,
-    deployment: &'a DeploymentHandle,
-    started: Instant,
     received_at: Instant,
     stream: bool,
-    /// Taken and settled when the call is recorded.
+    /// Taken and settled when the request's last call is recorded.
     admission: Mutex<Option<Admission>>,
 }
 
-impl CallRecord<'_> {
-    fn finish(&self, ending: Ending) {
-        let Ending {
-            outcome,
-            status,
-            ttft,
-            usage,
-            error,
-        } = ending;
-        let ended = CallEnded {
-            outcome,
-            latency: self.started.elapsed(),
-            ttft,
-            usage,
-        };
-        let now_ms = unix_millis();
-        let cost_micros = self.deployment.record(ended, now_ms);
-        self.settle_limits(usage, cost_micros, now_ms);
-        tracing::info!(
-            target: "chorus::request",
-            request_id = %self.request_id,
-            alias = %self.alias,
-            deployment = %self.deployment.name(),
-            stream = self.stream,
-            status,
-            outcome = ?outcome,
-            prompt_tokens = usage.map(|usage| usage.prompt_tokens),
-            completion_tokens = usage.map(|usage| usage.completion_tokens),
-            usage_estimated = usage.map(|usage| usage.estimated),
-            cost_micros,
-            ttft_ms = ttft.map(|ttft| ttft.as_secs_f64() * 1000.0),
-            latency_ms = self.received_at.elapsed().as_secs_f64() * 1000.0,
-            error = error.as_ref().map(tracing::field::display),
-            "request finished"
-        );
-    }
-
+impl RequestFacts<'_> {
     /// Replaces what admission reserved with what the call used and cost,
     /// once: with no figure (a call that failed before any usage), the
     /// reservation stands — the upstream may have charged for it.
@@ -231,11 +199,94 @@ impl CallRecord<'_> {
         admission.settle(used, now_ms);
     }
 
+    /// No call was made: nothing was used.
+    fn release_limits(&self, now_ms: u64) {
+        self.settle_limits(Some(Usage::default()), Some(0), now_ms);
+    }
+}
+
+/// One call of a request to one deployment: what its report and log line
+/// are made of.
+struct CallRecord<'a> {
+    facts: &'a RequestFacts<'a>,
+    deployment: &'a DeploymentHandle,
+    /// This call's number among the request's attempts, from 1.
+    attempt: u32,
+    started: Instant,
+}
+
+impl CallRecord<'_> {
+    /// Records the request's last call and logs the request.
+    fn finish(&self, ending: Ending) {
+        let Ending {
+            outcome,
+            status,
+            ttft,
+            usage,
+            error,
+        } = ending;
+        let now_ms = unix_millis();
+        let cost_micros = self.record(outcome, ttft, usage, now_ms);
+        let facts = self.facts;
+        facts.settle_limits(usage, cost_micros, now_ms);
+        tracing::info!(
+            target: "chorus::request",
+            request_id = %facts.request_id,
+            alias = %facts.alias,
+            deployment = %self.deployment.name(),
+            attempts = self.attempt,
+            stream = facts.stream,
+            status,
+            outcome = ?outcome,
+            prompt_tokens = usage.map(|usage| usage.prompt_tokens),
+            completion_tokens = usage.map(|usage| usage.completion_tokens),
+            usage_estimated = usage.map(|usage| usage.estimated),
+            cost_micros,
+            ttft_ms = ttft.map(|ttft| ttft.as_secs_f64() * 1000.0),
+            latency_ms = facts.received_at.elapsed().as_secs_f64() * 1000.0,
+            error = error.as_ref().map(tracing::field::display),
+            "request finished"
+        );
+    }
+
+    /// Records a failed call that another attempt follows, and logs it.
+    fn retried(&self, error: &CallError, next: &Attempt) {
+        self.record(CallOutcome::Failed, None, None, unix_millis());
+        tracing::info!(
+            target: "chorus::request",
+            request_id = %self.facts.request_id,
+            alias = %self.facts.alias,
+            deployment = %self.deployment.name(),
+            attempt = self.attempt,
+            status = error.status(),
+            %error,
+            next_deployment = %next.deployment.name(),
+            wait_ms = next.wait.as_millis() as u64,
+            "attempt failed, retrying"
+        );
+    }
+
+    fn record(
+        &self,
+        outcome: CallOutcome,
+        ttft: Option<Duration>,
+        usage: Option<Usage>,
+        now_ms: u64,
+    ) -> Option<u64> {
+        let ended = CallEnded {
+            outcome,
+            latency: self.started.elapsed(),
+            ttft,
+            usage,
+        };
+        self.deployment.record(ended, now_ms)
+    }
+
     /// Logs an upstream `usage` object that could not be read: the call is
     /// then counted with an estimate, and the log says why.
     fn note_usage_error(&self, error: Option<&str>) {
         if let Some(error) = error {
-            tracing::warn!(request_id = %self.request_id, deployment = %self.deployment.name(),
+            tracing::warn!(request_id = %self.facts.request_id, deployment = %self.deployment.name(),
                 %error, "the upstream's usage could not be read; tokens will be estimated");
         }
     }
@@ -248,6 +299,10 @@ impl CallRecord<'_> {
     }
 }
 
+type ReplyTx = oneshot::Sender<Result<Reply, RequestError>>;
+
+/// The attempt plan, run: each attempt's call, and on a failure the plan
+/// retries, the next attempt.
 async fn run(args: RequestArgs) {
     let RequestArgs {
         request_id,
@@ -258,83 +313,145 @@ async fn run(args: RequestArgs) {
         tracked: _tracked,
         admission,
     } = args;
-    let Some(deployment) = route.choose() else {
-        // Config validation gives every alias a deployment.
-        debug_assert!(false, "alias `{}` has no deployments", route.alias);
-        return;
-    };
-    let spec = deployment.spec();
-    let record = CallRecord {
+    let facts = RequestFacts {
         request_id: &request_id,
         alias: &route.alias,
-        deployment,
-        started: Instant::now(),
         received_at,
         stream: request.stream,
         admission: Mutex::new(admission),
     };
+    let mut plan = AttemptPlan::new(Arc::clone(&route), route.need(&request));
+    let mut attempt = match plan.first(unix_millis()) {
+        Ok(attempt) => attempt,
+        Err(unavailable) => {
+            facts.release_limits(unix_millis());
+            tracing::info!(target: "chorus::request", request_id = %request_id,
+                alias = %route.alias, status = 503, retry_after_ms = unavailable.retry_after_ms,
+                "no deployment can take the request");
+            let _ = reply_tx.send(Err(RequestError::Unavailable(unavailable)));
+            return;
+        }
+    };
+    loop {
+        if !attempt.wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(attempt.wait) => {}
+                () = reply_tx.closed() => {
+                    // The reservation stands: earlier attempts may have been charged.
+                    facts.settle_limits(None, None, unix_millis());
+                    tracing::info!(target: "chorus::request", request_id = %request_id,
+                        alias = %route.alias, attempts = plan.attempts() - 1, status = 499,
+                        "the client went away between attempts");
+                    return;
+                }
+            }
+        }
+        let record = CallRecord {
+            facts: &facts,
+            deployment: &attempt.deployment,
+            attempt: plan.attempts(),
+            started: Instant::now(),
+        };
+        let Some((cause, unanswered)) = call(&record, &mut plan, &mut request, reply_tx).await
+        else {
+            return;
+        };
+        reply_tx = unanswered;
+        let error = record.error(cause);
+        match plan.after_failure(&attempt.deployment, &error.cause, unix_millis()) {
+            Some(next) => {
+                record.retried(&error, &next);
+                attempt = next;
+            }
+            None => {
+                let attempts = plan.attempts();
+                let _ = reply_tx.send(Err(RequestError::Upstream {
+                    error: error.clone(),
+                    attempts,
+                }));
+                record.finish(Ending::failed(error.status(), None, error));
+                return;
+            }
+        }
+    }
+}
+
+/// One attempt's call. Answers the client and records the request, unless
+/// the call failed before anything was sent to the client: then the cause
+/// and the unused reply channel come back for the plan to decide.
+async fn call(
+    record: &CallRecord<'_>,
+    plan: &mut AttemptPlan,
+    request: &mut ChatRequest,
+    mut reply_tx: ReplyTx,
+) -> Option<(ProviderError, ReplyTx)> {
+    let deployment = record.deployment;
+    let spec = deployment.spec();
     // Every streamed call gets counted tokens: ask for usage even when the
     // client did not, and hide it from that client again.
     let hide_usage =
         request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
-    if hide_usage {
-        request.ask_for_stream_usage();
-    }
     let call = UpstreamCall {
-        request_id: request_id.clone(),
-        body: request.upstream_body(&spec.upstream_model),
+        request_id: record.facts.request_id.to_owned(),
+        body: request.upstream_body(&spec.upstream_model, hide_usage),
         stream: request.stream,
     };
-    let _in_flight = deployment.start_call();
+    let _in_flight = deployment.start_call(unix_millis());
     let answer = tokio::select! {
         answer = tokio::time::timeout(spec.timeout, deployment.provider().send(call)) => {
             answer.unwrap_or(Err(ProviderError::Timeout(spec.timeout)))
         }
-        _ = reply_tx.closed() => {
+        () = reply_tx.closed() => {
             record.finish(Ending::cancelled(None));
-            return;
+            return None;
         }
     };
     let upstream_elapsed = record.started.elapsed();
     let reply = |body| Reply {
         deployment: deployment.name().to_owned(),
+        attempts: record.attempt,
         upstream_elapsed,
         body,
     };
+    let alias = record.facts.alias;
     match answer {
-        Err(cause) => fail(&record, reply_tx, cause),
+        Err(cause) => Some((cause, reply_tx)),
         Ok(UpstreamReply::Complete(body)) => {
             let mut text = String::new();
-            match rewrite_model(&body, &route.alias, false, &mut text) {
-                Ok(rewritten) => {
-                    record.note_usage_error(rewritten.usage_error.as_deref());
-                    let usage = rewritten
-                        .usage
-                        .unwrap_or_else(|| estimate::usage(request.messages(), &text));
-                    let json = rewritten.json.unwrap_or_default();
-                    // Limits first, so the client's next request sees this
-                    // one's real cost; the record and the log line are not
-                    // the client's wait.
-                    let cost = deployment.spec().price.cost_micros(&usage);
-                    record.settle_limits(Some(usage), Some(cost), unix_millis());
-                    let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(json.into()))));
-                    record.finish(Ending::completed(None, Some(usage)));
-                }
-                Err(detail) => fail(&record, reply_tx, ProviderError::Malformed(detail)),
-            }
+            let rewritten = match rewrite_model(&body, alias, false, &mut text) {
+                Ok(rewritten) => rewritten,
+                Err(detail) => return Some((ProviderError::Malformed(detail), reply_tx)),
+            };
+            plan.succeeded(deployment, unix_millis());
+            record.note_usage_error(rewritten.usage_error.as_deref());
+            let usage = rewritten
+                .usage
+                .unwrap_or_else(|| estimate::usage(request.messages(), &text));
+            let json = rewritten.json.unwrap_or_default();
+            // Limits first, so the client's next request sees this one's
+            // real cost; the record and the log line are not the client's
+            // wait.
+            let cost = spec.price.cost_micros(&usage);
+            record
+                .facts
+                .settle_limits(Some(usage), Some(cost), unix_millis());
+            let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(json.into()))));
+            record.finish(Ending::completed(None, Some(usage)));
+            None
         }
         Ok(UpstreamReply::Stream(events)) => {
+            plan.succeeded(deployment, unix_millis());
             let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
             if reply_tx
                 .send(Ok(reply(ReplyBody::Stream(frames_rx))))
                 .is_err()
             {
                 record.finish(Ending::cancelled(None));
-                return;
+                return None;
             }
             let stream = Stream {
-                record: &record,
-                alias: &route.alias,
+                record,
+                alias,
                 idle_timeout: spec.timeout,
                 hide_usage,
             };
@@ -348,19 +465,9 @@ async fn run(args: RequestArgs) {
                 }
             };
             record.finish(ending);
+            None
         }
     }
-}
-
-/// Answers the client with the error before the call is reported.
-fn fail(
-    record: &CallRecord<'_>,
-    reply_tx: oneshot::Sender<Result<Reply, CallError>>,
-    cause: ProviderError,
-) {
-    let error = record.error(cause);
-    let _ = reply_tx.send(Err(error.clone()));
-    record.finish(Ending::failed(error.status(), None, error));
 }
 
 /// One streamed call on its way to the client.

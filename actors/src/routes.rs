@@ -1,51 +1,104 @@
-//! The model table: which deployments serve each alias a client may ask for.
+//! The model table: which deployments serve each alias a client may ask
+//! for, and how the alias chooses among them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chorus_proto::Price;
+use chorus_proto::{ChatRequest, Price};
 
-use crate::balance::{Balancer, RoundRobin};
 use crate::deployment::DeploymentHandle;
+use crate::limits;
+use crate::routing::balance::{self, Balancer, BalancerOptions, DEFAULT_STRATEGY};
+use crate::routing::{Need, RetryPolicy, Target};
 
 /// Output tokens reserved for a request without `max_tokens`, unless the
 /// alias says otherwise: enough for most replies.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// One alias and the deployments behind it.
+/// One alias: the deployments behind it, how it balances between them and
+/// how it retries.
 #[derive(Debug)]
 pub struct AliasRoute {
     pub alias: String,
-    pub deployments: Vec<DeploymentHandle>,
+    pub targets: Vec<Target>,
     /// Output tokens reserved against limits for a request that sets no
     /// `max_tokens`.
     pub default_max_tokens: u64,
+    pub retry: RetryPolicy,
+    /// The balancer's config name, for listings.
+    pub strategy: &'static str,
     balancer: Box<dyn Balancer>,
+    /// Whether routing reads each request's token estimate: for the
+    /// balancer, or for a deployment's tokens-per-minute quota.
+    reads_tokens: bool,
+}
+
+/// How an alias routes, as configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteOptions {
+    pub strategy: &'static str,
+    pub balancer: BalancerOptions,
+    pub retry: RetryPolicy,
+    pub default_max_tokens: u64,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            strategy: DEFAULT_STRATEGY,
+            balancer: BalancerOptions::default(),
+            retry: RetryPolicy::default(),
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
 }
 
 impl AliasRoute {
-    pub fn new(alias: String, deployments: Vec<DeploymentHandle>) -> Self {
-        AliasRoute {
+    /// `None` when `options` names no known strategy.
+    pub fn new(alias: String, targets: Vec<Target>, options: RouteOptions) -> Option<Self> {
+        let balancer = balance::named(options.strategy, &options.balancer)?;
+        let reads_tokens = balancer.reads_tokens()
+            || targets
+                .iter()
+                .any(|target| target.deployment.spec().quota.tpm.is_some());
+        Some(AliasRoute {
             alias,
-            deployments,
-            default_max_tokens: DEFAULT_MAX_TOKENS,
-            balancer: Box::new(RoundRobin::default()),
-        }
+            targets,
+            default_max_tokens: options.default_max_tokens,
+            retry: options.retry,
+            strategy: options.strategy,
+            balancer,
+            reads_tokens,
+        })
     }
 
-    pub fn with_default_max_tokens(self, default_max_tokens: u64) -> Self {
+    /// An alias over `deployments`, each of weight 1, routed the default way.
+    pub fn with_defaults(alias: String, deployments: Vec<DeploymentHandle>) -> Self {
+        let targets = deployments
+            .into_iter()
+            .map(|deployment| Target {
+                deployment,
+                weight: 1,
+            })
+            .collect();
+        let balancer = balance::default_balancer();
         AliasRoute {
-            default_max_tokens,
-            ..self
+            alias,
+            targets,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+            retry: RetryPolicy::default(),
+            strategy: DEFAULT_STRATEGY,
+            balancer,
+            reads_tokens: false,
         }
     }
 
     /// The highest prompt and completion prices among the deployments: what
     /// a request is reserved at before it is known which one serves it.
     pub fn highest_price(&self) -> Price {
-        self.deployments
+        self.targets
             .iter()
-            .map(|deployment| deployment.spec().price)
+            .map(|target| target.deployment.spec().price)
             .fold(Price::default(), |highest, price| Price {
                 input_micros_per_mtok: highest
                     .input_micros_per_mtok
@@ -56,8 +109,23 @@ impl AliasRoute {
             })
     }
 
-    pub fn choose(&self) -> Option<&DeploymentHandle> {
-        self.balancer.choose(&self.deployments)
+    /// What routing needs to know of `request`; the token estimate only
+    /// when something reads it.
+    pub fn need(&self, request: &ChatRequest) -> Need {
+        let (prompt_tokens, max_output_tokens) = if self.reads_tokens {
+            limits::estimate::request_tokens(request, self)
+        } else {
+            (0, 0)
+        };
+        Need {
+            stream: request.stream,
+            prompt_tokens,
+            max_output_tokens,
+        }
+    }
+
+    pub(crate) fn balancer(&self) -> &dyn Balancer {
+        self.balancer.as_ref()
     }
 }
 

@@ -41,6 +41,8 @@ impl DeploymentStats {
             ttft_ms: self.ttft_ms.map(|v| v as f32),
             ms_per_output_token: self.ms_per_output_token.map(|v| v as f32),
             consecutive_failures: self.consecutive_failures,
+            // The breaker is not a figure of the run: gossip adds it.
+            breaker_open_until_ms: None,
         }
     }
 }
@@ -82,6 +84,9 @@ pub struct ClusterDeploymentStats {
     /// Nodes that reported on this deployment, alive or not.
     pub nodes: usize,
     pub in_flight: u64,
+    /// In flight on the other live nodes only: a balancer adds this node's
+    /// live figure to it, rather than the one it last published.
+    pub peers_in_flight: u64,
     pub finished: u64,
     pub errors: u64,
     pub cancelled: u64,

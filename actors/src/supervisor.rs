@@ -315,7 +315,10 @@ mod tests {
     #[tokio::test]
     async fn a_crashed_deployment_actor_is_restarted_and_keeps_its_figures() {
         let handle = deployment();
-        let route = Arc::new(AliasRoute::new("alias".into(), vec![handle.clone()]));
+        let route = Arc::new(AliasRoute::with_defaults(
+            "alias".into(),
+            vec![handle.clone()],
+        ));
         let args = SupervisorArgs {
             deployments: vec![handle.clone()],
             gossip: None,

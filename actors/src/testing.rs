@@ -7,9 +7,10 @@ use bytes::Bytes;
 use chorus_proto::Price;
 use futures::future::BoxFuture;
 
-use crate::deployment::{DeploymentHandle, DeploymentSpec};
+use crate::deployment::{DeploymentHandle, DeploymentSpec, Quota};
 use crate::ledger::{Ledger, RunId};
 use crate::provider::{Provider, ProviderError, UpstreamCall, UpstreamReply};
+use crate::routing::breaker::BreakerPolicy;
 
 /// Answers every call at once with a fixed completion of model `upstream`.
 pub struct Canned;
@@ -34,12 +35,38 @@ pub fn ledger(node_id: &str) -> Ledger {
 
 /// A deployment named `name` on the [`Canned`] provider, counting into `ledger`.
 pub fn deployment(name: &str, ledger: &Ledger) -> DeploymentHandle {
+    DeploymentHandle::new(spec(name), Arc::new(Canned), ledger)
+}
+
+/// A deployment at these prices, in micro-dollars per million tokens.
+pub fn priced(name: &str, input: u64, output: u64) -> DeploymentHandle {
     let spec = DeploymentSpec {
+        price: Price {
+            input_micros_per_mtok: input,
+            output_micros_per_mtok: output,
+        },
+        ..spec(name)
+    };
+    DeploymentHandle::new(spec, Arc::new(Canned), &ledger("test"))
+}
+
+/// A deployment under these quotas, on a ledger of its own.
+pub fn with_quota(name: &str, quota: Quota) -> DeploymentHandle {
+    let spec = DeploymentSpec {
+        quota,
+        ..spec(name)
+    };
+    DeploymentHandle::new(spec, Arc::new(Canned), &ledger("test"))
+}
+
+fn spec(name: &str) -> DeploymentSpec {
+    DeploymentSpec {
         name: name.into(),
         provider: "canned".into(),
         upstream_model: "upstream".into(),
         price: Price::default(),
         timeout: Duration::from_secs(5),
-    };
-    DeploymentHandle::new(spec, Arc::new(Canned), ledger)
+        quota: Quota::default(),
+        breaker: BreakerPolicy::default(),
+    }
 }

@@ -98,11 +98,13 @@ pub(crate) mod tests {
                     upstream_model: (*alias).to_owned(),
                     price: Default::default(),
                     timeout: std::time::Duration::from_secs(5),
+                    quota: Default::default(),
+                    breaker: Default::default(),
                 };
                 let provider = Arc::new(MockProvider::new(std::time::Duration::ZERO, 4));
                 let deployment = DeploymentHandle::new(spec, provider, ledger);
                 deployments.push(deployment.clone());
-                AliasRoute::new((*alias).to_owned(), vec![deployment])
+                AliasRoute::with_defaults((*alias).to_owned(), vec![deployment])
             })
             .collect();
         Routes::new(routes, deployments)

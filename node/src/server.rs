@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use chorus_actors::clock::unix_millis;
+use chorus_actors::routing::breaker::BreakerPolicy;
+use chorus_actors::routing::Target;
 use chorus_actors::{
     AdminRegistry, AdminStore, AliasRoute, DeploymentHandle, DeploymentSpec, GossipArgs, Ledger,
     LedgerArgs, Limiter, NodeSupervisor, RequestTracker, Routes, RunId, SupervisorArgs,
@@ -91,8 +93,8 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
     let mut deployments: Vec<DeploymentHandle> = Vec::new();
     let mut aliases = Vec::with_capacity(config.models.len());
     for model in &config.models {
-        let mut alias_deployments = Vec::with_capacity(model.deployments.len());
-        for deployment in &model.deployments {
+        let mut targets = Vec::with_capacity(model.deployments.len());
+        for (deployment, weight) in &model.deployments {
             let name = deployment.name();
             let handle = match deployments.iter().find(|handle| handle.name() == name) {
                 Some(existing) => existing.clone(),
@@ -108,18 +110,23 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
                         upstream_model: deployment.model.clone(),
                         price: deployment.price,
                         timeout: provider.timeout,
+                        quota: deployment.quota,
+                        breaker: BreakerPolicy::default(),
                     };
                     let handle = DeploymentHandle::new(spec, client.clone(), ledger);
                     deployments.push(handle.clone());
                     handle
                 }
             };
-            alias_deployments.push(handle);
+            targets.push(Target {
+                deployment: handle,
+                weight: *weight,
+            });
         }
-        aliases.push(
-            AliasRoute::new(model.alias.clone(), alias_deployments)
-                .with_default_max_tokens(model.default_max_tokens),
-        );
+        // Validation has checked the strategy's name.
+        if let Some(route) = AliasRoute::new(model.alias.clone(), targets, model.routing) {
+            aliases.push(route);
+        }
     }
     Routes::new(aliases, deployments)
 }

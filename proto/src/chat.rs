@@ -128,27 +128,38 @@ impl ChatRequest {
             .find_map(|field| self.body.get(*field).and_then(Value::as_u64))
     }
 
-    /// Asks the upstream to end the stream with a usage chunk
-    /// (`stream_options.include_usage`), keeping any other stream option.
-    /// The client's own choice stays in [`ChatRequest::include_usage`].
-    pub fn ask_for_stream_usage(&mut self) {
-        let options = self
-            .body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(options) = options {
-            options.insert("include_usage".to_owned(), Value::Bool(true));
-        }
-    }
-
     /// The body to send upstream: the client's, byte-for-byte in meaning,
-    /// with `model` replaced by the deployment's upstream model.
-    pub fn upstream_body(&mut self, upstream_model: &str) -> Vec<u8> {
+    /// with `model` replaced by the deployment's upstream model. With
+    /// `ask_for_usage`, the upstream is also asked to end the stream with a
+    /// usage chunk (`stream_options.include_usage`), keeping any other
+    /// stream option; the client's own choice stays in
+    /// [`ChatRequest::include_usage`], and the request itself is left as
+    /// it was for an attempt on another upstream.
+    pub fn upstream_body(&mut self, upstream_model: &str, ask_for_usage: bool) -> Vec<u8> {
+        let stream_options = ask_for_usage.then(|| self.body.get("stream_options").cloned());
+        if ask_for_usage {
+            let options = self
+                .body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".to_owned(), Value::Bool(true));
+            }
+        }
         self.body
             .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
         let body = serde_json::to_vec(&self.body).unwrap_or_default();
         self.body
             .insert("model".to_owned(), Value::String(self.model.clone()));
+        match stream_options {
+            Some(Some(options)) => {
+                self.body.insert("stream_options".to_owned(), options);
+            }
+            Some(None) => {
+                self.body.remove("stream_options");
+            }
+            None => {}
+        }
         body
     }
 }
@@ -283,7 +294,8 @@ mod tests {
             "logprobs": true
         });
         let mut request = parse(original.clone()).unwrap();
-        let sent: Value = serde_json::from_slice(&request.upstream_body("gpt-4o-mini")).unwrap();
+        let sent: Value =
+            serde_json::from_slice(&request.upstream_body("gpt-4o-mini", false)).unwrap();
         let mut expected = original;
         expected["model"] = json!("gpt-4o-mini");
         assert_eq!(sent, expected);
@@ -379,12 +391,17 @@ mod tests {
             "stream_options":{"continuous_usage_stats":true}}),
         )
         .unwrap();
-        request.ask_for_stream_usage();
-        let sent: Value = serde_json::from_slice(&request.upstream_body("up")).unwrap();
+        let sent: Value = serde_json::from_slice(&request.upstream_body("up", true)).unwrap();
         assert_eq!(
             sent["stream_options"],
             json!({"continuous_usage_stats":true,"include_usage":true})
         );
         assert!(!request.include_usage, "the client's own choice is kept");
+        // The next attempt may go to an upstream that is not asked.
+        let sent: Value = serde_json::from_slice(&request.upstream_body("up", false)).unwrap();
+        assert_eq!(
+            sent["stream_options"],
+            json!({"continuous_usage_stats":true})
+        );
     }
 }

@@ -16,6 +16,9 @@ pub struct DeploymentReport {
     pub ms_per_output_token: Option<f32>,
     /// Failed calls in a row, most recent first; 0 after any success.
     pub consecutive_failures: u32,
+    /// Until when (unix ms) this node's calls opened the deployment's
+    /// circuit breaker: the others stop sending to it too.
+    pub breaker_open_until_ms: Option<u64>,
 }
 
 impl DeploymentReport {

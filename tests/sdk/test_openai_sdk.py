@@ -62,6 +62,7 @@ deployments = [{{ provider = "cut", model = "gpt-4o-mini" }}]
 
 [[models]]
 alias = "limited"
+max_retries = 0
 deployments = [{{ provider = "limited", model = "gpt-4o-mini" }}]
 
 [[models]]

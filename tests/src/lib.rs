@@ -328,8 +328,10 @@ where
 }
 
 /// The faults `mock-upstream` can inject; each test config has an alias
-/// `fault-<name>` whose provider sends the matching `x-mock-fault` header.
-pub const FAULTS: [&str; 7] = [
+/// `fault-<name>` whose provider sends the matching `x-mock-fault` header,
+/// with no retries, so the client sees what one faulty call gives.
+pub const FAULTS: [&str; 8] = [
+    "400",
     "500",
     "429",
     "hang",
@@ -420,6 +422,7 @@ headers = {{ "x-mock-fault" = "{fault}", "x-mock-cut-after" = "3" }}
 
 [[models]]
 alias = "fault-{fault}"
+max_retries = 0
 deployments = [{{ provider = "fault-{fault}", model = "gpt-4o-mini" }}]
 "#
         ));

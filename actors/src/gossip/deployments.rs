@@ -1,13 +1,14 @@
 //! The deployments section: each node publishes its live report on every
 //! deployment (`deployment name` → report) whenever it changes, and merges
 //! the reports of every node's newest run into each deployment's
-//! cluster-wide view.
+//! cluster-wide view. A breaker a live peer opened is opened here too.
 
 use std::collections::HashMap;
 
 use chorus_proto::gossip::DeploymentReport;
 
 use super::bus::{Change, Liveness, Observed, RunStatus, Section};
+use crate::clock::unix_millis;
 use crate::cluster_view::{merge, NodeReport};
 use crate::deployment::DeploymentHandle;
 use crate::ledger::NodeId;
@@ -71,6 +72,7 @@ impl DeploymentSection {
             })
             .collect();
         let liveness = |node_id: &str, generation: u64| by_run.get(&(node_id, generation)).copied();
+        let now_ms = unix_millis();
         self.peers.retain(|node_id, peer| {
             liveness(node_id, peer.generation)
                 .is_some_and(|liveness| liveness != Liveness::Departed)
@@ -92,15 +94,27 @@ impl DeploymentSection {
                 })
             });
             let reports: Vec<NodeReport> = std::iter::once(own).chain(peers).collect();
-            deployment.set_cluster_stats(merge(&reports));
+            let mut merged = merge(&reports);
+            merged.peers_in_flight = reports[1..]
+                .iter()
+                .filter(|peer| peer.alive)
+                .fold(0u64, |sum, peer| sum.saturating_add(peer.report.in_flight));
+            for peer in reports[1..].iter().filter(|peer| peer.alive) {
+                if let Some(until) = peer.report.breaker_open_until_ms {
+                    deployment.breaker().open_until(until, now_ms);
+                }
+            }
+            deployment.set_cluster_stats(merged);
         }
     }
 
     /// This node's reports that changed since they were last published.
     pub fn changes(&mut self, deployments: &[DeploymentHandle]) -> Vec<Change> {
         let mut changes = Vec::new();
+        let now_ms = unix_millis();
         for deployment in deployments {
-            let report = deployment.stats().report();
+            let mut report = deployment.stats().report();
+            report.breaker_open_until_ms = deployment.breaker().opened_here_until_ms(now_ms);
             if self.published.get(deployment.name()) != Some(&report) {
                 self.published.insert(deployment.name().to_owned(), report);
                 changes.push(Change::Set {

@@ -204,7 +204,7 @@ async fn nodes_add_up_each_others_counts_and_see_each_others_load() {
     let mut b = TestNode::start(&network, run("b", 1), Vec::new());
     a.count_calls(2);
     b.count_calls(3);
-    let _busy = b.deployment.start_call();
+    let _busy = b.deployment.start_call(0);
     rounds(&mut [&mut a, &mut b], 2).await;
     assert_eq!((a.calls(), b.calls()), (5, 5));
     let view = a.deployment.cluster_stats().unwrap();

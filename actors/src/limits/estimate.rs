@@ -22,10 +22,7 @@ const REPLY_PRIMING_TOKENS: u64 = 3;
 
 /// The reservation for `request` on `route`.
 pub fn reservation(request: &ChatRequest, route: &AliasRoute) -> Reservation {
-    let prompt = prompt_tokens(request.messages());
-    let output = request
-        .max_output_tokens()
-        .unwrap_or(route.default_max_tokens);
+    let (prompt, output) = request_tokens(request, route);
     let cost_micros = route
         .highest_price()
         .cost_micros(&Usage::new(prompt, output));
@@ -33,6 +30,15 @@ pub fn reservation(request: &ChatRequest, route: &AliasRoute) -> Reservation {
         tokens: prompt.saturating_add(output),
         cost_micros,
     }
+}
+
+/// The prompt's estimated tokens and the most the reply may take.
+pub fn request_tokens(request: &ChatRequest, route: &AliasRoute) -> (u64, u64) {
+    let prompt = prompt_tokens(request.messages());
+    let output = request
+        .max_output_tokens()
+        .unwrap_or(route.default_max_tokens);
+    (prompt, output)
 }
 
 /// Prompt tokens from the text's length: no tokenizer on the request path.
@@ -59,7 +65,7 @@ mod tests {
             "max_tokens": 50,
         });
         let request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
-        let route = AliasRoute::new("m".into(), Vec::new());
+        let mut route = AliasRoute::with_defaults("m".into(), Vec::new());
         let reserved = reservation(&request, &route);
         let counted = crate::estimate::prompt_tokens(request.messages());
         assert!(reserved.tokens >= counted + 50, "{reserved:?} vs {counted}");
@@ -72,7 +78,7 @@ mod tests {
         let no_max =
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": ""}]});
         let request = ChatRequest::parse(no_max.to_string().as_bytes()).unwrap();
-        let route = route.with_default_max_tokens(100);
+        route.default_max_tokens = 100;
         assert_eq!(
             reservation(&request, &route).tokens,
             100 + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS

@@ -87,6 +87,8 @@ async fn run(args: Args) -> Result<()> {
         upstream_model: "mock".into(),
         price: chorus_proto::Price::default(),
         timeout: Duration::from_secs(5),
+        quota: Default::default(),
+        breaker: Default::default(),
     };
     let run = RunId {
         node_id: "bench".into(),
@@ -101,7 +103,10 @@ async fn run(args: Args) -> Result<()> {
         limiter: chorus_actors::Limiter::new(ledger.clone()),
     })
     .await?;
-    let route = Arc::new(AliasRoute::new("fast".into(), vec![deployment.clone()]));
+    let route = Arc::new(AliasRoute::with_defaults(
+        "fast".into(),
+        vec![deployment.clone()],
+    ));
 
     println!(
         "actor-hops: {} calls each, {} runtime threads",
@@ -147,10 +152,10 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
     let mut request = ChatRequest::parse(REQUEST).context("request")?;
     match path {
         Path::Direct => {
-            let deployment = route.choose().context("no deployment")?;
+            let deployment = &route.targets.first().context("no deployment")?.deployment;
             let call = UpstreamCall {
                 request_id: "bench".into(),
-                body: request.upstream_body(&deployment.spec().upstream_model),
+                body: request.upstream_body(&deployment.spec().upstream_model, false),
                 stream: false,
             };
             match deployment.provider().send(call).await? {

@@ -5,6 +5,7 @@
 //! framing and `usage`. Latency, time to first token, inter-token delay and
 //! output length are flags, overridable per request with `x-mock-*` headers.
 //! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
+//! `400` (a request error no retry can fix),
 //! `hang`, `reset` (connection closed before headers), `cut` (stream closed
 //! after `x-mock-cut-after` chunks), `garbage` (malformed body) and
 //! `error-event` (an SSE `error` event mid-stream).
@@ -72,6 +73,7 @@ struct Knobs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
+    Status400,
     Status500,
     Status429,
     Hang,
@@ -220,6 +222,12 @@ async fn chat(
         Some(Fault::Hang) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Err(ResetConnection);
+        }
+        Some(Fault::Status400) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "injected bad request",
+            ));
         }
         Some(Fault::Status500) => {
             return Ok(error_response(
@@ -376,6 +384,7 @@ fn knobs(headers: &HeaderMap, defaults: Knobs) -> Knobs {
 
 fn fault(headers: &HeaderMap) -> Option<Fault> {
     Some(match header_text(headers, "x-mock-fault")? {
+        "400" => Fault::Status400,
         "500" => Fault::Status500,
         "429" => Fault::Status429,
         "hang" => Fault::Hang,

@@ -3,6 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::time::Duration;
+
+use chorus_actors::routing::balance::{BalancerOptions, DEFAULT_STRATEGY, STRATEGIES};
+use chorus_actors::routing::RetryPolicy;
+use chorus_actors::{Quota, RouteOptions};
 use chorus_proto::Price;
 use serde::Deserialize;
 
@@ -21,6 +26,22 @@ pub struct RawModel {
     /// Output tokens reserved against a key's tpm and budgets for a request
     /// that sets no `max_tokens` (nothing is sent upstream). Default 4096.
     pub default_max_tokens: Option<u64>,
+    /// How a request picks a deployment: `weighted` (the default),
+    /// `round-robin`, `least-busy`, `latency-based`, `cost-based`,
+    /// `usage-based`.
+    pub strategy: Option<String>,
+    /// `latency-based`: deployments this fraction slower than the fastest
+    /// still share its traffic. Default 0.1.
+    pub latency_buffer: Option<f64>,
+    /// Attempts after the first, for 429, 5xx, timeouts and broken
+    /// connections. Default 2.
+    pub max_retries: Option<u32>,
+    /// The first backoff before retrying the same deployment, doubled for
+    /// each further retry. Default 100.
+    pub retry_backoff_ms: Option<u64>,
+    /// The longest wait before a retry; an upstream `retry-after` beyond
+    /// it is not waited for. Default 5000.
+    pub max_retry_wait_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -36,20 +57,30 @@ pub struct RawDeployment {
     /// USD per million completion tokens, kept to the micro-dollar. Default 0.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// Its share of this alias's traffic under `weighted`, and of ties
+    /// under the other strategies. Default 1.
+    pub weight: Option<u32>,
+    /// The provider's requests-per-minute quota for it, kept cluster-wide.
+    pub rpm: Option<u64>,
+    /// The provider's tokens-per-minute quota for it, kept cluster-wide.
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub alias: String,
-    pub deployments: Vec<DeploymentConfig>,
-    pub default_max_tokens: u64,
+    /// Each with its weight in this alias.
+    pub deployments: Vec<(DeploymentConfig, u32)>,
+    pub routing: RouteOptions,
 }
 
+/// A deployment as every alias that lists it must describe it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentConfig {
     pub provider: String,
     pub model: String,
     pub price: Price,
+    pub quota: Quota,
 }
 
 impl DeploymentConfig {
@@ -97,26 +128,84 @@ pub fn check(
         let mut deployments = Vec::with_capacity(model.deployments.len());
         for (position, deployment) in model.deployments.iter().enumerate() {
             let at = |field: &str| at(format!("deployments[{position}].{field}"));
+            if deployment.weight == Some(0) {
+                checker.problem(at("weight"), "must be at least 1");
+                valid = false;
+            }
             match check_deployment(deployment, &at, providers, &mut seen, checker) {
-                Some(deployment) => deployments.push(deployment),
+                Some(checked) => deployments.push((checked, deployment.weight.unwrap_or(1))),
                 None => valid = false,
             }
         }
-        if model.default_max_tokens == Some(0) {
-            checker.problem(at("default_max_tokens".into()), "must be at least 1");
-            valid = false;
-        }
-        if valid {
+        let routing = check_routing(model, &at, checker);
+        if let (true, Some(routing)) = (valid, routing) {
             models.push(ModelConfig {
                 alias: model.alias.clone(),
                 deployments,
-                default_max_tokens: model
-                    .default_max_tokens
-                    .unwrap_or(chorus_actors::routes::DEFAULT_MAX_TOKENS),
+                routing,
             });
         }
     }
     models
+}
+
+/// The alias's strategy, retries and reservation default.
+fn check_routing(
+    model: &RawModel,
+    at: &dyn Fn(String) -> String,
+    checker: &mut Checker,
+) -> Option<RouteOptions> {
+    let mut valid = true;
+    let strategy = match model.strategy.as_deref() {
+        None => DEFAULT_STRATEGY,
+        Some(name) => match STRATEGIES.iter().find(|(known, _)| *known == name) {
+            Some((known, _)) => known,
+            None => {
+                let names: Vec<&str> = STRATEGIES.iter().map(|(known, _)| *known).collect();
+                checker.problem(
+                    at("strategy".into()),
+                    format!("unknown strategy `{name}`: use one of {}", names.join(", ")),
+                );
+                valid = false;
+                DEFAULT_STRATEGY
+            }
+        },
+    };
+    let defaults = RouteOptions::default();
+    let latency_buffer = model
+        .latency_buffer
+        .unwrap_or(defaults.balancer.latency_buffer);
+    if !(latency_buffer.is_finite() && (0.0..=10.0).contains(&latency_buffer)) {
+        checker.problem(
+            at("latency_buffer".into()),
+            format!("must be a fraction from 0 to 10, got {latency_buffer}"),
+        );
+        valid = false;
+    }
+    let mut at_least_one = |field: &str, value: Option<u64>| {
+        if value == Some(0) {
+            checker.problem(at(field.into()), "must be at least 1");
+            valid = false;
+        }
+        value
+    };
+    let default_max_tokens = at_least_one("default_max_tokens", model.default_max_tokens)
+        .unwrap_or(defaults.default_max_tokens);
+    let max_wait = at_least_one("max_retry_wait_ms", model.max_retry_wait_ms)
+        .map_or(defaults.retry.max_wait, Duration::from_millis);
+    let backoff = model
+        .retry_backoff_ms
+        .map_or(defaults.retry.backoff, Duration::from_millis);
+    valid.then_some(RouteOptions {
+        strategy,
+        balancer: BalancerOptions { latency_buffer },
+        retry: RetryPolicy {
+            max_retries: model.max_retries.unwrap_or(defaults.retry.max_retries),
+            backoff,
+            max_wait,
+        },
+        default_max_tokens,
+    })
 }
 
 fn check_deployment(
@@ -153,6 +242,12 @@ fn check_deployment(
     };
     let input = price("input_per_mtok", deployment.input_per_mtok);
     let output = price("output_per_mtok", deployment.output_per_mtok);
+    for (field, quota) in [("rpm", deployment.rpm), ("tpm", deployment.tpm)] {
+        if quota == Some(0) {
+            checker.problem(at(field), "must be at least 1");
+            valid = false;
+        }
+    }
     let checked = DeploymentConfig {
         provider: deployment.provider.clone(),
         model: deployment.model.clone(),
@@ -160,13 +255,17 @@ fn check_deployment(
             input_micros_per_mtok: input?,
             output_micros_per_mtok: output?,
         },
+        quota: Quota {
+            rpm: deployment.rpm,
+            tpm: deployment.tpm,
+        },
     };
     if let Some(earlier) = seen.get(&checked.name()) {
         if *earlier != checked {
             checker.problem(
                 at("model"),
                 format!(
-                    "deployment `{}` is listed again with other prices",
+                    "deployment `{}` is listed again with other prices or quotas",
                     checked.name()
                 ),
             );

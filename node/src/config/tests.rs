@@ -41,7 +41,10 @@ fn accepts_a_good_config_and_hashes_keys() {
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:4000");
     assert_eq!(config.keys[0].sha256, sha256("secret"));
     assert_eq!(
-        config.models[0].deployments[0].price.input_micros_per_mtok,
+        config.models[0].deployments[0]
+            .0
+            .price
+            .input_micros_per_mtok,
         150_000
     );
     match &config.providers[0].kind {

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::read_body;
+use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
 use super::{limits, ApiError, AppState, RequestContext};
 
 /// The gateway's own share of a response's latency, in ms.
@@ -177,9 +178,14 @@ fn respond(reply: Reply, context: &RequestContext) -> Response {
             response
         }
     };
+    let headers = response.headers_mut();
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(value) = HeaderValue::from_str(&overhead_ms) {
-        response.headers_mut().insert(OVERHEAD_HEADER, value);
+        headers.insert(OVERHEAD_HEADER, value);
     }
+    if let Ok(value) = HeaderValue::from_str(&reply.deployment) {
+        headers.insert(DEPLOYMENT_HEADER, value);
+    }
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(reply.attempts));
     response
 }

@@ -1,5 +1,6 @@
 //! `GET /v1/cluster`, behind the admin token: the members this node knows,
-//! alive or dead, each deployment's figures (cluster-wide in a cluster),
+//! alive or dead, each deployment's figures (cluster-wide in a cluster)
+//! and circuit breaker,
 //! every counter's cluster-wide value, how many keys and teams it knows,
 //! and this node's gossip figures.
 //! Served from snapshots the gossip actor refreshes each round, so a
@@ -28,11 +29,13 @@ pub async fn view(
             .or_default()
             .insert(key.kind.code(), value);
     }
+    let now_ms = unix_millis();
     let deployments: Vec<Value> = state
         .routes
         .deployments()
         .iter()
         .map(|deployment| {
+            let breaker = deployment.breaker();
             let local = deployment.stats();
             let figures = match deployment.cluster_stats() {
                 Some(cluster) => json!(cluster),
@@ -48,7 +51,13 @@ pub async fn view(
                     "health": local.health(),
                 }),
             };
-            json!({"name": deployment.name(), "cluster": figures})
+            json!({
+                "name": deployment.name(),
+                // This node's breaker, which follows the others' too.
+                "breaker": breaker.state(now_ms).as_str(),
+                "cooling_down": breaker.is_cooling_down(now_ms),
+                "cluster": figures,
+            })
         })
         .collect();
     let node_id = state.ledger.node_id();

@@ -2,10 +2,16 @@
 //! turns either into an HTTP response.
 
 use axum::response::{IntoResponse, Response};
-use chorus_actors::CallError;
+use chorus_actors::routing::Unavailable;
+use chorus_actors::{CallError, RequestError};
 use chorus_proto::{ErrorBody, ErrorType};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+
+/// The deployment that answered, or whose error is the answer.
+pub const DEPLOYMENT_HEADER: &str = "x-chorus-deployment";
+/// Upstream calls made for the request, retries included.
+pub const ATTEMPTS_HEADER: &str = "x-chorus-attempts";
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -40,6 +46,42 @@ impl ApiError {
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.body.error.param = Some(param.into());
         self
+    }
+}
+
+impl From<RequestError> for ApiError {
+    /// The last attempt's error, or 503 when no deployment could take a
+    /// call; either way with what happened in `x-chorus-*` headers.
+    fn from(error: RequestError) -> Self {
+        let mut headers = HeaderMap::new();
+        let (error, attempts) = match error {
+            RequestError::Upstream { error, attempts } => {
+                if let Ok(deployment) = HeaderValue::from_str(&error.deployment) {
+                    headers.insert(DEPLOYMENT_HEADER, deployment);
+                }
+                (ApiError::from(error), attempts)
+            }
+            RequestError::Unavailable(Unavailable {
+                alias,
+                retry_after_ms,
+            }) => {
+                let seconds = retry_after_ms.div_ceil(1_000).max(1);
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::Upstream,
+                    "no_deployment_available",
+                    format!(
+                        "no deployment of `{alias}` can take requests now (circuit breakers \
+                         open, cooling down after a 429, or over the provider's quota); \
+                         retry in {seconds} s"
+                    ),
+                );
+                error.retry_after = Some(seconds.to_string());
+                (error, 0)
+            }
+        };
+        headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+        error.with_headers(headers)
     }
 }
 
