@@ -25,7 +25,7 @@ use crate::estimate;
 use crate::limits::{Admission, Reservation};
 use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
 use crate::routes::AliasRoute;
-use crate::routing::{Attempt, AttemptPlan};
+use crate::routing::{Attempt, AttemptPlan, Fallbacks};
 use crate::tracker::Tracked;
 
 /// SSE frames buffered between the upstream and a slow client. Small, so a
@@ -44,6 +44,8 @@ pub struct RequestArgs {
     /// The request's hold on its key's and team's limits, settled with
     /// what the call used once it is recorded.
     pub admission: Option<Admission>,
+    /// The aliases it may fall back to.
+    pub fallbacks: Fallbacks,
 }
 
 /// What the HTTP layer sends back to the client.
@@ -209,6 +211,8 @@ impl RequestFacts<'_> {
 /// are made of.
 struct CallRecord<'a> {
     facts: &'a RequestFacts<'a>,
+    /// The alias the call serves: the request's own, or a fallback.
+    alias: &'a str,
     deployment: &'a DeploymentHandle,
     /// This call's number among the request's attempts, from 1.
     attempt: u32,
@@ -233,6 +237,7 @@ impl CallRecord<'_> {
             target: "chorus::request",
             request_id = %facts.request_id,
             alias = %facts.alias,
+            fallback = (self.alias != facts.alias).then_some(self.alias),
             deployment = %self.deployment.name(),
             attempts = self.attempt,
             stream = facts.stream,
@@ -255,7 +260,7 @@ impl CallRecord<'_> {
         tracing::info!(
             target: "chorus::request",
             request_id = %self.facts.request_id,
-            alias = %self.facts.alias,
+            alias = %self.alias,
             deployment = %self.deployment.name(),
             attempt = self.attempt,
             status = error.status(),
@@ -312,6 +317,7 @@ async fn run(args: RequestArgs) {
         mut reply_tx,
         tracked: _tracked,
         admission,
+        fallbacks,
     } = args;
     let facts = RequestFacts {
         request_id: &request_id,
@@ -320,8 +326,8 @@ async fn run(args: RequestArgs) {
         stream: request.stream,
         admission: Mutex::new(admission),
     };
-    let mut plan = AttemptPlan::new(Arc::clone(&route), route.need(&request));
-    let mut attempt = match plan.first(unix_millis()) {
+    let mut plan = AttemptPlan::new(Arc::clone(&route), &request, fallbacks);
+    let mut attempt = match plan.first(&request, unix_millis()) {
         Ok(attempt) => attempt,
         Err(unavailable) => {
             facts.release_limits(unix_millis());
@@ -346,8 +352,10 @@ async fn run(args: RequestArgs) {
                 }
             }
         }
+        let serving = Arc::clone(plan.route());
         let record = CallRecord {
             facts: &facts,
+            alias: &serving.alias,
             deployment: &attempt.deployment,
             attempt: plan.attempts(),
             started: Instant::now(),
@@ -358,7 +366,7 @@ async fn run(args: RequestArgs) {
         };
         reply_tx = unanswered;
         let error = record.error(cause);
-        match plan.after_failure(&attempt.deployment, &error.cause, unix_millis()) {
+        match plan.after_failure(&attempt.deployment, &error.cause, &request, unix_millis()) {
             Some(next) => {
                 record.retried(&error, &next);
                 attempt = next;
@@ -413,7 +421,7 @@ async fn call(
         upstream_elapsed,
         body,
     };
-    let alias = record.facts.alias;
+    let alias = record.alias;
     match answer {
         Err(cause) => Some((cause, reply_tx)),
         Ok(UpstreamReply::Complete(body)) => {

@@ -9,7 +9,7 @@ use chorus_proto::{ChatRequest, Price};
 use crate::deployment::DeploymentHandle;
 use crate::limits;
 use crate::routing::balance::{self, Balancer, BalancerOptions, DEFAULT_STRATEGY};
-use crate::routing::{Need, RetryPolicy, Target};
+use crate::routing::{FallbackNames, Need, RetryPolicy, Target};
 
 /// Output tokens reserved for a request without `max_tokens`, unless the
 /// alias says otherwise: enough for most replies.
@@ -27,6 +27,8 @@ pub struct AliasRoute {
     pub retry: RetryPolicy,
     /// The balancer's config name, for listings.
     pub strategy: &'static str,
+    /// Where a request goes when this alias cannot answer it.
+    pub fallbacks: FallbackNames,
     balancer: Box<dyn Balancer>,
     /// Whether routing reads each request's token estimate: for the
     /// balancer, or for a deployment's tokens-per-minute quota.
@@ -67,6 +69,7 @@ impl AliasRoute {
             default_max_tokens: options.default_max_tokens,
             retry: options.retry,
             strategy: options.strategy,
+            fallbacks: FallbackNames::default(),
             balancer,
             reads_tokens,
         })
@@ -88,6 +91,7 @@ impl AliasRoute {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             retry: RetryPolicy::default(),
             strategy: DEFAULT_STRATEGY,
+            fallbacks: FallbackNames::default(),
             balancer,
             reads_tokens: false,
         }

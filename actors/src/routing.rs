@@ -14,6 +14,9 @@
 //!   → retryable? retries left? retry budget left? (retry.rs, budget.rs)
 //!   → the next attempt: another deployment at once, or the same after a
 //!     backoff when no other is usable
+//!   → retries used up, or nothing usable: the fallback chain for what
+//!     went wrong (general, context window, content policy), alias by
+//!     alias, each starting again at the top      (fallback.rs)
 //! ```
 //!
 //! The [`crate::RequestActor`] drives the plan; everything read here is
@@ -23,9 +26,11 @@ pub mod balance;
 pub mod breaker;
 pub mod budget;
 mod candidate;
+pub mod fallback;
 mod plan;
 pub mod retry;
 
 pub use candidate::{Candidate, Need, Target};
+pub use fallback::{FallbackNames, Fallbacks};
 pub use plan::{Attempt, AttemptPlan, Unavailable};
 pub use retry::RetryPolicy;

@@ -296,6 +296,7 @@ mod tests {
             reply_tx,
             tracked: crate::tracker::RequestTracker::default().track(),
             admission: None,
+            fallbacks: Default::default(),
         };
         Actor::spawn(None, RequestActor, args).await.unwrap();
         match reply_rx.await.unwrap().unwrap().body {

@@ -124,7 +124,8 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
             });
         }
         // Validation has checked the strategy's name.
-        if let Some(route) = AliasRoute::new(model.alias.clone(), targets, model.routing) {
+        if let Some(mut route) = AliasRoute::new(model.alias.clone(), targets, model.routing) {
+            route.fallbacks = model.fallbacks.clone();
             aliases.push(route);
         }
     }

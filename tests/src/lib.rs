@@ -330,8 +330,10 @@ where
 /// The faults `mock-upstream` can inject; each test config has an alias
 /// `fault-<name>` whose provider sends the matching `x-mock-fault` header,
 /// with no retries, so the client sees what one faulty call gives.
-pub const FAULTS: [&str; 8] = [
+pub const FAULTS: [&str; 10] = [
     "400",
+    "context",
+    "content-filter",
     "500",
     "429",
     "hang",

@@ -151,6 +151,62 @@ async fn a_lone_deployment_is_retried_after_a_backoff_until_retries_run_out() {
     );
 }
 
+#[tokio::test]
+async fn each_kind_of_failure_falls_back_along_its_own_chain() {
+    let upstream = MockUpstream::start(&[]);
+    let alias = |name: &str, provider: &str, extra: &str| {
+        format!(
+            "\n[[models]]\nalias = \"{name}\"\nmax_retries = 0\n{extra}\
+             deployments = [{{ provider = \"{provider}\", model = \"gpt-4o-mini\" }}]\n"
+        )
+    };
+    let config = standard_config(&upstream)
+        + &alias(
+            "main",
+            "fault-500",
+            "fallbacks = [\"fault-reset\", \"backup\"]\n",
+        )
+        + &alias("backup", "slow", "")
+        + &alias(
+            "short",
+            "fault-context",
+            "fallbacks = [\"backup\"]\ncontext_window_fallbacks = [\"long\"]\n",
+        )
+        + &alias("long", "laggy", "")
+        + &alias(
+            "filtered",
+            "fault-content-filter",
+            "content_policy_fallbacks = [\"backup\"]\n",
+        )
+        + &alias("no-chain", "fault-context", "fallbacks = [\"backup\"]\n");
+    let node = Node::start(&config).await;
+    let cases = [
+        // Down its general chain, past a fallback that fails too.
+        ("main", 200, 3, "slow/gpt-4o-mini", "backup"),
+        ("short", 200, 2, "laggy/gpt-4o-mini", "long"),
+        ("filtered", 200, 2, "slow/gpt-4o-mini", "backup"),
+        // A prompt too long is not what the general chain is for.
+        ("no-chain", 400, 1, "fault-context/gpt-4o-mini", ""),
+    ];
+    for (alias, status, tries, deployment, model) in cases {
+        let response = node.chat(&chat_body(alias, false)).send().await.unwrap();
+        assert_eq!(response.status(), status, "{alias}");
+        assert_eq!(attempts(&response), tries, "{alias}");
+        assert_eq!(
+            header(&response, "x-chorus-deployment"),
+            deployment,
+            "{alias}"
+        );
+        let body: Value = response.json().await.unwrap();
+        if status == 200 {
+            // The answer names the alias that gave it.
+            assert_eq!(body["model"], model, "{alias}");
+        } else {
+            assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+        }
+    }
+}
+
 /// This node's view of a deployment in `GET /v1/cluster`.
 async fn deployment_view(node: &Node, name: &str) -> Value {
     let view = node.cluster_view().await;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use fastrand::Rng;
 
+use chorus_proto::ChatRequest;
+
 use super::candidate::{Candidate, Need, Target};
+use super::fallback::{FallbackKind, Fallbacks};
 use super::retry::Failure;
 use crate::deployment::DeploymentHandle;
 use crate::provider::ProviderError;
@@ -38,38 +41,56 @@ pub struct Unavailable {
 pub struct AttemptPlan {
     route: Arc<AliasRoute>,
     need: Need,
-    /// Indices into the route's targets, in the order they were tried.
+    /// Indices into the current route's targets, in the order tried.
     tried: Vec<usize>,
+    /// Calls made for the request, on every alias.
+    attempts: u32,
+    /// Retries made on the current alias.
+    retries_here: u32,
+    fallbacks: Fallbacks,
+    /// The aliases the request has been on, the current one included.
+    visited: Vec<String>,
     rng: Rng,
 }
 
 impl AttemptPlan {
-    pub fn new(route: Arc<AliasRoute>, need: Need) -> Self {
+    pub fn new(route: Arc<AliasRoute>, request: &ChatRequest, fallbacks: Fallbacks) -> Self {
         AttemptPlan {
+            need: route.need(request),
+            visited: vec![route.alias.clone()],
             route,
-            need,
             tried: Vec::with_capacity(1),
+            attempts: 0,
+            retries_here: 0,
+            fallbacks,
             rng: Rng::new(),
         }
     }
 
+    /// The alias the request is on now: its own, or a fallback.
     pub fn route(&self) -> &Arc<AliasRoute> {
         &self.route
     }
 
     /// Calls made or about to be made.
     pub fn attempts(&self) -> u32 {
-        u32::try_from(self.tried.len()).unwrap_or(u32::MAX)
+        self.attempts
     }
 
-    /// The first attempt's deployment.
-    pub fn first(&mut self, now_ms: u64) -> Result<Attempt, Unavailable> {
-        match self.choose(now_ms, now_ms, true) {
-            Some(deployment) => Ok(Attempt {
-                deployment,
-                wait: Duration::ZERO,
-            }),
-            None => Err(self.unavailable(now_ms)),
+    /// The first attempt's deployment: on the request's alias, or on its
+    /// first fallback with a usable deployment.
+    pub fn first(&mut self, request: &ChatRequest, now_ms: u64) -> Result<Attempt, Unavailable> {
+        let unavailable = self.unavailable(now_ms);
+        loop {
+            if let Some(deployment) = self.choose(now_ms, now_ms, true) {
+                return Ok(Attempt {
+                    deployment,
+                    wait: Duration::ZERO,
+                });
+            }
+            if !self.fall_back(FallbackKind::General, request) {
+                return Err(unavailable);
+            }
         }
     }
 
@@ -79,13 +100,15 @@ impl AttemptPlan {
     }
 
     /// The call on `failed` failed with `cause`: the breaker and cooldown
-    /// hear of it, and the next attempt comes back, or `None` when the
-    /// failure is the request's answer — not retryable, retries or the
-    /// deployment's retry budget used up, or nothing usable to retry on.
+    /// hear of it, and the next attempt comes back — a retry on this alias
+    /// while it has retries and the deployment retry budget, then the
+    /// fallback chain for the failure — or `None` when the failure is the
+    /// request's answer.
     pub fn after_failure(
         &mut self,
         failed: &DeploymentHandle,
         cause: &ProviderError,
+        request: &ChatRequest,
         now_ms: u64,
     ) -> Option<Attempt> {
         let failure = Failure::of(cause);
@@ -100,34 +123,67 @@ impl AttemptPlan {
             // The deployment answered; the request was at fault.
             Failure::Final => failed.breaker().on_success(now_ms),
         }
-        let retry = self.attempts();
-        if !failure.is_retryable() || retry > self.route.retry.max_retries {
-            return None;
+        if failure.is_retryable() && self.retries_here < self.route.retry.max_retries {
+            if !failed.retry_budget().spend(now_ms) {
+                tracing::warn!(deployment = %failed.name(), "retry budget used up: not retrying");
+            } else if let Some(attempt) = self.retry(failure, now_ms) {
+                self.retries_here += 1;
+                return Some(attempt);
+            }
         }
-        if !failed.retry_budget().spend(now_ms) {
-            tracing::warn!(deployment = %failed.name(), "retry budget used up: not retrying");
-            return None;
+        let kind = if failure.is_retryable() {
+            FallbackKind::General
+        } else {
+            FallbackKind::of_request_error(cause)?
+        };
+        while self.fall_back(kind, request) {
+            if let Some(deployment) = self.choose(now_ms, now_ms, true) {
+                return Some(Attempt {
+                    deployment,
+                    wait: Duration::ZERO,
+                });
+            }
         }
+        None
+    }
+
+    /// A retry on this alias: another deployment at once, or one already
+    /// tried after a backoff when no other is usable.
+    fn retry(&mut self, failure: Failure, now_ms: u64) -> Option<Attempt> {
         if let Some(deployment) = self.choose(now_ms, now_ms, true) {
             return Some(Attempt {
                 deployment,
                 wait: Duration::ZERO,
             });
         }
-        // Every usable deployment was tried: one of them again, later.
         let wait = self
             .route
             .retry
-            .wait_on_same(retry, failure, self.rng.f64())?;
+            .wait_on_same(self.retries_here + 1, failure, self.rng.f64())?;
         let at_ms = now_ms.saturating_add(millis(wait));
         let deployment = self.choose(now_ms, at_ms, false)?;
         Some(Attempt { deployment, wait })
     }
 
+    /// Moves the request to the next alias of the `kind` chain; `false`
+    /// when the chain is used up.
+    fn fall_back(&mut self, kind: FallbackKind, request: &ChatRequest) -> bool {
+        let Some(route) = self.fallbacks.next(kind, &self.visited) else {
+            return false;
+        };
+        tracing::debug!(from = %self.route.alias, to = %route.alias, ?kind, "falling back");
+        self.visited.push(route.alias.clone());
+        self.need = route.need(request);
+        self.route = route;
+        self.tried.clear();
+        self.retries_here = 0;
+        true
+    }
+
     /// The balancer's pick among the targets usable at `at_ms`, left out
-    /// those tried when `untried` is set, and recorded as tried. A pick for
-    /// now claims its breaker's way through; a half-open probe another
-    /// request took first drops that target and picks again.
+    /// those tried when `untried` is set, and counted as an attempt. A
+    /// pick for now claims its breaker's way through; a half-open probe
+    /// another request took first drops that target and picks again.
     fn choose(&mut self, now_ms: u64, at_ms: u64, untried: bool) -> Option<DeploymentHandle> {
         let route = Arc::clone(&self.route);
         let mut indices: Vec<usize> = (0..route.targets.len())
@@ -153,6 +209,7 @@ impl AttemptPlan {
             let deployment = &route.targets[index].deployment;
             if at_ms > now_ms || deployment.breaker().claim(now_ms) {
                 self.tried.push(index);
+                self.attempts += 1;
                 return Some(deployment.clone());
             }
             indices.remove(position);
@@ -190,11 +247,16 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::deployment::Quota;
-    use crate::routes::RouteOptions;
+    use crate::routes::{RouteOptions, Routes};
+    use crate::routing::fallback::FallbackNames;
     use crate::testing::{deployment, ledger, with_quota};
     use bytes::Bytes;
 
-    fn route(deployments: Vec<DeploymentHandle>, strategy: &'static str) -> Arc<AliasRoute> {
+    fn route_named(
+        alias: &str,
+        deployments: Vec<DeploymentHandle>,
+        strategy: &'static str,
+    ) -> AliasRoute {
         let targets = deployments
             .into_iter()
             .map(|deployment| Target {
@@ -206,7 +268,24 @@ mod tests {
             strategy,
             ..RouteOptions::default()
         };
-        Arc::new(AliasRoute::new("a".into(), targets, options).expect("a known strategy"))
+        AliasRoute::new(alias.into(), targets, options).expect("a known strategy")
+    }
+
+    fn route(deployments: Vec<DeploymentHandle>, strategy: &'static str) -> Arc<AliasRoute> {
+        Arc::new(route_named("a", deployments, strategy))
+    }
+
+    fn request(max_tokens: u64) -> ChatRequest {
+        let body = serde_json::json!({
+            "model": "a",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn plan(route: &Arc<AliasRoute>) -> AttemptPlan {
+        AttemptPlan::new(Arc::clone(route), &request(16), Fallbacks::default())
     }
 
     fn status(code: u16, retry_after: Option<&str>) -> ProviderError {
@@ -217,8 +296,13 @@ mod tests {
         }
     }
 
-    fn names(deployments: &[DeploymentHandle]) -> Vec<&str> {
-        deployments.iter().map(DeploymentHandle::name).collect()
+    fn failed(
+        plan: &mut AttemptPlan,
+        on: &DeploymentHandle,
+        cause: ProviderError,
+        now: u64,
+    ) -> Option<Attempt> {
+        plan.after_failure(on, &cause, &request(16), now)
     }
 
     #[test]
@@ -228,11 +312,9 @@ mod tests {
             vec![deployment("a", &ledger), deployment("b", &ledger)],
             "round-robin",
         );
-        let mut plan = AttemptPlan::new(route, Need::default());
-        let first = plan.first(0).unwrap();
-        let second = plan
-            .after_failure(&first.deployment, &status(500, None), 0)
-            .unwrap();
+        let mut plan = plan(&route);
+        let first = plan.first(&request(16), 0).unwrap();
+        let second = failed(&mut plan, &first.deployment, status(500, None), 0).unwrap();
         assert_eq!(second.wait, Duration::ZERO);
         assert_ne!(first.deployment.name(), second.deployment.name());
         assert_eq!(plan.attempts(), 2);
@@ -242,26 +324,27 @@ mod tests {
     fn client_errors_are_not_retried_and_retries_run_out() {
         let ledger = ledger("n");
         let only = deployment("a", &ledger);
-        let mut plan = AttemptPlan::new(route(vec![only.clone()], "weighted"), Need::default());
-        plan.first(0).unwrap();
-        assert!(plan.after_failure(&only, &status(400, None), 0).is_none());
+        let route = route(vec![only.clone()], "weighted");
+        let mut first = plan(&route);
+        first.first(&request(16), 0).unwrap();
+        assert!(failed(&mut first, &only, status(400, None), 0).is_none());
 
-        let mut plan = AttemptPlan::new(route(vec![only.clone()], "weighted"), Need::default());
-        plan.first(0).unwrap();
+        let mut plan = plan(&route);
+        plan.first(&request(16), 0).unwrap();
         // The only deployment, again after a backoff; twice, then no more.
-        let retry = plan.after_failure(&only, &status(503, None), 0).unwrap();
+        let retry = failed(&mut plan, &only, status(503, None), 0).unwrap();
         assert!(
             (50..=100).contains(&retry.wait.as_millis()),
             "{:?}",
             retry.wait
         );
-        let retry = plan.after_failure(&only, &status(503, None), 100).unwrap();
+        let retry = failed(&mut plan, &only, status(503, None), 100).unwrap();
         assert!(
             (100..=200).contains(&retry.wait.as_millis()),
             "{:?}",
             retry.wait
         );
-        assert!(plan.after_failure(&only, &status(503, None), 300).is_none());
+        assert!(failed(&mut plan, &only, status(503, None), 300).is_none());
         assert_eq!(plan.attempts(), 3);
     }
 
@@ -270,29 +353,23 @@ mod tests {
         let ledger = ledger("n");
         let only = deployment("a", &ledger);
         let route = route(vec![only.clone()], "weighted");
-        let mut plan = AttemptPlan::new(route.clone(), Need::default());
-        plan.first(0).unwrap();
-        let retry = plan
-            .after_failure(&only, &status(429, Some("2")), 0)
-            .unwrap();
+        let mut limited = plan(&route);
+        limited.first(&request(16), 0).unwrap();
+        let retry = failed(&mut limited, &only, status(429, Some("2")), 0).unwrap();
         assert_eq!(retry.wait, Duration::from_secs(2));
         // Meanwhile other requests find nothing usable, and are told when.
-        let mut other = AttemptPlan::new(route, Need::default());
         assert_eq!(
-            other.first(500).unwrap_err(),
+            plan(&route).first(&request(16), 500).unwrap_err(),
             Unavailable {
                 alias: "a".into(),
                 retry_after_ms: 1_500
             }
         );
-        assert!(other.first(2_000).is_ok());
+        assert!(plan(&route).first(&request(16), 2_000).is_ok());
         // A retry-after beyond the policy's wait is the answer.
-        let mut plan =
-            AttemptPlan::new(self::route(vec![only.clone()], "weighted"), Need::default());
-        plan.first(10_000).unwrap();
-        assert!(plan
-            .after_failure(&only, &status(429, Some("60")), 10_000)
-            .is_none());
+        let mut limited = plan(&route);
+        limited.first(&request(16), 10_000).unwrap();
+        assert!(failed(&mut limited, &only, status(429, Some("60")), 10_000).is_none());
     }
 
     #[test]
@@ -304,27 +381,15 @@ mod tests {
         }
         for (strategy, _) in crate::routing::balance::STRATEGIES {
             let route = route(vec![bad.clone(), good.clone()], strategy);
-            let picks: Vec<DeploymentHandle> = (0..20)
-                .map(|_| {
-                    AttemptPlan::new(route.clone(), Need::default())
-                        .first(1)
-                        .unwrap()
-                        .deployment
-                })
-                .collect();
-            assert!(
-                names(&picks).iter().all(|name| *name == "good"),
-                "{strategy}"
-            );
+            for _ in 0..20 {
+                let picked = plan(&route).first(&request(16), 1).unwrap();
+                assert_eq!(picked.deployment.name(), "good", "{strategy}");
+            }
         }
         // Half-open after 10 s: one probe may go to `bad`.
         let route = route(vec![bad.clone()], "weighted");
-        assert!(AttemptPlan::new(route.clone(), Need::default())
-            .first(10_000)
-            .is_ok());
-        assert!(AttemptPlan::new(route, Need::default())
-            .first(10_001)
-            .is_err());
+        assert!(plan(&route).first(&request(16), 10_000).is_ok());
+        assert!(plan(&route).first(&request(16), 10_001).is_err());
     }
 
     #[test]
@@ -344,20 +409,15 @@ mod tests {
             },
         );
         drop((full.start_call(0), full.start_call(0)));
-        let route = route(vec![full, spare.clone()], "round-robin");
+        let route = route(vec![full, spare], "round-robin");
         for _ in 0..4 {
-            let picked = AttemptPlan::new(route.clone(), Need::default())
-                .first(0)
-                .unwrap();
+            let picked = plan(&route).first(&request(16), 0).unwrap();
             assert_eq!(picked.deployment.name(), "spare");
         }
         // A request bigger than what is left of `spare`'s tpm fits nowhere.
-        let big = Need {
-            stream: false,
-            prompt_tokens: 900,
-            max_output_tokens: 200,
-        };
-        assert!(AttemptPlan::new(route, big).first(0).is_err());
+        let big = request(2_000);
+        let mut plan = AttemptPlan::new(route, &big, Fallbacks::default());
+        assert!(plan.first(&big, 0).is_err());
     }
 
     #[test]
@@ -365,8 +425,113 @@ mod tests {
         let ledger = ledger("n");
         let (a, b) = (deployment("a", &ledger), deployment("b", &ledger));
         while a.retry_budget().spend(0) {}
-        let mut plan = AttemptPlan::new(route(vec![a.clone(), b], "weighted"), Need::default());
-        plan.first(0).unwrap();
-        assert!(plan.after_failure(&a, &status(500, None), 0).is_none());
+        let mut plan = plan(&route(vec![a.clone(), b], "weighted"));
+        plan.first(&request(16), 0).unwrap();
+        assert!(failed(&mut plan, &a, status(500, None), 0).is_none());
+    }
+
+    /// `main` over one deployment with no retries, falling back to
+    /// `backup` in general, `long` for context windows, `lenient` for
+    /// content filters; each alias its own deployment.
+    fn with_fallbacks() -> (Arc<AliasRoute>, Routes) {
+        let ledger = ledger("n");
+        let names = ["main", "backup", "long", "lenient"];
+        let deployments: Vec<DeploymentHandle> =
+            names.iter().map(|name| deployment(name, &ledger)).collect();
+        let mut main = route_named("main", vec![deployments[0].clone()], "weighted");
+        main.retry.max_retries = 0;
+        main.fallbacks = FallbackNames {
+            general: vec!["backup".into(), "main".into()],
+            context_window: vec!["long".into()],
+            content_policy: vec!["lenient".into()],
+        };
+        let mut routes = vec![main];
+        for (name, deployment) in names.iter().zip(&deployments).skip(1) {
+            routes.push(route_named(name, vec![deployment.clone()], "weighted"));
+        }
+        let routes = Routes::new(routes, deployments);
+        (Arc::clone(routes.get("main").unwrap()), routes)
+    }
+
+    fn error_body(code: &str) -> ProviderError {
+        ProviderError::Status {
+            status: 400,
+            body: Bytes::from(format!(r#"{{"error":{{"message":"no","code":"{code}"}}}}"#)),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_failure_follows_its_own_fallback_chain() {
+        let (main, routes) = with_fallbacks();
+        let cases = [
+            (status(503, None), Some("backup")),
+            (error_body("context_length_exceeded"), Some("long")),
+            (error_body("content_filter"), Some("lenient")),
+            (status(400, None), None),
+        ];
+        for (cause, expected) in cases {
+            let mut plan = AttemptPlan::new(
+                Arc::clone(&main),
+                &request(16),
+                Fallbacks::resolve(&main, &routes, |_| true),
+            );
+            let first = plan.first(&request(16), 0).unwrap();
+            let next = plan.after_failure(&first.deployment, &cause, &request(16), 0);
+            assert_eq!(
+                next.map(|next| next.deployment.name().to_owned())
+                    .as_deref(),
+                expected
+            );
+            if expected.is_some() {
+                assert_eq!(plan.route().alias, expected.unwrap_or_default());
+                assert_eq!(plan.attempts(), 2);
+            }
+            // Reset the breaker the 503 counted against.
+            first.deployment.breaker().on_success(0);
+        }
+    }
+
+    #[test]
+    fn a_fallback_chain_ends_without_looping_and_skips_what_the_key_may_not_use() {
+        let (main, routes) = with_fallbacks();
+        let mut plan = AttemptPlan::new(
+            Arc::clone(&main),
+            &request(16),
+            Fallbacks::resolve(&main, &routes, |_| true),
+        );
+        let first = plan.first(&request(16), 0).unwrap();
+        let backup = plan
+            .after_failure(&first.deployment, &status(500, None), &request(16), 0)
+            .unwrap();
+        // `backup` fails too (its retries are to itself: make it final).
+        let last = plan.after_failure(&backup.deployment, &status(400, None), &request(16), 0);
+        assert!(last.is_none(), "`main` is not tried again");
+
+        let mut plan = AttemptPlan::new(
+            Arc::clone(&main),
+            &request(16),
+            Fallbacks::resolve(&main, &routes, |alias| alias != "backup"),
+        );
+        let first = plan.first(&request(16), 0).unwrap();
+        assert!(plan
+            .after_failure(&first.deployment, &status(500, None), &request(16), 0)
+            .is_none());
+    }
+
+    #[test]
+    fn an_alias_with_nothing_usable_falls_back_at_once() {
+        let (main, routes) = with_fallbacks();
+        for _ in 0..5 {
+            main.targets[0].deployment.breaker().on_failure(0);
+        }
+        let mut plan = AttemptPlan::new(
+            Arc::clone(&main),
+            &request(16),
+            Fallbacks::resolve(&main, &routes, |_| true),
+        );
+        let first = plan.first(&request(16), 1).unwrap();
+        assert_eq!(first.deployment.name(), "backup");
+        assert_eq!(plan.attempts(), 1);
     }
 }

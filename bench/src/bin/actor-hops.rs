@@ -177,6 +177,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 reply_tx,
                 tracked: REQUESTS.track(),
                 admission: None,
+                fallbacks: Default::default(),
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

@@ -5,7 +5,8 @@
 //! framing and `usage`. Latency, time to first token, inter-token delay and
 //! output length are flags, overridable per request with `x-mock-*` headers.
 //! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
-//! `400` (a request error no retry can fix),
+//! `400` (a request error no retry can fix), `context` and `content-filter`
+//! (400s worded as OpenAI words a prompt too long and a filtered prompt),
 //! `hang`, `reset` (connection closed before headers), `cut` (stream closed
 //! after `x-mock-cut-after` chunks), `garbage` (malformed body) and
 //! `error-event` (an SSE `error` event mid-stream).
@@ -74,6 +75,8 @@ struct Knobs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     Status400,
+    ContextLength,
+    ContentFilter,
     Status500,
     Status429,
     Hang,
@@ -228,6 +231,22 @@ async fn chat(
                 StatusCode::BAD_REQUEST,
                 "injected bad request",
             ));
+        }
+        Some(Fault::ContextLength) => {
+            let error = ErrorBody::new(
+                ErrorType::InvalidRequest,
+                "This model's maximum context length is 16 tokens (injected)",
+            )
+            .with_code("context_length_exceeded");
+            return Ok(error_body_response(StatusCode::BAD_REQUEST, &error));
+        }
+        Some(Fault::ContentFilter) => {
+            let error = ErrorBody::new(
+                ErrorType::InvalidRequest,
+                "The prompt was filtered by the content management policy (injected)",
+            )
+            .with_code("content_filter");
+            return Ok(error_body_response(StatusCode::BAD_REQUEST, &error));
         }
         Some(Fault::Status500) => {
             return Ok(error_response(
@@ -385,6 +404,8 @@ fn knobs(headers: &HeaderMap, defaults: Knobs) -> Knobs {
 fn fault(headers: &HeaderMap) -> Option<Fault> {
     Some(match header_text(headers, "x-mock-fault")? {
         "400" => Fault::Status400,
+        "context" => Fault::ContextLength,
+        "content-filter" => Fault::ContentFilter,
         "500" => Fault::Status500,
         "429" => Fault::Status429,
         "hang" => Fault::Hang,
@@ -431,6 +452,12 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     } else {
         ErrorType::InvalidRequest
     };
-    let body = ErrorBody::new(kind, message).with_code(status.as_str());
+    error_body_response(
+        status,
+        &ErrorBody::new(kind, message).with_code(status.as_str()),
+    )
+}
+
+fn error_body_response(status: StatusCode, body: &ErrorBody) -> Response<Body> {
     body_response(status, "application/json", Bytes::from(body.to_json()))
 }

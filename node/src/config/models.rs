@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chorus_actors::routing::balance::{BalancerOptions, DEFAULT_STRATEGY, STRATEGIES};
-use chorus_actors::routing::RetryPolicy;
+use chorus_actors::routing::{FallbackNames, RetryPolicy};
 use chorus_actors::{Quota, RouteOptions};
 use chorus_proto::Price;
 use serde::Deserialize;
@@ -42,6 +42,16 @@ pub struct RawModel {
     /// The longest wait before a retry; an upstream `retry-after` beyond
     /// it is not waited for. Default 5000.
     pub max_retry_wait_ms: Option<u64>,
+    /// Aliases tried in order once retries are used up, or when none of
+    /// this alias's deployments is usable.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Aliases tried in order when the prompt is too long for the model.
+    #[serde(default)]
+    pub context_window_fallbacks: Vec<String>,
+    /// Aliases tried in order when the provider's content filter refused.
+    #[serde(default)]
+    pub content_policy_fallbacks: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +82,7 @@ pub struct ModelConfig {
     /// Each with its weight in this alias.
     pub deployments: Vec<(DeploymentConfig, u32)>,
     pub routing: RouteOptions,
+    pub fallbacks: FallbackNames,
 }
 
 /// A deployment as every alias that lists it must describe it.
@@ -143,10 +154,40 @@ pub fn check(
                 alias: model.alias.clone(),
                 deployments,
                 routing,
+                fallbacks: FallbackNames {
+                    general: model.fallbacks.clone(),
+                    context_window: model.context_window_fallbacks.clone(),
+                    content_policy: model.content_policy_fallbacks.clone(),
+                },
             });
         }
     }
+    check_fallbacks(raw, &aliases, checker);
     models
+}
+
+/// Every fallback names another alias that is defined.
+fn check_fallbacks(raw: &[RawModel], aliases: &HashSet<&str>, checker: &mut Checker) {
+    for (index, model) in raw.iter().enumerate() {
+        let chains = [
+            ("fallbacks", &model.fallbacks),
+            ("context_window_fallbacks", &model.context_window_fallbacks),
+            ("content_policy_fallbacks", &model.content_policy_fallbacks),
+        ];
+        for (field, chain) in chains {
+            for (position, alias) in chain.iter().enumerate() {
+                let at = format!("models[{index}].{field}[{position}]");
+                if *alias == model.alias {
+                    checker.problem(at, "an alias cannot fall back to itself");
+                } else if !aliases.contains(alias.as_str()) {
+                    checker.problem(
+                        at,
+                        format!("unknown alias `{alias}`: define it under [[models]]"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The alias's strategy, retries and reservation default.

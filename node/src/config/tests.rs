@@ -83,6 +83,12 @@ fn names_the_field_at_fault() {
         (cluster("seeds = [\"nohost\"]\nsecret = \"0123456789abcdef\""), "cluster.seeds[0]", "needs a port"),
         (cluster("dead_node_grace_ms = 100\nsecret = \"0123456789abcdef\""), "cluster.dead_node_grace_ms", "ten gossip intervals"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", output_per_mtok = -1 }]"), "models[0].deployments[0].output_per_mtok", "price must be"),
+        (with_models("[[models]]\nalias = \"a\"\nstrategy = \"fastest\"\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].strategy", "use one of weighted, round-robin"),
+        (with_models("[[models]]\nalias = \"a\"\nfallbacks = [\"b\"]\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].fallbacks[0]", "unknown alias `b`"),
+        (with_models("[[models]]\nalias = \"a\"\ncontext_window_fallbacks = [\"a\"]\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].context_window_fallbacks[0]", "itself"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", weight = 0 }]"), "models[0].deployments[0].weight", "at least 1"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", rpm = 0 }]"), "models[0].deployments[0].rpm", "at least 1"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", tpm = 5 }]\n[[models]]\nalias = \"b\"\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[1].deployments[0].model", "other prices or quotas"),
     ];
     for (text, field, problem) in cases {
         let err = check(&text).unwrap_err();

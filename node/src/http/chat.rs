@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use chorus_actors::routing::Fallbacks;
 use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
 use chorus_proto::{ChatRequest, ErrorType};
 use futures::StreamExt;
@@ -31,7 +32,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (request, route, admission) = match admit(&state, &headers, body).await {
+    let admitted = match admit(&state, &headers, body).await {
         Ok(admitted) => admitted,
         Err((error, alias)) => {
             tracing::info!(
@@ -46,11 +47,12 @@ pub async fn chat_completions(
             return error.into_response();
         }
     };
-    call(request, route, admission, &context, &state).await
+    call(admitted, &context, &state).await
 }
 
-/// What passed every check: the request, its alias, its hold on limits.
-type Admitted = (ChatRequest, Arc<AliasRoute>, Option<Admission>);
+/// What passed every check: the request, its alias, its hold on limits,
+/// and the fallback aliases its key may use.
+type Admitted = (ChatRequest, Arc<AliasRoute>, Option<Admission>, Fallbacks);
 
 /// Every check before the upstream call; a failure carries the alias when
 /// it was already known, for the log line.
@@ -101,20 +103,16 @@ async fn admit(
         .with_param("model");
         return Err((error, Some(request.model)));
     }
+    let fallbacks = Fallbacks::resolve(&route, &state.routes, |alias| caller.allows_model(alias));
     match limits::admit(state, &caller, &request, &route) {
-        Ok(admission) => Ok((request, route, admission)),
+        Ok(admission) => Ok((request, route, admission, fallbacks)),
         Err(error) => Err((error, Some(request.model))),
     }
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
-async fn call(
-    request: ChatRequest,
-    route: Arc<AliasRoute>,
-    admission: Option<Admission>,
-    context: &RequestContext,
-    state: &AppState,
-) -> Response {
+async fn call(admitted: Admitted, context: &RequestContext, state: &AppState) -> Response {
+    let (request, route, admission, fallbacks) = admitted;
     let mut rate_headers = HeaderMap::new();
     if let Some(admission) = &admission {
         limits::rate_headers(admission.headers(), &mut rate_headers);
@@ -128,6 +126,7 @@ async fn call(
         reply_tx,
         tracked: state.requests.track(),
         admission,
+        fallbacks,
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
