@@ -173,6 +173,8 @@ struct RequestFacts<'a> {
     request_id: &'a str,
     alias: &'a str,
     received_at: Instant,
+    /// When the request must be over, retries and fallbacks included.
+    deadline: Option<Instant>,
     stream: bool,
     /// Taken and settled when the request's last call is recorded.
     admission: Mutex<Option<Admission>>,
@@ -323,6 +325,7 @@ async fn run(args: RequestArgs) {
         request_id: &request_id,
         alias: &route.alias,
         received_at,
+        deadline: route.timeouts.total.map(|total| received_at + total),
         stream: request.stream,
         admission: Mutex::new(admission),
     };
@@ -366,16 +369,22 @@ async fn run(args: RequestArgs) {
         };
         reply_tx = unanswered;
         let error = record.error(cause);
-        match plan.after_failure(&attempt.deployment, &error.cause, &request, unix_millis()) {
+        let next = plan.after_failure(&attempt.deployment, &error.cause, &request, unix_millis());
+        // No attempt that would start past the deadline.
+        let next = next.filter(|next| {
+            facts
+                .deadline
+                .is_none_or(|deadline| Instant::now() + next.wait < deadline)
+        });
+        match next {
             Some(next) => {
                 record.retried(&error, &next);
                 attempt = next;
             }
             None => {
-                let attempts = plan.attempts();
                 let _ = reply_tx.send(Err(RequestError::Upstream {
                     error: error.clone(),
-                    attempts,
+                    attempts: record.attempt,
                 }));
                 record.finish(Ending::failed(error.status(), None, error));
                 return;
@@ -395,6 +404,16 @@ async fn call(
 ) -> Option<(ProviderError, ReplyTx)> {
     let deployment = record.deployment;
     let spec = deployment.spec();
+    let timeouts = &plan.route().timeouts;
+    let limits = CallLimits {
+        // A stream's first content, or a whole body, within this.
+        first: timeouts
+            .ttft
+            .filter(|_| request.stream)
+            .unwrap_or(spec.timeout),
+        idle: timeouts.idle.unwrap_or(spec.timeout),
+        end: record.facts.deadline,
+    };
     // Every streamed call gets counted tokens: ask for usage even when the
     // client did not, and hide it from that client again.
     let hide_usage =
@@ -405,9 +424,10 @@ async fn call(
         stream: request.stream,
     };
     let _in_flight = deployment.start_call(unix_millis());
+    let (first_by, first_timeout) = limits.first_by(record.started);
     let answer = tokio::select! {
-        answer = tokio::time::timeout(spec.timeout, deployment.provider().send(call)) => {
-            answer.unwrap_or(Err(ProviderError::Timeout(spec.timeout)))
+        answer = tokio::time::timeout_at(first_by.into(), deployment.provider().send(call)) => {
+            answer.unwrap_or(Err(ProviderError::Timeout(first_timeout)))
         }
         () = reply_tx.closed() => {
             record.finish(Ending::cancelled(None));
@@ -448,22 +468,22 @@ async fn call(
             None
         }
         Ok(UpstreamReply::Stream(events)) => {
-            plan.succeeded(deployment, unix_millis());
-            let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
-            if reply_tx
-                .send(Ok(reply(ReplyBody::Stream(frames_rx))))
-                .is_err()
-            {
-                record.finish(Ending::cancelled(None));
-                return None;
-            }
             let stream = Stream {
                 record,
                 alias,
-                idle_timeout: spec.timeout,
+                limits,
                 hide_usage,
             };
-            let (ending, text) = stream.pump(events, frames_tx).await;
+            let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
+            let opening = reply(ReplyBody::Stream(frames_rx));
+            let client = ClientSide::Waiting(reply_tx, opening);
+            let (ending, text) = match stream.pump(events, client, frames_tx).await {
+                Pumped::Early(cause, reply_tx) => return Some((cause, reply_tx)),
+                Pumped::Ended(ending, text) => (ending, text),
+            };
+            if ending.outcome == CallOutcome::Completed {
+                plan.succeeded(deployment, unix_millis());
+            }
             // The upstream charged for what it produced, however it ended.
             let ending = match ending.usage {
                 Some(_) => ending,
@@ -478,79 +498,190 @@ async fn call(
     }
 }
 
+/// How long one call may take: its first content (or whole body) within
+/// `first` of its start, each later stream event within `idle` of the
+/// one before, and all of it by the request's deadline.
+#[derive(Debug, Clone, Copy)]
+struct CallLimits {
+    first: Duration,
+    idle: Duration,
+    end: Option<Instant>,
+}
+
+impl CallLimits {
+    /// When the first content is due, and the timeout that is.
+    fn first_by(&self, started: Instant) -> (Instant, Duration) {
+        self.capped(started + self.first, self.first, started)
+    }
+
+    /// When the next event is due after one at `now`, and the timeout.
+    fn next_by(&self, now: Instant) -> (Instant, Duration) {
+        self.capped(now + self.idle, self.idle, now)
+    }
+
+    /// `due`, or the request's deadline when that is sooner.
+    fn capped(&self, due: Instant, timeout: Duration, from: Instant) -> (Instant, Duration) {
+        match self.end {
+            Some(end) if end < due => (end, end.saturating_duration_since(from)),
+            _ => (due, timeout),
+        }
+    }
+}
+
+/// How a stream went.
+enum Pumped {
+    /// It failed before any content reached the client, who saw nothing:
+    /// the cause, and the reply channel for another attempt.
+    Early(ProviderError, ReplyTx),
+    /// The client got the stream: how it ended and the text it carried,
+    /// for estimating tokens when no usage came.
+    Ended(Ending, String),
+}
+
+/// Before its first content, a stream's reply is not yet sent.
+enum ClientSide {
+    Waiting(ReplyTx, Reply),
+    Open,
+}
+
 /// One streamed call on its way to the client.
 struct Stream<'a> {
     record: &'a CallRecord<'a>,
     alias: &'a str,
-    idle_timeout: Duration,
+    limits: CallLimits,
     /// The client did not ask for usage: hold the usage chunk back.
     hide_usage: bool,
 }
 
 impl Stream<'_> {
     /// Forwards upstream events to the client as they arrive, `model`
-    /// rewritten. A stream counts as complete only when the upstream sent
-    /// `[DONE]`; any other end (closed early, broken, stalled, garbage) is
-    /// reported to the client as an SSE `error` event, never as a normal
-    /// finish. A client that goes away, or stops reading for the idle
-    /// timeout, cancels the stream. Returns how it ended and the text it
-    /// carried, for estimating tokens when no usage came.
+    /// rewritten. Nothing is sent — not even the response headers — until
+    /// the first chunk with content (a role-only first chunk waits for
+    /// it), so a stream that fails before then can be retried or fall back
+    /// unseen. A stream counts as complete only when the upstream sent
+    /// `[DONE]`; any other end after content (closed early, broken,
+    /// stalled, garbage, past the deadline) reaches the client as an SSE
+    /// `error` event, never as a normal finish. A client that goes away,
+    /// or stops reading for the idle timeout, cancels the stream.
     async fn pump(
         &self,
         mut events: EventStream,
+        mut client: ClientSide,
         frames_tx: mpsc::Sender<Bytes>,
-    ) -> (Ending, String) {
+    ) -> Pumped {
+        let mut held: Vec<Bytes> = Vec::new();
         let mut ttft = None;
         let mut usage = None;
         let mut text = String::new();
-        let idle_timeout = self.idle_timeout;
+        let idle = self.limits.idle;
+        let (mut due, mut timeout) = self.limits.first_by(self.record.started);
         loop {
             let next = tokio::select! {
-                next = tokio::time::timeout(idle_timeout, events.next()) => next,
-                _ = frames_tx.closed() => return (Ending::cancelled(ttft), text),
-            };
-            if ttft.is_none() {
-                ttft = Some(self.record.started.elapsed());
-            }
-            let failure = match next {
-                Ok(Some(Ok(data))) if data == sse::DONE => {
-                    let ending = match frames_tx
-                        .send_timeout(sse::done_frame(), idle_timeout)
-                        .await
-                    {
-                        Ok(()) => Ending::completed(ttft, usage),
-                        Err(_) => Ending::cancelled(ttft),
-                    };
-                    return (ending, text);
+                next = tokio::time::timeout_at(due.into(), events.next()) => next,
+                () = client_gone(&mut client, &frames_tx) => {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
                 }
+            };
+            let (frame, done) = match next {
+                Ok(Some(Ok(data))) if data == sse::DONE => (sse::done_frame(), true),
                 Ok(Some(Ok(data))) => {
-                    match rewrite_model(data.as_bytes(), self.alias, self.hide_usage, &mut text) {
-                        Ok(rewritten) => {
-                            self.record
-                                .note_usage_error(rewritten.usage_error.as_deref());
-                            usage = rewritten.usage.or(usage);
-                            let Some(json) = rewritten.json else {
-                                continue;
-                            };
-                            let frame = sse::data_frame(&json);
-                            if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
-                                return (Ending::cancelled(ttft), text);
-                            }
-                            continue;
+                    let rewritten = match rewrite_model(
+                        data.as_bytes(),
+                        self.alias,
+                        self.hide_usage,
+                        &mut text,
+                    ) {
+                        Ok(rewritten) => rewritten,
+                        Err(detail) => {
+                            return self
+                                .fail(
+                                    client,
+                                    ProviderError::Malformed(detail),
+                                    ttft,
+                                    text,
+                                    &frames_tx,
+                                )
+                                .await
                         }
-                        Err(detail) => ProviderError::Malformed(detail),
+                    };
+                    self.record
+                        .note_usage_error(rewritten.usage_error.as_deref());
+                    usage = rewritten.usage.or(usage);
+                    let Some(json) = rewritten.json else {
+                        continue;
+                    };
+                    let frame = sse::data_frame(&json);
+                    if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
+                        held.push(frame);
+                        continue;
                     }
+                    (frame, false)
                 }
-                Ok(Some(Err(cause))) => cause,
-                Ok(None) => ProviderError::Broken("the stream ended without `[DONE]`".into()),
-                Err(_) => ProviderError::Timeout(idle_timeout),
+                Ok(Some(Err(cause))) => {
+                    return self.fail(client, cause, ttft, text, &frames_tx).await
+                }
+                Ok(None) => {
+                    let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
+                    return self.fail(client, cause, ttft, text, &frames_tx).await;
+                }
+                Err(_) => {
+                    let cause = ProviderError::Timeout(timeout);
+                    return self.fail(client, cause, ttft, text, &frames_tx).await;
+                }
             };
-            let error = self.record.error(failure);
-            let frame = sse::error_frame(&error.to_error_body());
-            if frames_tx.send_timeout(frame, idle_timeout).await.is_err() {
-                return (Ending::cancelled(ttft), text);
+            if let ClientSide::Waiting(reply_tx, mut opening) =
+                std::mem::replace(&mut client, ClientSide::Open)
+            {
+                // The first content: the client gets its answer now.
+                let elapsed = self.record.started.elapsed();
+                ttft = Some(elapsed);
+                opening.upstream_elapsed = elapsed;
+                if reply_tx.send(Ok(opening)).is_err() {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
+                }
             }
-            return (Ending::failed(200, ttft, error), text);
+            for frame in held.drain(..).chain(std::iter::once(frame)) {
+                if frames_tx.send_timeout(frame, idle).await.is_err() {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
+                }
+            }
+            if done {
+                return Pumped::Ended(Ending::completed(ttft, usage), text);
+            }
+            (due, timeout) = self.limits.next_by(Instant::now());
         }
+    }
+
+    /// The stream failed: unseen before content, an SSE `error` event after.
+    async fn fail(
+        &self,
+        client: ClientSide,
+        cause: ProviderError,
+        ttft: Option<Duration>,
+        text: String,
+        frames_tx: &mpsc::Sender<Bytes>,
+    ) -> Pumped {
+        if let ClientSide::Waiting(reply_tx, _) = client {
+            return Pumped::Early(cause, reply_tx);
+        }
+        let error = self.record.error(cause);
+        let frame = sse::error_frame(&error.to_error_body());
+        if frames_tx
+            .send_timeout(frame, self.limits.idle)
+            .await
+            .is_err()
+        {
+            return Pumped::Ended(Ending::cancelled(ttft), text);
+        }
+        Pumped::Ended(Ending::failed(200, ttft, error), text)
+    }
+}
+
+/// Resolves when the client is gone: its reply channel dropped before the
+/// stream opened, its frames channel after.
+async fn client_gone(client: &mut ClientSide, frames_tx: &mpsc::Sender<Bytes>) {
+    match client {
+        ClientSide::Waiting(reply_tx, _) => reply_tx.closed().await,
+        ClientSide::Open => frames_tx.closed().await,
     }
 }

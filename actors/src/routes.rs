@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chorus_proto::{ChatRequest, Price};
 
@@ -29,10 +30,25 @@ pub struct AliasRoute {
     pub strategy: &'static str,
     /// Where a request goes when this alias cannot answer it.
     pub fallbacks: FallbackNames,
+    pub timeouts: Timeouts,
     balancer: Box<dyn Balancer>,
     /// Whether routing reads each request's token estimate: for the
     /// balancer, or for a deployment's tokens-per-minute quota.
     reads_tokens: bool,
+}
+
+/// How long an alias's calls may take; unset, the provider's `timeout_ms`
+/// holds for the first and each later event, and a request has no
+/// deadline beyond its calls'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a streaming call's start to its first content.
+    pub ttft: Option<Duration>,
+    /// Between a stream's events once content flows.
+    pub idle: Option<Duration>,
+    /// From the request's arrival to its last byte, retries and
+    /// fallbacks included.
+    pub total: Option<Duration>,
 }
 
 /// How an alias routes, as configured.
@@ -41,6 +57,7 @@ pub struct RouteOptions {
     pub strategy: &'static str,
     pub balancer: BalancerOptions,
     pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
     pub default_max_tokens: u64,
 }
 
@@ -50,6 +67,7 @@ impl Default for RouteOptions {
             strategy: DEFAULT_STRATEGY,
             balancer: BalancerOptions::default(),
             retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
         }
     }
@@ -70,6 +88,7 @@ impl AliasRoute {
             retry: options.retry,
             strategy: options.strategy,
             fallbacks: FallbackNames::default(),
+            timeouts: options.timeouts,
             balancer,
             reads_tokens,
         })
@@ -92,6 +111,7 @@ impl AliasRoute {
             retry: RetryPolicy::default(),
             strategy: DEFAULT_STRATEGY,
             fallbacks: FallbackNames::default(),
+            timeouts: Timeouts::default(),
             balancer,
             reads_tokens: false,
         }

@@ -182,6 +182,10 @@ pub struct RewrittenBody {
     pub usage: Option<Usage>,
     /// Why a `usage` object that was there could not be read.
     pub usage_error: Option<String>,
+    /// Whether it carries any of the reply: not a stream's opening chunk
+    /// that only names the role, which a gateway may hold back until
+    /// content follows.
+    pub starts_reply: bool,
 }
 
 /// Puts the alias back into an upstream completion or chunk and reads its
@@ -218,6 +222,7 @@ pub fn rewrite_model(
                 json: None,
                 usage,
                 usage_error,
+                starts_reply: true,
             });
         }
         if body.get("usage").is_some_and(Value::is_null) {
@@ -229,7 +234,31 @@ pub fn rewrite_model(
         json: Some(json),
         usage,
         usage_error,
+        starts_reply: !is_role_only(&body),
     })
+}
+
+/// A stream chunk whose choices only open the assistant's message: a
+/// `role`, no or empty `content`, nothing else, and no `finish_reason`.
+fn is_role_only(body: &Map<String, Value>) -> bool {
+    let Some(choices) = body.get("choices").and_then(Value::as_array) else {
+        return false;
+    };
+    let opening = |choice: &Value| {
+        let finished = choice
+            .get("finish_reason")
+            .is_some_and(|reason| !reason.is_null());
+        let Some(Value::Object(delta)) = choice.get("delta") else {
+            return false;
+        };
+        !finished
+            && delta.iter().all(|(field, value)| match field.as_str() {
+                "role" => true,
+                "content" => value.is_null() || value.as_str() == Some(""),
+                _ => value.is_null(),
+            })
+    };
+    !choices.is_empty() && choices.iter().all(opening)
 }
 
 /// Appends the text a completion or chunk produced: each choice's message
@@ -336,6 +365,30 @@ mod tests {
         let err = ChatRequest::parse(b"{\"model\": ").unwrap_err();
         assert_eq!(err.code(), "invalid_json");
         assert!(ChatRequest::parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn a_role_only_opening_chunk_does_not_start_the_reply() {
+        let starts = |chunk: Value| rewrite(chunk.to_string().as_bytes(), false).1.starts_reply;
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id":"c","object":"chat.completion.chunk","model":"up",
+                "choices":[{"index":0,"delta":delta,"finish_reason":finish}]})
+        };
+        assert!(!starts(chunk(json!({"role":"assistant"}), Value::Null)));
+        assert!(!starts(chunk(
+            json!({"role":"assistant","content":""}),
+            Value::Null
+        )));
+        assert!(starts(chunk(json!({"content":"Hi"}), Value::Null)));
+        assert!(starts(chunk(
+            json!({"role":"assistant","content":null,
+            "tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}),
+            Value::Null
+        )));
+        assert!(
+            starts(chunk(json!({}), json!("stop"))),
+            "an empty reply still ends"
+        );
     }
 
     fn rewrite(upstream: &[u8], hide_usage: bool) -> (Option<Value>, RewrittenBody, String) {

@@ -309,7 +309,7 @@ fn stream_response(
     let cut_after = match fault {
         Some(Fault::Cut { after_chunks }) => Some(after_chunks),
         Some(Fault::Garbage) => {
-            frames.insert(1, Bytes::from_static(b"data: {\"id\": not json at all\n\n"));
+            frames.insert(2, Bytes::from_static(b"data: {\"id\": not json at all\n\n"));
             None
         }
         Some(Fault::ErrorEvent) => {

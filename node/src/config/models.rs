@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use std::time::Duration;
 
+use chorus_actors::routes::Timeouts;
 use chorus_actors::routing::balance::{BalancerOptions, DEFAULT_STRATEGY, STRATEGIES};
 use chorus_actors::routing::{FallbackNames, RetryPolicy};
 use chorus_actors::{Quota, RouteOptions};
@@ -42,6 +43,16 @@ pub struct RawModel {
     /// The longest wait before a retry; an upstream `retry-after` beyond
     /// it is not waited for. Default 5000.
     pub max_retry_wait_ms: Option<u64>,
+    /// A stream's first content within this of its call's start, or the
+    /// call fails (and is retried, unseen). Default: the provider's
+    /// `timeout_ms`.
+    pub ttft_timeout_ms: Option<u64>,
+    /// A stream's next event within this of the one before. Default: the
+    /// provider's `timeout_ms`.
+    pub idle_timeout_ms: Option<u64>,
+    /// The whole request, retries and fallbacks included, within this of
+    /// its arrival. Default: none.
+    pub total_timeout_ms: Option<u64>,
     /// Aliases tried in order once retries are used up, or when none of
     /// this alias's deployments is usable.
     #[serde(default)]
@@ -237,6 +248,13 @@ fn check_routing(
     let backoff = model
         .retry_backoff_ms
         .map_or(defaults.retry.backoff, Duration::from_millis);
+    let mut timeout =
+        |field: &str, value: Option<u64>| at_least_one(field, value).map(Duration::from_millis);
+    let timeouts = Timeouts {
+        ttft: timeout("ttft_timeout_ms", model.ttft_timeout_ms),
+        idle: timeout("idle_timeout_ms", model.idle_timeout_ms),
+        total: timeout("total_timeout_ms", model.total_timeout_ms),
+    };
     valid.then_some(RouteOptions {
         strategy,
         balancer: BalancerOptions { latency_buffer },
@@ -245,6 +263,7 @@ fn check_routing(
             backoff,
             max_wait,
         },
+        timeouts,
         default_max_tokens,
     })
 }
