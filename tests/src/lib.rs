@@ -576,6 +576,16 @@ impl Node {
 /// until every node sees them all alive. Returns the nodes and their gossip
 /// ports, in the order of `node_ids`.
 pub async fn start_cluster(node_ids: &[&str], secret: &str) -> (Vec<Node>, Vec<u16>) {
+    start_cluster_with(node_ids, secret, "").await
+}
+
+/// [`start_cluster`] with `extra` config (providers, models) appended to
+/// every node's.
+pub async fn start_cluster_with(
+    node_ids: &[&str],
+    secret: &str,
+    extra: &str,
+) -> (Vec<Node>, Vec<u16>) {
     let ports: Vec<u16> = node_ids.iter().map(|_| free_udp_port()).collect();
     let mut nodes = Vec::with_capacity(node_ids.len());
     for (index, node_id) in node_ids.iter().enumerate() {
@@ -585,7 +595,8 @@ pub async fn start_cluster(node_ids: &[&str], secret: &str) -> (Vec<Node>, Vec<u
             ports.first()
         };
         let seeds: Vec<u16> = seed.copied().into_iter().collect();
-        nodes.push(Node::start(&cluster_config(node_id, ports[index], &seeds, secret, None)).await);
+        let config = cluster_config(node_id, ports[index], &seeds, secret, None) + extra;
+        nodes.push(Node::start(&config).await);
     }
     for node in &nodes {
         node.wait_for_live_members(node_ids.len()).await;
