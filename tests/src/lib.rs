@@ -124,6 +124,18 @@ pub struct Node {
     process: Process,
     pub address: String,
     pub log_path: PathBuf,
+    /// Its config and log: removed when the node is dropped, unless the
+    /// test is failing and the log may say why.
+    dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl Node {
@@ -152,6 +164,7 @@ impl Node {
             process,
             address,
             log_path,
+            dir,
         };
         node.wait_ready().await;
         node
