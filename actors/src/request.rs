@@ -349,7 +349,7 @@ async fn run(args: RequestArgs) {
                     // The reservation stands: earlier attempts may have been charged.
                     facts.settle_limits(None, None, unix_millis());
                     tracing::info!(target: "chorus::request", request_id = %request_id,
-                        alias = %route.alias, attempts = plan.attempts() - 1, status = 499,
+                        alias = %route.alias, attempts = plan.attempts().saturating_sub(1), status = 499,
                         "the client went away between attempts");
                     return;
                 }

@@ -26,8 +26,6 @@ pub struct AliasRoute {
     /// `max_tokens`.
     pub default_max_tokens: u64,
     pub retry: RetryPolicy,
-    /// The balancer's config name, for listings.
-    pub strategy: &'static str,
     /// Where a request goes when this alias cannot answer it.
     pub fallbacks: FallbackNames,
     pub timeouts: Timeouts,
@@ -86,7 +84,6 @@ impl AliasRoute {
             targets,
             default_max_tokens: options.default_max_tokens,
             retry: options.retry,
-            strategy: options.strategy,
             fallbacks: FallbackNames::default(),
             timeouts: options.timeouts,
             balancer,
@@ -109,7 +106,6 @@ impl AliasRoute {
             targets,
             default_max_tokens: DEFAULT_MAX_TOKENS,
             retry: RetryPolicy::default(),
-            strategy: DEFAULT_STRATEGY,
             fallbacks: FallbackNames::default(),
             timeouts: Timeouts::default(),
             balancer,

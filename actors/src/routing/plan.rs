@@ -48,7 +48,7 @@ pub struct AttemptPlan {
     /// Retries made on the current alias.
     retries_here: u32,
     fallbacks: Fallbacks,
-    /// The aliases the request has been on, the current one included.
+    /// The aliases the request has left for a fallback.
     visited: Vec<String>,
     rng: Rng,
 }
@@ -57,7 +57,7 @@ impl AttemptPlan {
     pub fn new(route: Arc<AliasRoute>, request: &ChatRequest, fallbacks: Fallbacks) -> Self {
         AttemptPlan {
             need: route.need(request),
-            visited: vec![route.alias.clone()],
+            visited: Vec::new(),
             route,
             tried: Vec::with_capacity(1),
             attempts: 0,
@@ -168,11 +168,11 @@ impl AttemptPlan {
     /// Moves the request to the next alias of the `kind` chain; `false`
     /// when the chain is used up.
     fn fall_back(&mut self, kind: FallbackKind, request: &ChatRequest) -> bool {
+        self.visited.push(self.route.alias.clone());
         let Some(route) = self.fallbacks.next(kind, &self.visited) else {
             return false;
         };
         tracing::debug!(from = %self.route.alias, to = %route.alias, ?kind, "falling back");
-        self.visited.push(route.alias.clone());
         self.need = route.need(request);
         self.route = route;
         self.tried.clear();
@@ -186,6 +186,16 @@ impl AttemptPlan {
     /// another request took first drops that target and picks again.
     fn choose(&mut self, now_ms: u64, at_ms: u64, untried: bool) -> Option<DeploymentHandle> {
         let route = Arc::clone(&self.route);
+        if let [only] = route.targets.as_slice() {
+            // The common alias of one deployment: nothing to rank.
+            if !(untried && self.tried.contains(&0))
+                && usable(only, at_ms, &self.need)
+                && (at_ms > now_ms || only.deployment.breaker().claim(now_ms))
+            {
+                return Some(self.take(&route, 0));
+            }
+            return None;
+        }
         let mut indices: Vec<usize> = (0..route.targets.len())
             .filter(|index| !(untried && self.tried.contains(index)))
             .filter(|&index| usable(&route.targets[index], at_ms, &self.need))
@@ -206,15 +216,19 @@ impl AttemptPlan {
                     .pick(&candidates, &self.need, &mut self.rng)
             };
             let index = indices[position];
-            let deployment = &route.targets[index].deployment;
-            if at_ms > now_ms || deployment.breaker().claim(now_ms) {
-                self.tried.push(index);
-                self.attempts += 1;
-                return Some(deployment.clone());
+            if at_ms > now_ms || route.targets[index].deployment.breaker().claim(now_ms) {
+                return Some(self.take(&route, index));
             }
             indices.remove(position);
         }
         None
+    }
+
+    /// Target `index` of `route` is the next attempt's.
+    fn take(&mut self, route: &AliasRoute, index: usize) -> DeploymentHandle {
+        self.tried.push(index);
+        self.attempts += 1;
+        route.targets[index].deployment.clone()
     }
 
     fn unavailable(&self, now_ms: u64) -> Unavailable {

@@ -247,7 +247,9 @@ async fn mistakes_get_openai_errors_with_the_right_status() {
 #[tokio::test]
 async fn an_expired_key_is_refused() {
     let state = state(Some(ADMIN_TOKEN));
-    let soon = chorus_actors::clock::unix_millis() / 1000 + 1;
+    // Whole seconds: at least one second ahead, however close the clock
+    // is to the next second.
+    let soon = chorus_actors::clock::unix_millis() / 1000 + 2;
     let (status, created) = admin(
         &state,
         "POST",
@@ -257,7 +259,9 @@ async fn an_expired_key_is_refused() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let key = created["key"].as_str().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let expired_at_ms = soon * 1000 + 100;
+    let wait = expired_at_ms.saturating_sub(chorus_actors::clock::unix_millis());
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     let (status, error) = chat_status(&state, key, "fast").await;
     assert_eq!(
         (status, error["error"]["code"].as_str()),
