@@ -1,7 +1,8 @@
 //! `RequestActor`: one per chat completion, and where its orchestration
-//! lives. It runs the request's [`AttemptPlan`]: calls the deployment the
-//! plan chooses, and on a failure the plan may retry records the attempt
-//! on that deployment, logs it and takes the plan's next attempt. The call
+//! lives. It runs the request's [`AttemptPlan`]: it calls the deployment
+//! the plan chooses; when that call fails and the plan has another attempt
+//! (a retry or a fallback), it records the failed call on its deployment,
+//! logs it and makes the next one. The call
 //! that answers hands the HTTP layer either the rewritten body or a channel
 //! of SSE frames; the actor pumps the stream to its end, records the call
 //! on its deployment (counts, tokens, cost) and writes the request's log
@@ -329,7 +330,13 @@ async fn run(args: RequestArgs) {
         stream: request.stream,
         admission: Mutex::new(admission),
     };
-    let mut plan = AttemptPlan::new(Arc::clone(&route), &request, fallbacks);
+    // The plan counts in wall-clock ms, as breakers and cooldowns do.
+    let deadline_ms = facts.deadline.map(|deadline| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        unix_millis().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    });
+    let mut plan =
+        AttemptPlan::new(Arc::clone(&route), &request, fallbacks).with_deadline(deadline_ms);
     let mut attempt = match plan.first(&request, unix_millis()) {
         Ok(attempt) => attempt,
         Err(unavailable) => {
@@ -369,14 +376,7 @@ async fn run(args: RequestArgs) {
         };
         reply_tx = unanswered;
         let error = record.error(cause);
-        let next = plan.after_failure(&attempt.deployment, &error.cause, &request, unix_millis());
-        // No attempt that would start past the deadline.
-        let next = next.filter(|next| {
-            facts
-                .deadline
-                .is_none_or(|deadline| Instant::now() + next.wait < deadline)
-        });
-        match next {
+        match plan.after_failure(&attempt.deployment, &error.cause, &request, unix_millis()) {
             Some(next) => {
                 record.retried(&error, &next);
                 attempt = next;
@@ -481,8 +481,10 @@ async fn call(
                 Pumped::Early(cause, reply_tx) => return Some((cause, reply_tx)),
                 Pumped::Ended(ending, text) => (ending, text),
             };
-            if ending.outcome == CallOutcome::Completed {
-                plan.succeeded(deployment, unix_millis());
+            match ending.outcome {
+                CallOutcome::Completed => plan.succeeded(deployment, unix_millis()),
+                CallOutcome::Failed => plan.broke_after_content(deployment, unix_millis()),
+                CallOutcome::Cancelled => {}
             }
             // The upstream charged for what it produced, however it ended.
             let ending = match ending.usage {

@@ -75,20 +75,7 @@ impl AliasRoute {
     /// `None` when `options` names no known strategy.
     pub fn new(alias: String, targets: Vec<Target>, options: RouteOptions) -> Option<Self> {
         let balancer = balance::named(options.strategy, &options.balancer)?;
-        let reads_tokens = balancer.reads_tokens()
-            || targets
-                .iter()
-                .any(|target| target.deployment.spec().quota.tpm.is_some());
-        Some(AliasRoute {
-            alias,
-            targets,
-            default_max_tokens: options.default_max_tokens,
-            retry: options.retry,
-            fallbacks: FallbackNames::default(),
-            timeouts: options.timeouts,
-            balancer,
-            reads_tokens,
-        })
+        Some(Self::with_balancer(alias, targets, options, balancer))
     }
 
     /// An alias over `deployments`, each of weight 1, routed the default way.
@@ -100,16 +87,29 @@ impl AliasRoute {
                 weight: 1,
             })
             .collect();
-        let balancer = balance::default_balancer();
+        let options = RouteOptions::default();
+        Self::with_balancer(alias, targets, options, balance::default_balancer())
+    }
+
+    fn with_balancer(
+        alias: String,
+        targets: Vec<Target>,
+        options: RouteOptions,
+        balancer: Box<dyn Balancer>,
+    ) -> Self {
+        let reads_tokens = balancer.reads_tokens()
+            || targets
+                .iter()
+                .any(|target| target.deployment.spec().quota.tpm.is_some());
         AliasRoute {
             alias,
             targets,
-            default_max_tokens: DEFAULT_MAX_TOKENS,
-            retry: RetryPolicy::default(),
+            default_max_tokens: options.default_max_tokens,
+            retry: options.retry,
             fallbacks: FallbackNames::default(),
-            timeouts: Timeouts::default(),
+            timeouts: options.timeouts,
             balancer,
-            reads_tokens: false,
+            reads_tokens,
         }
     }
 

@@ -124,9 +124,13 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
             });
         }
         // Validation has checked the strategy's name.
-        if let Some(mut route) = AliasRoute::new(model.alias.clone(), targets, model.routing) {
-            route.fallbacks = model.fallbacks.clone();
-            aliases.push(route);
+        match AliasRoute::new(model.alias.clone(), targets, model.routing) {
+            Some(mut route) => {
+                route.fallbacks = model.fallbacks.clone();
+                aliases.push(route);
+            }
+            None => tracing::error!(alias = %model.alias, strategy = model.routing.strategy,
+                "unknown strategy: the alias is not served"),
         }
     }
     Routes::new(aliases, deployments)

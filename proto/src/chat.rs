@@ -238,12 +238,17 @@ pub fn rewrite_model(
     })
 }
 
-/// A stream chunk whose choices only open the assistant's message: a
-/// `role`, no or empty `content`, nothing else, and no `finish_reason`.
+/// A stream chunk that carries none of the reply: its choices only open
+/// the assistant's message (a `role`, no or empty `content`, nothing else,
+/// no `finish_reason`), or it has no choices and no usage (Azure's opening
+/// `prompt_filter_results`).
 fn is_role_only(body: &Map<String, Value>) -> bool {
     let Some(choices) = body.get("choices").and_then(Value::as_array) else {
         return false;
     };
+    if choices.is_empty() {
+        return body.get("usage").is_none_or(Value::is_null);
+    }
     let opening = |choice: &Value| {
         let finished = choice
             .get("finish_reason")
@@ -258,7 +263,7 @@ fn is_role_only(body: &Map<String, Value>) -> bool {
                 _ => value.is_null(),
             })
     };
-    !choices.is_empty() && choices.iter().all(opening)
+    choices.iter().all(opening)
 }
 
 /// Appends the text a completion or chunk produced: each choice's message

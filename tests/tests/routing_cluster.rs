@@ -128,7 +128,12 @@ async fn a_deployments_rpm_holds_across_the_cluster() {
         // Gossip carries each call to the other node before the next.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(capped, 4, "the two nodes together called it {capped} times");
+    // Exactly 4 when gossip keeps up; one more if a busy machine delays a
+    // round past the pause. Counting per node would give 8.
+    assert!(
+        (4..=5).contains(&capped),
+        "the two nodes together called it {capped} times"
+    );
 }
 
 #[tokio::test]

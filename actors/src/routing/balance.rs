@@ -1,7 +1,8 @@
 //! The balancers: each ranks an alias's candidates for one request and
-//! picks the best. Repeated with the deployments already tried left out,
-//! a pick gives the request's order of deployments, so retries reuse it.
-//! One small file per strategy; [`STRATEGIES`] is where they are named.
+//! picks the best. The attempt plan asks again for each retry, with the
+//! deployments already tried left out and the figures as they are then,
+//! so one balancer orders a request's attempts. One small file per
+//! strategy; [`STRATEGIES`] is where they are named.
 
 mod cost_based;
 mod latency_based;

@@ -4,10 +4,10 @@
 //! Closed, it lets every call through and watches two signals: a run of
 //! consecutive failures, and the error rate over a window once the window
 //! has enough calls. Either opens it: no call goes through for the open
-//! period. Then it half-opens and lets one probe through; the probe's
-//! success closes it, its failure opens it again. A probe that never
-//! reports (its request was cancelled) frees the slot after another open
-//! period, so a breaker cannot stay half-open for ever.
+//! period. Then it half-opens and lets one probe through; a success closes
+//! it, a failure opens it again. A probe that never reports (its request
+//! was cancelled) frees the slot after another open period, so a breaker
+//! cannot stay half-open for ever; one that got a 429 frees it at once.
 //!
 //! A 429 is not a failure of the deployment but a request to wait: it
 //! puts the deployment in cooldown for the upstream's `retry-after`.
@@ -165,12 +165,17 @@ impl Breaker {
         reopens.max(inner.cooldown_until_ms)
     }
 
+    /// A call succeeded. It closes a half-open breaker (the deployment
+    /// answers again) but not an open one: a call that started before the
+    /// breaker opened says little about now.
     pub fn on_success(&self, now_ms: u64) {
         let mut inner = self.lock();
         self.count(&mut inner, now_ms, false);
         inner.consecutive_failures = 0;
-        inner.open_until_ms = None;
-        inner.probe_since_ms = None;
+        if inner.state(now_ms) == BreakerState::HalfOpen {
+            inner.open_until_ms = None;
+            inner.probe_since_ms = None;
+        }
     }
 
     pub fn on_failure(&self, now_ms: u64) {
@@ -179,8 +184,8 @@ impl Breaker {
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
         let policy = &self.policy;
         let tripped = match inner.state(now_ms) {
-            // The probe failed, or a call from before the breaker opened.
-            BreakerState::HalfOpen => inner.probe_since_ms.is_some(),
+            // The probe, or any call, failed: not well yet.
+            BreakerState::HalfOpen => true,
             BreakerState::Open => false,
             BreakerState::Closed => {
                 inner.consecutive_failures >= policy.consecutive_failures
@@ -194,18 +199,23 @@ impl Breaker {
         }
     }
 
-    /// No call until `until_ms`, as the upstream's `retry-after` asked.
+    /// No call until `until_ms`, as the upstream's `retry-after` asked. A
+    /// half-open probe that got a 429 gives its slot back for after it.
     pub fn cool_down(&self, until_ms: u64) {
         let mut inner = self.lock();
         inner.cooldown_until_ms = inner.cooldown_until_ms.max(until_ms);
+        inner.probe_since_ms = None;
     }
 
     pub fn is_cooling_down(&self, now_ms: u64) -> bool {
         now_ms < self.lock().cooldown_until_ms
     }
 
-    /// Opens the breaker as another node reported it, until `until_ms`.
+    /// Opens the breaker as another node reported it, until `until_ms`
+    /// but never longer than one open period from now: a peer's clock
+    /// ahead of this one, or a wrong figure, cannot keep it open for ever.
     pub fn open_until(&self, until_ms: u64, now_ms: u64) {
+        let until_ms = until_ms.min(now_ms.saturating_add(millis(self.policy.open_for)));
         let mut inner = self.lock();
         if until_ms > now_ms && inner.open_until_ms.is_none_or(|open| open < until_ms) {
             inner.open_until_ms = Some(until_ms);
@@ -272,6 +282,9 @@ mod tests {
         for _ in 0..5 {
             breaker.on_failure(0);
         }
+        // A call from before it opened ends well: it stays open.
+        breaker.on_success(5_000);
+        assert_eq!(breaker.state(5_000), BreakerState::Open);
         assert!(breaker.claim(10_000));
         breaker.on_failure(10_100);
         assert_eq!(breaker.state(10_100), BreakerState::Open);
@@ -334,6 +347,10 @@ mod tests {
         let breaker = breaker();
         breaker.open_until(8_000, 1_000);
         assert_eq!(breaker.state(7_999), BreakerState::Open);
+        // Never beyond one open period (10 s) from now.
+        let far = Breaker::new(BreakerPolicy::default());
+        far.open_until(u64::MAX, 1_000);
+        assert_eq!(far.state(11_000), BreakerState::HalfOpen);
         assert_eq!(breaker.opened_here_until_ms(1_000), None, "not echoed back");
         assert_eq!(breaker.state(8_000), BreakerState::HalfOpen);
         breaker.open_until(500, 1_000);

@@ -56,6 +56,11 @@ impl RetryBudget {
         inner.balance = (inner.balance + EARNED_PER_CALL).min(MAX_BALANCE);
     }
 
+    /// Whether a retry is left, without taking it.
+    pub fn has_retry(&self, now_ms: u64) -> bool {
+        self.lock(now_ms).balance >= RETRY_COST
+    }
+
     /// Takes one retry, or says there is none left.
     pub fn spend(&self, now_ms: u64) -> bool {
         let mut inner = self.lock(now_ms);

@@ -78,8 +78,8 @@ impl Candidate<'_> {
         }
     }
 
-    /// What the request would cost here at most, in micro-dollars per
-    /// million (exact, so cheap calls still compare).
+    /// What the request would cost here at most, in pico-dollars (exact,
+    /// so cheap calls still compare).
     pub fn cost_pico(&self, need: &Need) -> u128 {
         let price = self.deployment().spec().price;
         u128::from(need.prompt_tokens) * u128::from(price.input_micros_per_mtok)

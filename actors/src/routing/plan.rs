@@ -48,8 +48,10 @@ pub struct AttemptPlan {
     /// Retries made on the current alias.
     retries_here: u32,
     fallbacks: Fallbacks,
-    /// The aliases the request has left for a fallback.
+    /// The aliases the request has already been on and fallen back from.
     visited: Vec<String>,
+    /// The request's deadline, if it has one.
+    deadline_ms: Option<u64>,
     rng: Rng,
 }
 
@@ -63,6 +65,7 @@ impl AttemptPlan {
             attempts: 0,
             retries_here: 0,
             fallbacks,
+            deadline_ms: None,
             rng: Rng::new(),
         }
     }
@@ -99,6 +102,20 @@ impl AttemptPlan {
         deployment.breaker().on_success(now_ms);
     }
 
+    /// The call's stream broke after content reached the client: too late
+    /// for another attempt, but its breaker counts it.
+    pub fn broke_after_content(&self, deployment: &DeploymentHandle, now_ms: u64) {
+        deployment.breaker().on_failure(now_ms);
+    }
+
+    /// No attempt is made, nor waited for, past `deadline_ms`.
+    pub fn with_deadline(self, deadline_ms: Option<u64>) -> Self {
+        AttemptPlan {
+            deadline_ms,
+            ..self
+        }
+    }
+
     /// The call on `failed` failed with `cause`: the breaker and cooldown
     /// hear of it, and the next attempt comes back — a retry on this alias
     /// while it has retries and the deployment retry budget, then the
@@ -120,13 +137,17 @@ impl AttemptPlan {
                     .breaker()
                     .cool_down(now_ms.saturating_add(millis(cooldown)));
             }
-            // The deployment answered; the request was at fault.
-            Failure::Final => failed.breaker().on_success(now_ms),
+            // The request was at fault, not the deployment.
+            Failure::Final => {}
+        }
+        if self.deadline_ms.is_some_and(|deadline| now_ms >= deadline) {
+            return None;
         }
         if failure.is_retryable() && self.retries_here < self.route.retry.max_retries {
-            if !failed.retry_budget().spend(now_ms) {
+            if !failed.retry_budget().has_retry(now_ms) {
                 tracing::warn!(deployment = %failed.name(), "retry budget used up: not retrying");
             } else if let Some(attempt) = self.retry(failure, now_ms) {
+                failed.retry_budget().spend(now_ms);
                 self.retries_here += 1;
                 return Some(attempt);
             }
@@ -161,6 +182,9 @@ impl AttemptPlan {
             .retry
             .wait_on_same(self.retries_here + 1, failure, self.rng.f64())?;
         let at_ms = now_ms.saturating_add(millis(wait));
+        if self.deadline_ms.is_some_and(|deadline| at_ms >= deadline) {
+            return None;
+        }
         let deployment = self.choose(now_ms, at_ms, false)?;
         Some(Attempt { deployment, wait })
     }
@@ -432,6 +456,23 @@ mod tests {
         let big = request(2_000);
         let mut plan = AttemptPlan::new(route, &big, Fallbacks::default());
         assert!(plan.first(&big, 0).is_err());
+    }
+
+    #[test]
+    fn no_attempt_starts_or_is_waited_for_past_the_deadline() {
+        let ledger = ledger("n");
+        let only = deployment("a", &ledger);
+        let route = route(vec![only.clone()], "weighted");
+        let mut late = plan(&route).with_deadline(Some(1_000));
+        late.first(&request(16), 0).unwrap();
+        // The backoff (50–100 ms) would end past the deadline.
+        assert!(failed(&mut late, &only, status(503, None), 960).is_none());
+        let mut over = plan(&route).with_deadline(Some(1_000));
+        over.first(&request(16), 0).unwrap();
+        assert!(failed(&mut over, &only, status(503, None), 1_000).is_none());
+        let mut early = plan(&route).with_deadline(Some(1_000));
+        early.first(&request(16), 0).unwrap();
+        assert!(failed(&mut early, &only, status(503, None), 100).is_some());
     }
 
     #[test]

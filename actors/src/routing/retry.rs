@@ -19,7 +19,7 @@ pub struct RetryPolicy {
     /// The first backoff; each further retry on the same deployment doubles it.
     pub backoff: Duration,
     /// The longest wait before a retry; a `retry-after` beyond it is not
-    /// waited for, and the client gets the upstream's answer instead.
+    /// waited for: the request moves on to its fallbacks, if any.
     pub max_wait: Duration,
 }
 
@@ -87,7 +87,8 @@ impl RetryPolicy {
     pub fn wait_on_same(&self, retry: u32, failure: Failure, jitter: f64) -> Option<Duration> {
         let doubled = self
             .backoff
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(self.max_wait);
         let backoff = doubled.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0);
         let wait = match failure {
             Failure::RateLimited {
@@ -152,6 +153,14 @@ mod tests {
         assert_eq!(wait(2, 0.0), Some(Duration::from_millis(100)));
         assert_eq!(wait(3, 0.0), Some(Duration::from_millis(200)));
         assert_eq!(wait(30, 1.0), Some(Duration::from_secs(5)));
+        let huge = RetryPolicy {
+            backoff: Duration::MAX,
+            ..policy
+        };
+        assert_eq!(
+            huge.wait_on_same(20, Failure::Upstream, 0.0),
+            Some(Duration::from_millis(2_500))
+        );
     }
 
     #[test]

@@ -255,6 +255,13 @@ fn check_routing(
         idle: timeout("idle_timeout_ms", model.idle_timeout_ms),
         total: timeout("total_timeout_ms", model.total_timeout_ms),
     };
+    if backoff > max_wait {
+        checker.problem(
+            at("retry_backoff_ms".into()),
+            "must not be above max_retry_wait_ms",
+        );
+        valid = false;
+    }
     valid.then_some(RouteOptions {
         strategy,
         balancer: BalancerOptions { latency_buffer },

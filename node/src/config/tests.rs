@@ -87,6 +87,7 @@ fn names_the_field_at_fault() {
         (with_models("[[models]]\nalias = \"a\"\nfallbacks = [\"b\"]\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].fallbacks[0]", "unknown alias `b`"),
         (with_models("[[models]]\nalias = \"a\"\ncontext_window_fallbacks = [\"a\"]\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].context_window_fallbacks[0]", "itself"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", weight = 0 }]"), "models[0].deployments[0].weight", "at least 1"),
+        (with_models("[[models]]\nalias = \"a\"\nretry_backoff_ms = 9000\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].retry_backoff_ms", "max_retry_wait_ms"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", rpm = 0 }]"), "models[0].deployments[0].rpm", "at least 1"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", tpm = 5 }]\n[[models]]\nalias = \"b\"\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[1].deployments[0].model", "other prices or quotas"),
     ];
