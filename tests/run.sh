@@ -18,6 +18,8 @@ need_libclang
 need_command chromium chromium
 # Cluster tests run nodes behind a real L4 balancer.
 need_command haproxy haproxy
+# The metrics test checks the exposition with promtool.
+need_command promtool prometheus
 install_needed
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -24,6 +24,7 @@ use crate::deployment::{CallEnded, CallOutcome, DeploymentHandle};
 use crate::error::{CallError, RequestError};
 use crate::estimate;
 use crate::limits::{Admission, Reservation};
+use crate::observe::{FinishedRequest, RequestObserver};
 use crate::provider::{EventStream, ProviderError, UpstreamCall, UpstreamReply};
 use crate::routes::AliasRoute;
 use crate::routing::{Attempt, AttemptPlan, Fallbacks};
@@ -47,6 +48,8 @@ pub struct RequestArgs {
     pub admission: Option<Admission>,
     /// The aliases it may fall back to.
     pub fallbacks: Fallbacks,
+    /// Told how the request ended, for the node's metrics.
+    pub observer: Arc<dyn RequestObserver>,
 }
 
 /// What the HTTP layer sends back to the client.
@@ -179,6 +182,7 @@ struct RequestFacts<'a> {
     stream: bool,
     /// Taken and settled when the request's last call is recorded.
     admission: Mutex<Option<Admission>>,
+    observer: &'a dyn RequestObserver,
 }
 
 impl RequestFacts<'_> {
@@ -208,6 +212,20 @@ impl RequestFacts<'_> {
     fn release_limits(&self, now_ms: u64) {
         self.settle_limits(Some(Usage::default()), Some(0), now_ms);
     }
+
+    /// Tells the observer of a request that ended with no call to record.
+    fn unanswered(&self, status: u16, outcome: CallOutcome) {
+        self.observer.finished(&FinishedRequest {
+            alias: self.alias,
+            deployment: None,
+            status,
+            outcome,
+            duration: self.received_at.elapsed(),
+            ttft: None,
+            usage: None,
+            cost_micros: None,
+        });
+    }
 }
 
 /// One call of a request to one deployment: what its report and log line
@@ -236,6 +254,16 @@ impl CallRecord<'_> {
         let cost_micros = self.record(outcome, ttft, usage, now_ms);
         let facts = self.facts;
         facts.settle_limits(usage, cost_micros, now_ms);
+        facts.observer.finished(&FinishedRequest {
+            alias: facts.alias,
+            deployment: Some(self.deployment.name()),
+            status,
+            outcome,
+            duration: facts.received_at.elapsed(),
+            ttft,
+            usage,
+            cost_micros,
+        });
         tracing::info!(
             target: "chorus::request",
             request_id = %facts.request_id,
@@ -321,6 +349,7 @@ async fn run(args: RequestArgs) {
         tracked: _tracked,
         admission,
         fallbacks,
+        observer,
     } = args;
     let facts = RequestFacts {
         request_id: &request_id,
@@ -329,6 +358,7 @@ async fn run(args: RequestArgs) {
         deadline: route.timeouts.total.map(|total| received_at + total),
         stream: request.stream,
         admission: Mutex::new(admission),
+        observer: observer.as_ref(),
     };
     // The plan counts in wall-clock ms, as breakers and cooldowns do.
     let deadline_ms = facts.deadline.map(|deadline| {
@@ -341,6 +371,7 @@ async fn run(args: RequestArgs) {
         Ok(attempt) => attempt,
         Err(unavailable) => {
             facts.release_limits(unix_millis());
+            facts.unanswered(503, CallOutcome::Failed);
             tracing::info!(target: "chorus::request", request_id = %request_id,
                 alias = %route.alias, status = 503, retry_after_ms = unavailable.retry_after_ms,
                 "no deployment can take the request");
@@ -355,6 +386,7 @@ async fn run(args: RequestArgs) {
                 () = reply_tx.closed() => {
                     // The reservation stands: earlier attempts may have been charged.
                     facts.settle_limits(None, None, unix_millis());
+                    facts.unanswered(499, CallOutcome::Cancelled);
                     tracing::info!(target: "chorus::request", request_id = %request_id,
                         alias = %route.alias, attempts = plan.attempts().saturating_sub(1), status = 499,
                         "the client went away between attempts");

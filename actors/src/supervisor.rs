@@ -297,6 +297,7 @@ mod tests {
             tracked: crate::tracker::RequestTracker::default().track(),
             admission: None,
             fallbacks: Default::default(),
+            observer: Arc::new(crate::Unobserved),
         };
         Actor::spawn(None, RequestActor, args).await.unwrap();
         match reply_rx.await.unwrap().unwrap().body {

@@ -10,6 +10,7 @@ mod cluster;
 mod error;
 mod health;
 mod limits;
+mod metrics;
 mod models;
 mod request_id;
 mod status;
@@ -23,6 +24,7 @@ use chorus_actors::{AdminRegistry, Ledger, Limiter, RequestTracker, Routes};
 use http::HeaderMap;
 
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 
 pub use auth::{authenticate_admin, Caller, KeyStore};
 pub use error::ApiError;
@@ -47,6 +49,7 @@ pub struct AppState {
     pub ledger: Ledger,
     /// The requests under way, which shutdown waits for.
     pub requests: RequestTracker,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/health", get(health::summary))
+        .route("/metrics", get(metrics::scrape))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/status", get(status::page))
@@ -135,6 +139,7 @@ pub(crate) mod tests {
             cluster: None,
             ledger,
             requests: RequestTracker::default(),
+            metrics: Arc::new(Metrics::new().expect("metrics register once")),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod providers;
 pub mod secrets;
 pub mod server;

@@ -21,6 +21,7 @@ use crate::cli::ServeArgs;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 use crate::{logging, providers};
 
@@ -223,6 +224,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         ledger,
         requests: requests.clone(),
+        metrics: Arc::new(Metrics::new().context("cannot register the metrics")?),
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {

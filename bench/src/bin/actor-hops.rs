@@ -178,6 +178,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 tracked: REQUESTS.track(),
                 admission: None,
                 fallbacks: Default::default(),
+                observer: std::sync::Arc::new(chorus_actors::Unobserved),
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use super::body::read_body;
 use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
 use super::{limits, ApiError, AppState, RequestContext};
+use crate::metrics::Metrics;
 
 /// The gateway's own share of a response's latency, in ms.
 const OVERHEAD_HEADER: &str = "x-chorus-overhead-ms";
@@ -35,6 +36,9 @@ pub async fn chat_completions(
     let admitted = match admit(&state, &headers, body).await {
         Ok(admitted) => admitted,
         Err((error, alias)) => {
+            state
+                .metrics
+                .rejected(error.body.error.code.as_deref().unwrap_or("unknown"));
             tracing::info!(
                 target: "chorus::request",
                 request_id = %context.id,
@@ -127,13 +131,14 @@ async fn call(admitted: Admitted, context: &RequestContext, state: &AppState) ->
         tracked: state.requests.track(),
         admission,
         fallbacks,
+        observer: state.metrics.clone(),
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
         return gateway_unavailable().into_response();
     }
     let mut response = match reply_rx.await {
-        Ok(Ok(reply)) => respond(reply, context),
+        Ok(Ok(reply)) => respond(reply, context, &state.metrics),
         Ok(Err(error)) => ApiError::from(error).into_response(),
         Err(_) => {
             tracing::error!(request_id = %context.id, "request actor stopped without an answer");
@@ -153,11 +158,12 @@ fn gateway_unavailable() -> ApiError {
     )
 }
 
-fn respond(reply: Reply, context: &RequestContext) -> Response {
+fn respond(reply: Reply, context: &RequestContext, metrics: &Metrics) -> Response {
     let overhead = context
         .received_at
         .elapsed()
         .saturating_sub(reply.upstream_elapsed);
+    metrics.overhead(overhead);
     let mut response = match reply.body {
         ReplyBody::Complete(json) => {
             let mut response = Body::from(json).into_response();

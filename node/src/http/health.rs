@@ -94,6 +94,7 @@ mod tests {
             cluster: Some(cluster.clone()),
             ledger,
             requests: RequestTracker::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));
         cluster.leave();

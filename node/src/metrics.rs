@@ -1,0 +1,291 @@
+//! The node's Prometheus metrics, all named `chorus_*`, served at
+//! `GET /metrics` in the text exposition format.
+//!
+//! The request path feeds them as requests end (through the actors'
+//! [`RequestObserver`]) and as requests are refused; what other parts of
+//! the node already keep — breakers, cluster members, gossip traffic — is
+//! read when the page is scraped. Labels are aliases, deployment names,
+//! statuses and error codes only: never a key, a prompt or a secret.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chorus_actors::clock::unix_millis;
+use chorus_actors::routing::breaker::BreakerState;
+use chorus_actors::{CallOutcome, FinishedRequest, RequestObserver, Routes};
+use prometheus::{
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::cluster::ClusterView;
+
+/// Request durations, in seconds: from a cached or instant answer to a
+/// long generation.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Time to first token, in seconds.
+const TTFT_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// The gateway's own share of a request, in seconds: tens of microseconds
+/// to a few milliseconds.
+const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    ttft: HistogramVec,
+    overhead: Histogram,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    rejections: IntCounterVec,
+    breakers: IntGaugeVec,
+    members: IntGaugeVec,
+    gossip_bytes: IntCounterVec,
+    gossip_packets: IntCounterVec,
+    gossip_auth_failures: IntCounter,
+    /// Scrapes bring the gossip counters up to date one at a time.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("chorus".into()), None)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok::<_, prometheus::Error>(counter)
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let histogram = HistogramVec::new(opts, labels)?;
+            registry.register(Box::new(histogram.clone()))?;
+            Ok::<_, prometheus::Error>(histogram)
+        };
+        let requests = counter(
+            "requests_total",
+            "Requests that reached routing, by alias, last deployment, status and outcome.",
+            &["alias", "deployment", "status", "outcome"],
+        )?;
+        let duration = histogram(
+            "request_duration_seconds",
+            "Time from a request's arrival to its last byte.",
+            &DURATION_BUCKETS,
+            &["alias"],
+        )?;
+        let ttft = histogram(
+            "time_to_first_token_seconds",
+            "Time from a streaming call's start to its first content.",
+            &TTFT_BUCKETS,
+            &["alias"],
+        )?;
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_overhead_seconds",
+                "Time a request spent in the gateway itself, the upstream's share left out.",
+            )
+            .buckets(OVERHEAD_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(overhead.clone()))?;
+        let tokens = counter(
+            "tokens_total",
+            "Tokens counted on calls, by alias, deployment and type (prompt, completion).",
+            &["alias", "deployment", "type"],
+        )?;
+        let cost = CounterVec::new(
+            Opts::new(
+                "cost_usd_total",
+                "What calls cost at their deployment's prices, in USD.",
+            ),
+            &["alias", "deployment"],
+        )?;
+        registry.register(Box::new(cost.clone()))?;
+        let rejections = counter(
+            "rejections_total",
+            "Requests refused before any call, by error code (rate limits, budgets, keys, bad input).",
+            &["code"],
+        )?;
+        let breakers = IntGaugeVec::new(
+            Opts::new(
+                "breaker_state",
+                "Each deployment's circuit breaker on this node: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(breakers.clone()))?;
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "cluster_members",
+                "Cluster members this node knows, by state (alive, dead).",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(members.clone()))?;
+        let gossip_bytes = counter(
+            "gossip_bytes_total",
+            "Gossip bytes this node sent and received, sealed.",
+            &["direction"],
+        )?;
+        let gossip_packets = counter(
+            "gossip_packets_total",
+            "Gossip datagrams this node sent and received.",
+            &["direction"],
+        )?;
+        let gossip_auth_failures = IntCounter::new(
+            "gossip_auth_failures_total",
+            "Gossip datagrams dropped because their seal did not verify.",
+        )?;
+        registry.register(Box::new(gossip_auth_failures.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            ttft,
+            overhead,
+            tokens,
+            cost,
+            rejections,
+            breakers,
+            members,
+            gossip_bytes,
+            gossip_packets,
+            gossip_auth_failures,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    /// A request refused before routing, with its error code.
+    pub fn rejected(&self, code: &str) {
+        self.rejections.with_label_values(&[code]).inc();
+    }
+
+    /// The gateway's own share of an answered request.
+    pub fn overhead(&self, overhead: Duration) {
+        self.overhead.observe(overhead.as_secs_f64());
+    }
+
+    /// The exposition text, with what the node keeps elsewhere read now.
+    pub fn render(&self, routes: &Routes, cluster: Option<&ClusterView>) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = unix_millis();
+        for deployment in routes.deployments() {
+            let state = match deployment.breaker().state(now_ms) {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            self.breakers
+                .with_label_values(&[deployment.name()])
+                .set(state);
+        }
+        if let Some(view) = cluster {
+            let alive = view.members.iter().filter(|member| member.alive).count();
+            let dead = view.members.len() - alive;
+            self.members.with_label_values(&["alive"]).set(gauge(alive));
+            self.members.with_label_values(&["dead"]).set(gauge(dead));
+            let gossip = &view.gossip;
+            catch_up(
+                &self.gossip_bytes.with_label_values(&["sent"]),
+                gossip.bytes_sent,
+            );
+            catch_up(
+                &self.gossip_bytes.with_label_values(&["received"]),
+                gossip.bytes_received,
+            );
+            catch_up(
+                &self.gossip_packets.with_label_values(&["sent"]),
+                gossip.packets_sent,
+            );
+            catch_up(
+                &self.gossip_packets.with_label_values(&["received"]),
+                gossip.packets_received,
+            );
+            catch_up(&self.gossip_auth_failures, gossip.auth_failures);
+        }
+        let mut text = String::new();
+        if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text) {
+            tracing::error!(%error, "could not encode the metrics");
+        }
+        text
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn finished(&self, request: &FinishedRequest<'_>) {
+        let deployment = request.deployment.unwrap_or("");
+        let status = request.status.to_string();
+        let outcome = match request.outcome {
+            CallOutcome::Completed => "completed",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Cancelled => "cancelled",
+        };
+        self.requests
+            .with_label_values(&[request.alias, deployment, &status, outcome])
+            .inc();
+        self.duration
+            .with_label_values(&[request.alias])
+            .observe(request.duration.as_secs_f64());
+        if let Some(ttft) = request.ttft {
+            self.ttft
+                .with_label_values(&[request.alias])
+                .observe(ttft.as_secs_f64());
+        }
+        if let Some(usage) = request.usage {
+            self.tokens
+                .with_label_values(&[request.alias, deployment, "prompt"])
+                .inc_by(usage.prompt_tokens);
+            self.tokens
+                .with_label_values(&[request.alias, deployment, "completion"])
+                .inc_by(usage.completion_tokens);
+        }
+        if let Some(cost) = request.cost_micros {
+            self.cost
+                .with_label_values(&[request.alias, deployment])
+                .inc_by(cost as f64 / 1_000_000.0);
+        }
+    }
+}
+
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Brings a counter mirrored from elsewhere up to `total`.
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_proto::Usage;
+
+    #[test]
+    fn a_finished_request_feeds_its_series() {
+        let metrics = Metrics::new().unwrap();
+        metrics.finished(&FinishedRequest {
+            alias: "fast",
+            deployment: Some("up/m"),
+            status: 200,
+            outcome: CallOutcome::Completed,
+            duration: Duration::from_millis(120),
+            ttft: Some(Duration::from_millis(30)),
+            usage: Some(Usage::new(10, 20)),
+            cost_micros: Some(1_500),
+        });
+        metrics.rejected("rate_limit_exceeded");
+        let text = metrics.render(&Routes::default(), None);
+        for line in [
+            "chorus_requests_total{alias=\"fast\",deployment=\"up/m\",outcome=\"completed\",status=\"200\"} 1",
+            "chorus_tokens_total{alias=\"fast\",deployment=\"up/m\",type=\"completion\"} 20",
+            "chorus_cost_usd_total{alias=\"fast\",deployment=\"up/m\"} 0.0015",
+            "chorus_rejections_total{code=\"rate_limit_exceeded\"} 1",
+            "chorus_time_to_first_token_seconds_count{alias=\"fast\"} 1",
+        ] {
+            assert!(text.contains(line), "no `{line}` in\n{text}");
+        }
+    }
+}

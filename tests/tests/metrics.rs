@@ -1,0 +1,168 @@
+//! `GET /metrics` as Prometheus scrapes it: requests by alias, deployment
+//! and status, tokens, cost, latency histograms, rejections, breakers,
+//! cluster members and gossip traffic — valid for `promtool check metrics`
+//! (Debian's `prometheus` package; `tests/run.sh` installs it) and with no
+//! key, token or prompt in it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use chorus_tests::{
+    chat_body, standard_config, start_cluster, MockUpstream, Node, ADMIN_TOKEN, TEST_KEY,
+    UPSTREAM_KEY,
+};
+
+async fn scrape(node: &Node) -> String {
+    let response = reqwest::get(node.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    response.text().await.unwrap()
+}
+
+/// Runs `promtool check metrics` on `text`: it parses the exposition and
+/// lints names, types, units and help.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; tests/run.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The value of the series `series` (name and labels, as written).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no `{series}` in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_rejections_and_breakers_are_exposed_and_pass_promtool() {
+    let upstream = MockUpstream::start(&[]);
+    let node = Node::start(&standard_config(&upstream)).await;
+    for stream in [false, true] {
+        let response = node.chat(&chat_body("fast", stream)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap();
+    }
+    let failed = node
+        .chat(&chat_body("fault-500", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    let unknown = node.chat(&chat_body("nope", false)).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let unauthorized = reqwest::Client::new()
+        .post(node.url("/v1/chat/completions"))
+        .bearer_auth("sk-wrong")
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    let text = scrape(&node).await;
+    let fast = r#"alias="fast",deployment="up/gpt-4o-mini""#;
+    assert_eq!(
+        value(
+            &text,
+            &format!(r#"chorus_requests_total{{{fast},outcome="completed",status="200"}}"#)
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"chorus_requests_total{alias="fault-500",deployment="fault-500/gpt-4o-mini",outcome="failed",status="500"}"#
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &text,
+            &format!(r#"chorus_tokens_total{{{fast},type="completion"}}"#)
+        ) > 0.0
+    );
+    assert!(value(&text, &format!(r#"chorus_cost_usd_total{{{fast}}}"#)) > 0.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"chorus_request_duration_seconds_count{alias="fast"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"chorus_time_to_first_token_seconds_count{alias="fast"}"#
+        ),
+        1.0
+    );
+    assert_eq!(value(&text, "chorus_gateway_overhead_seconds_count"), 2.0);
+    assert_eq!(
+        value(&text, r#"chorus_rejections_total{code="model_not_found"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"chorus_rejections_total{code="invalid_api_key"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"chorus_breaker_state{deployment="up/gpt-4o-mini"}"#
+        ),
+        0.0
+    );
+    for secret in [
+        TEST_KEY,
+        UPSTREAM_KEY,
+        ADMIN_TOKEN,
+        "sk-wrong",
+        "What is Chorus",
+    ] {
+        assert!(!text.contains(secret), "`{secret}` in the metrics");
+    }
+    promtool_check(&text);
+}
+
+#[tokio::test]
+async fn cluster_members_and_gossip_traffic_are_exposed() {
+    let (nodes, _) = start_cluster(&["metrics-a", "metrics-b"], "metrics-secret-0123456789").await;
+    let text = scrape(&nodes[0]).await;
+    assert_eq!(
+        value(&text, r#"chorus_cluster_members{state="alive"}"#),
+        2.0
+    );
+    assert_eq!(value(&text, r#"chorus_cluster_members{state="dead"}"#), 0.0);
+    assert!(
+        value(
+            &text,
+            r#"chorus_gossip_packets_total{direction="received"}"#
+        ) > 0.0
+    );
+    assert!(value(&text, r#"chorus_gossip_bytes_total{direction="sent"}"#) > 0.0);
+    assert_eq!(value(&text, "chorus_gossip_auth_failures_total"), 0.0);
+    promtool_check(&text);
+}
