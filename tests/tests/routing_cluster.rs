@@ -76,15 +76,18 @@ async fn latency_based_moves_every_nodes_traffic_to_the_faster_upstream() {
 
 #[tokio::test]
 async fn least_busy_counts_the_requests_in_flight_on_other_nodes() {
-    // `slow` streams hold `paced/mock` busy on node a; `either` balances
-    // between it and the instant `builtin/mock`.
-    let extra = "\n[[models]]\nalias = \"either\"\nstrategy = \"least-busy\"\n\
-        deployments = [{ provider = \"paced\", model = \"mock\" }, { provider = \"builtin\", model = \"mock\" }]\n";
+    // `glacial` streams (10 s each) hold `glacial/mock` busy on node a;
+    // `either` balances between it and the instant `builtin/mock`.
+    let extra = "\n[[providers]]\nname = \"glacial\"\nformat = \"mock\"\ntoken_delay_ms = 500\n\
+        output_tokens = 20\n\
+        \n[[models]]\nalias = \"glacial\"\ndeployments = [{ provider = \"glacial\", model = \"mock\" }]\n\
+        \n[[models]]\nalias = \"either\"\nstrategy = \"least-busy\"\n\
+        deployments = [{ provider = \"glacial\", model = \"mock\" }, { provider = \"builtin\", model = \"mock\" }]\n";
     let (nodes, _) = start_cluster_with(&["busy-a", "busy-b"], SECRET, extra).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let mut stream = a.chat(&chat_body("slow", true)).send().await.unwrap();
+        let mut stream = a.chat(&chat_body("glacial", true)).send().await.unwrap();
         stream.chunk().await.unwrap();
         streams.push(stream);
     }
@@ -93,17 +96,17 @@ async fn least_busy_counts_the_requests_in_flight_on_other_nodes() {
         "node a's streams seen on node b",
         || async {
             let view = b.cluster_view().await;
-            let paced = view["deployments"]
+            let glacial = view["deployments"]
                 .as_array()?
                 .iter()
-                .find(|deployment| deployment["name"] == "paced/mock")?
+                .find(|deployment| deployment["name"] == "glacial/mock")?
                 .clone();
-            (paced["cluster"]["in_flight"] == 3).then_some(())
+            (glacial["cluster"]["in_flight"] == 3).then_some(())
         },
     )
     .await;
     // Node b has nothing in flight itself: only node a's count tells it
-    // that `paced/mock` is busy.
+    // that `glacial/mock` is busy.
     let used = deployments_used(b, "either", 10).await;
     assert_eq!(used.get("builtin/mock"), Some(&10), "{used:?}");
     drop(streams);

@@ -54,8 +54,16 @@ fn chunks(text: &str) -> (Vec<Value>, Option<Value>) {
     (chunks, error)
 }
 
+/// The standard config, `cut-early` (its streams break after the role
+/// chunk) and `sluggish` (a second between tokens).
 fn upstream_config(upstream: &MockUpstream) -> String {
-    standard_config(upstream) + &cutting_provider("cut-early", &upstream.base_url(), 1)
+    standard_config(upstream)
+        + &cutting_provider("cut-early", &upstream.base_url(), 1)
+        + &format!(
+            "\n[[providers]]\nname = \"sluggish\"\nformat = \"openai\"\nbase_url = \"{}\"\n\
+             headers = {{ \"x-mock-token-delay-ms\" = \"1000\", \"x-mock-output-tokens\" = \"3\" }}\n",
+            upstream.base_url()
+        )
 }
 
 #[tokio::test]
@@ -105,9 +113,10 @@ async fn after_content_a_failure_is_an_error_event_and_never_a_retry() {
 #[tokio::test]
 async fn a_slow_first_token_is_retried_elsewhere() {
     let upstream = MockUpstream::start(&[]);
-    // `slow` sends its first content 100 ms after the role chunk.
-    let config =
-        upstream_config(&upstream) + &alias("impatient", "ttft_timeout_ms = 50\n", &["slow", "up"]);
+    // `sluggish` sends its first content a second after the role chunk;
+    // `up` at once, well within the 400 ms even on a busy machine.
+    let config = upstream_config(&upstream)
+        + &alias("impatient", "ttft_timeout_ms = 400\n", &["sluggish", "up"]);
     let node = Node::start(&config).await;
     let (status, attempts, text) = stream(&node, "impatient").await;
     assert_eq!((status, attempts), (200, 2), "{text}");
@@ -132,14 +141,14 @@ async fn a_stalled_stream_ends_at_the_idle_timeout() {
 #[tokio::test]
 async fn a_stream_past_the_requests_deadline_ends_with_an_error() {
     let upstream = MockUpstream::start(&[]);
-    // 20 tokens 100 ms apart: two seconds, against a deadline of 450 ms.
+    // 20 tokens 100 ms apart: two seconds, against a deadline of 1.2 s.
     let config =
-        upstream_config(&upstream) + &alias("hurried", "total_timeout_ms = 450\n", &["slow"]);
+        upstream_config(&upstream) + &alias("hurried", "total_timeout_ms = 1200\n", &["slow"]);
     let node = Node::start(&config).await;
     let started = std::time::Instant::now();
     let (status, _, text) = stream(&node, "hurried").await;
     assert_eq!(status, 200, "{text}");
-    assert!(started.elapsed() < std::time::Duration::from_millis(1_500));
+    assert!(started.elapsed() < std::time::Duration::from_millis(1_900));
     let (chunks, error) = chunks(&text);
     assert!(chunks.len() >= 2, "{text}");
     let error = error.unwrap_or_else(|| panic!("no error event: {text}"));
