@@ -357,7 +357,8 @@ pub const FAULTS: [&str; 10] = [
 ];
 
 /// A config with `fast` on the mock upstream, one `fault-*` alias per fault,
-/// `slow` (100 ms between stream tokens), `laggy` (300 ms before the
+/// `slow` (100 ms between stream tokens), `glacial` (500 ms between
+/// them: a 10 s stream), `laggy` (300 ms before the
 /// answer), `no-usage` (an upstream never asked for stream usage), `demo`
 /// on the built-in mock, the test key and admin token. `fast` costs USD
 /// 0.15 / 0.60 per million prompt / completion tokens.
@@ -381,6 +382,12 @@ name = "slow"
 format = "openai"
 base_url = "{base_url}"
 headers = {{ "x-mock-token-delay-ms" = "100", "x-mock-output-tokens" = "20" }}
+
+[[providers]]
+name = "glacial"
+format = "openai"
+base_url = "{base_url}"
+headers = {{ "x-mock-token-delay-ms" = "500", "x-mock-output-tokens" = "20" }}
 
 [[providers]]
 name = "laggy"
@@ -419,6 +426,10 @@ deployments = [{{ provider = "laggy", model = "gpt-4o-mini" }}]
 [[models]]
 alias = "demo"
 deployments = [{{ provider = "builtin", model = "mock-1" }}]
+
+[[models]]
+alias = "glacial"
+deployments = [{{ provider = "glacial", model = "gpt-4o-mini" }}]
 
 [[keys]]
 name = "test"
@@ -476,22 +487,29 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
 /// A UDP port free right now on 127.0.0.1, for a node's gossip, and never
 /// one this test process was handed before: tests run in parallel, and a
 /// port freed by one test's killed node must not become another's while
-/// the first may restart on it.
+/// the first may restart on it. Taken below the kernel's ephemeral range
+/// (32768 and up), so no socket anywhere on the machine that binds port 0
+/// can take it between this call and the node binding it.
 pub fn free_udp_port() -> u16 {
+    const PORTS: std::ops::Range<u32> = 20_000..32_000;
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    loop {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|socket| socket.local_addr())
-            .expect("a free UDP port")
-            .port();
-        if !handed_out.contains(&port) {
+    // Parallel test processes start from different places in the range.
+    let span = PORTS.end - PORTS.start;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for step in 0..span {
+        let port = (PORTS.start + (start + step * 13) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             handed_out.push(port);
             return port;
         }
     }
+    panic!("no free UDP port in {PORTS:?}");
 }
 
 /// A clustered node's config: built-in mock aliases `fast` (instant),

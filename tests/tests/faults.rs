@@ -169,13 +169,13 @@ async fn an_upstream_error_event_ends_the_stream_as_a_failure() {
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&standard_config(&upstream)).await;
-    let mut response = node.chat(&chat_body("slow", true)).send().await.unwrap();
+    let mut response = node.chat(&chat_body("glacial", true)).send().await.unwrap();
     response.chunk().await.unwrap().unwrap();
     assert_eq!(upstream.stats().await["streams_started"], 1);
     drop(response);
-    // The stream would run two more seconds and count as completed; the
+    // The stream would run ten more seconds and count as completed; the
     // upstream sees it dropped instead (at its next token), which no
-    // timing on this busy machine has to tell apart.
+    // timing on a busy machine has to tell apart.
     eventually(
         Duration::from_secs(5),
         "upstream stream cancelled",
@@ -183,7 +183,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     )
     .await;
     let slow = node
-        .wait_for_deployment("slow/gpt-4o-mini", |d| d["cancelled"] == 1)
+        .wait_for_deployment("glacial/gpt-4o-mini", |d| d["cancelled"] == 1)
         .await;
     assert_eq!(slow["in_flight"], 0);
     assert_eq!(upstream.stats().await["streams_completed"], 0);
