@@ -80,13 +80,7 @@ impl AliasRoute {
 
     /// An alias over `deployments`, each of weight 1, routed the default way.
     pub fn with_defaults(alias: String, deployments: Vec<DeploymentHandle>) -> Self {
-        let targets = deployments
-            .into_iter()
-            .map(|deployment| Target {
-                deployment,
-                weight: 1,
-            })
-            .collect();
+        let targets = deployments.into_iter().map(Target::from).collect();
         let options = RouteOptions::default();
         Self::with_balancer(alias, targets, options, balance::default_balancer())
     }

@@ -13,6 +13,16 @@ pub struct Target {
     pub weight: u32,
 }
 
+/// A deployment of weight 1, as aliases configured without weights have.
+impl From<DeploymentHandle> for Target {
+    fn from(deployment: DeploymentHandle) -> Self {
+        Target {
+            deployment,
+            weight: 1,
+        }
+    }
+}
+
 /// What a request asks of a deployment, as far as routing cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Need {

@@ -295,13 +295,7 @@ mod tests {
         deployments: Vec<DeploymentHandle>,
         strategy: &'static str,
     ) -> AliasRoute {
-        let targets = deployments
-            .into_iter()
-            .map(|deployment| Target {
-                deployment,
-                weight: 1,
-            })
-            .collect();
+        let targets = deployments.into_iter().map(Target::from).collect();
         let options = RouteOptions {
             strategy,
             ..RouteOptions::default()
