@@ -62,16 +62,6 @@ pub struct QuotaUse {
     pub tokens: u64,
 }
 
-impl QuotaUse {
-    /// Whether a call of `tokens` more fits under both quotas now.
-    pub fn fits(&self, tokens: u64) -> bool {
-        self.rpm.is_none_or(|rpm| self.requests < rpm)
-            && self
-                .tpm
-                .is_none_or(|tpm| self.tokens.saturating_add(tokens) <= tpm)
-    }
-}
-
 /// How a call ended, as the request actor reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -119,6 +109,8 @@ struct DeploymentShared {
     /// The merged figures of every node, when the node is in a cluster.
     cluster: ArcSwapOption<ClusterDeploymentStats>,
     counters: LedgerCounters,
+    /// For the number of live peers that quotas are shared among.
+    ledger: Ledger,
     breaker: Breaker,
     retry_budget: RetryBudget,
 }
@@ -198,6 +190,7 @@ impl DeploymentHandle {
             cancelled: AtomicU64::new(0),
             cluster: ArcSwapOption::empty(),
             counters,
+            ledger: ledger.clone(),
         }))
     }
 
@@ -265,6 +258,26 @@ impl DeploymentHandle {
             requests: used(&counters.calls_minute, rpm.is_some()),
             tokens: used(&counters.tokens_minute, tpm.is_some()),
         }
+    }
+
+    /// Whether a call of `tokens` fits the quotas now: under the
+    /// cluster-wide figure, and within this node's share of what was left
+    /// at the last gossip exchange, so nodes admitting calls at the same
+    /// moment do not take the quota several times over.
+    pub fn quota_allows(&self, tokens: u64, unix_ms: u64) -> bool {
+        let Quota { rpm, tpm } = self.0.spec.quota;
+        let peers = self.0.ledger.live_peers();
+        let allows = |counter: &OwnCounter, limit: Option<u64>, need: u64| {
+            limit.is_none_or(|limit| {
+                Window::Minute
+                    .value(counter.cluster_buckets(), unix_ms)
+                    .saturating_add(need)
+                    <= limit
+                    && counter.within_share(None, limit, need, peers, unix_ms)
+            })
+        };
+        let counters = &self.0.counters;
+        allows(&counters.calls_minute, rpm, 1) && allows(&counters.tokens_minute, tpm, tokens)
     }
 
     pub fn breaker(&self) -> &Breaker {

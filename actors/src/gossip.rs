@@ -209,6 +209,13 @@ async fn exchange(state: &mut GossipState, occasion: Occasion) -> Timings {
             Section::Load => load.observe(&args.limiter, observed, unix_millis()),
         }
     }
+    // Every live run but this node's own: what limits and quotas share with.
+    let live = read
+        .runs
+        .iter()
+        .filter(|status| status.liveness == Liveness::Alive)
+        .count();
+    args.ledger.set_live_peers(live.saturating_sub(1) as u64);
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
     split(&mut timings.merge);

@@ -19,6 +19,7 @@ mod runs;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally};
@@ -78,6 +79,8 @@ pub struct Ledger(Arc<Shared>);
 struct Shared {
     run: RunId,
     book: Mutex<Book>,
+    /// Other live nodes, as of the last gossip exchange: 0 alone.
+    live_peers: AtomicU64,
 }
 
 #[derive(Default)]
@@ -108,6 +111,7 @@ impl Ledger {
         let ledger = Ledger(Arc::new(Shared {
             run,
             book: Mutex::new(Book::default()),
+            live_peers: AtomicU64::new(0),
         }));
         for contribution in restored {
             ledger.observe(contribution);
@@ -123,6 +127,17 @@ impl Ledger {
 
     pub fn node_id(&self) -> &str {
         &self.0.run.node_id
+    }
+
+    /// How many other nodes are alive. Each counts requests the others do
+    /// not see until the next exchange, so a limit on a cluster-wide
+    /// counter lets each take only its share of what was left.
+    pub fn live_peers(&self) -> u64 {
+        self.0.live_peers.load(Ordering::Acquire)
+    }
+
+    pub fn set_live_peers(&self, peers: u64) {
+        self.0.live_peers.store(peers, Ordering::Release);
     }
 
     /// A poisoned lock only means another thread panicked mid-update of

@@ -28,7 +28,7 @@ mod subject;
 mod window;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::admin::Limits;
@@ -148,8 +148,6 @@ struct Inner {
     subjects: DashMap<String, Arc<Subject>>,
     /// In flight per subject on each other run, as gossiped.
     remote_in_flight: Mutex<RemoteLoad>,
-    /// Other live nodes, as of the last gossip exchange: 0 alone.
-    peers: AtomicU64,
     /// Spawns a `KeyActor` for each new subject; without one (no actors
     /// running), subjects stay until released.
     keeper: Mutex<Option<ActorRef<LimitsMsg>>>,
@@ -177,7 +175,6 @@ impl Limiter {
             ledger,
             subjects: DashMap::new(),
             remote_in_flight: Mutex::new(HashMap::new()),
-            peers: AtomicU64::new(0),
             keeper: Mutex::new(None),
         }))
     }
@@ -235,7 +232,7 @@ impl Limiter {
             if !subjects.iter().all(|subject| self.holds(subject)) {
                 continue;
             }
-            let peers = self.0.peers.load(Ordering::Acquire);
+            let peers = self.0.ledger.live_peers();
             let mut headers = RateHeaders::default();
             for (holder, subject) in holders.iter().zip(&subjects) {
                 subject.check(holder.limits, reservation, peers, now_ms, &mut headers)?;
@@ -292,12 +289,6 @@ impl Limiter {
         if runs.is_empty() {
             remote.remove(subject);
         }
-    }
-
-    /// How many other nodes are alive: each admits requests unseen by the
-    /// others until the next exchange, so each takes only its share.
-    pub fn set_peers(&self, peers: u64) {
-        self.0.peers.store(peers, Ordering::Release);
     }
 
     /// Forgets what runs no longer alive had in flight — their requests

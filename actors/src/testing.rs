@@ -50,13 +50,13 @@ pub fn priced(name: &str, input: u64, output: u64) -> DeploymentHandle {
     DeploymentHandle::new(spec, Arc::new(Canned), &ledger("test"))
 }
 
-/// A deployment under these quotas, on a ledger of its own.
-pub fn with_quota(name: &str, quota: Quota) -> DeploymentHandle {
+/// A deployment under these quotas, counting into `ledger`.
+pub fn with_quota(name: &str, quota: Quota, ledger: &Ledger) -> DeploymentHandle {
     let spec = DeploymentSpec {
         quota,
         ..spec(name)
     };
-    DeploymentHandle::new(spec, Arc::new(Canned), &ledger("test"))
+    DeploymentHandle::new(spec, Arc::new(Canned), ledger)
 }
 
 fn spec(name: &str) -> DeploymentSpec {

@@ -49,8 +49,6 @@ impl LoadSection {
             .filter(|status| status.liveness == Liveness::Alive)
             .map(|status| &status.run)
             .collect();
-        // Every live run but this node's own.
-        limiter.set_peers(alive.len().saturating_sub(1) as u64);
         limiter.keep_remote_runs(|run| alive.contains(run), now_ms);
         let refresh_ms = REFRESH.as_millis() as u64;
         let current: HashMap<String, u64> = limiter

@@ -134,6 +134,49 @@ impl OwnCounter {
         }
     }
 
+    /// Whether `need` more fits this node's share of what was left of `limit`
+    /// at the last gossip exchange, split evenly among the live nodes. Between
+    /// exchanges the nodes cannot see each other's requests; holding each to
+    /// its share keeps a burst spread over several nodes from taking the limit
+    /// several times over. A node alone has it all, and a node that has taken
+    /// nothing since the last exchange may always take one request the
+    /// cluster-wide figure allows, so a request larger than a share is not
+    /// refused for ever and a node whose peers are idle still goes on.
+    pub fn within_share(
+        &self,
+        released: Option<&OwnCounter>,
+        limit: u64,
+        need: u64,
+        peers: u64,
+        now_ms: u64,
+    ) -> bool {
+        if peers == 0 {
+            return true;
+        }
+        let view = self.sync_view();
+        let window = self.key().window();
+        let taken = window.value(view.own_since_sync, now_ms);
+        if taken == 0 {
+            return true;
+        }
+        let at_sync = match released {
+            Some(released) => view
+                .cluster_at_sync
+                .minus(released.sync_view().cluster_at_sync),
+            None => view.cluster_at_sync,
+        };
+        let share = limit
+            .saturating_sub(window.value(at_sync, now_ms))
+            .div_ceil(peers + 1);
+        let wanted = taken.saturating_add(need);
+        if wanted.saturating_mul(2) > share {
+            // Half the share taken: the next exchange should carry these
+            // counts, for a fresh share.
+            self.mark_urgent();
+        }
+        wanted <= share
+    }
+
     /// Takes in what this node's earlier runs counted, as far as learned,
     /// if it is more than already known. Returns whether it was.
     pub(super) fn fold_earlier_runs(&self, earlier: Buckets) -> bool {

@@ -42,49 +42,6 @@ pub struct Subject {
     pub(super) last_used_ms: AtomicU64,
 }
 
-/// Whether `need` more fits this node's share of what was left of `limit`
-/// at the last gossip exchange, split evenly among the live nodes. Between
-/// exchanges the nodes cannot see each other's requests; holding each to
-/// its share keeps a burst spread over several nodes from taking the limit
-/// several times over. A node alone has it all, and a node that has taken
-/// nothing since the last exchange may always take one request the
-/// cluster-wide figure allows, so a request larger than a share is not
-/// refused for ever and a node whose peers are idle still goes on.
-fn within_share(
-    counted: &OwnCounter,
-    released: Option<&OwnCounter>,
-    limit: u64,
-    need: u64,
-    peers: u64,
-    now_ms: u64,
-) -> bool {
-    if peers == 0 {
-        return true;
-    }
-    let view = counted.sync_view();
-    let window = counted.key().window();
-    let taken = window.value(view.own_since_sync, now_ms);
-    if taken == 0 {
-        return true;
-    }
-    let at_sync = match released {
-        Some(released) => view
-            .cluster_at_sync
-            .minus(released.sync_view().cluster_at_sync),
-        None => view.cluster_at_sync,
-    };
-    let share = limit
-        .saturating_sub(window.value(at_sync, now_ms))
-        .div_ceil(peers + 1);
-    let wanted = taken.saturating_add(need);
-    if wanted.saturating_mul(2) > share {
-        // Half the share taken: the next exchange should carry these
-        // counts, for a fresh share.
-        counted.mark_urgent();
-    }
-    wanted <= share
-}
-
 /// Until the next exchange brings a fresh share, roughly.
 const SHARE_RETRY_MS: u64 = 1_000;
 /// A request in flight usually ends within this.
@@ -176,7 +133,7 @@ impl Subject {
             let figures = MinuteFigures::of(buckets, rpm, now_ms);
             let wait = if !figures.fits(1) {
                 Some(wait_ms(buckets, rpm, 1, now_ms).unwrap_or(MINUTE_MS))
-            } else if !within_share(&self.requests, None, rpm, 1, peers, now_ms) {
+            } else if !self.requests.within_share(None, rpm, 1, peers, now_ms) {
                 Some(SHARE_RETRY_MS)
             } else {
                 None
@@ -204,7 +161,7 @@ impl Subject {
             let released = Some(&*self.tokens_released);
             let wait = if !figures.fits(need) {
                 Some(wait_ms(buckets, tpm, need, now_ms).unwrap_or(MINUTE_MS))
-            } else if !within_share(&self.tokens, released, tpm, need, peers, now_ms) {
+            } else if !self.tokens.within_share(released, tpm, need, peers, now_ms) {
                 Some(SHARE_RETRY_MS)
             } else {
                 None
@@ -254,7 +211,7 @@ impl Subject {
                 Period::Day => (&self.spend_day, &self.spend_day_released),
                 Period::Month => (&self.spend_month, &self.spend_month_released),
             };
-            if !within_share(counted, Some(released), budget, need, peers, now_ms) {
+            if !counted.within_share(Some(released), budget, need, peers, now_ms) {
                 return Err(Refusal::RateLimited {
                     kind: RateKind::BudgetShare(period),
                     label: self.label.clone(),

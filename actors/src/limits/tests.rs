@@ -309,7 +309,7 @@ fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
         ..Limits::default()
     };
     // b is alive and has counted 2 this minute.
-    limiter.set_peers(1);
+    ledger.set_live_peers(1);
     ledger.observe(Contribution {
         key: CounterKey::new(CounterKind::RequestsMinute, "key:k"),
         run: RunId {
@@ -365,7 +365,7 @@ fn a_subject_past_half_a_limit_asks_gossip_to_publish_it_first() {
 #[test]
 fn a_node_past_half_its_share_asks_gossip_to_publish_first() {
     let (limiter, ledger) = limiter("a");
-    limiter.set_peers(4);
+    ledger.set_live_peers(4);
     let limits = Limits {
         rpm: Some(100),
         ..Limits::default()

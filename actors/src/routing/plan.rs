@@ -274,7 +274,7 @@ impl AttemptPlan {
 /// then quota.
 fn usable(target: &Target, at_ms: u64, need: &Need) -> bool {
     let deployment = &target.deployment;
-    deployment.breaker().is_usable(at_ms) && deployment.quota_use(at_ms).fits(need.tokens())
+    deployment.breaker().is_usable(at_ms) && deployment.quota_allows(need.tokens(), at_ms)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -432,6 +432,7 @@ mod tests {
                 rpm: Some(2),
                 tpm: None,
             },
+            &ledger("test"),
         );
         let spare = with_quota(
             "spare",
@@ -439,6 +440,7 @@ mod tests {
                 rpm: None,
                 tpm: Some(1_000),
             },
+            &ledger("test"),
         );
         drop((full.start_call(0), full.start_call(0)));
         let route = route(vec![full, spare], "round-robin");
@@ -467,6 +469,25 @@ mod tests {
         let mut early = plan(&route).with_deadline(Some(1_000));
         early.first(&request(16), 0).unwrap();
         assert!(failed(&mut early, &only, status(503, None), 100).is_some());
+    }
+
+    #[test]
+    fn a_deployment_quota_is_shared_with_the_other_live_nodes_between_exchanges() {
+        let ledger = ledger("n");
+        ledger.set_live_peers(1);
+        let rpm = Quota {
+            rpm: Some(10),
+            tpm: None,
+        };
+        let capped = with_quota("capped", rpm, &ledger);
+        let route = route(vec![capped.clone()], "weighted");
+        let mut calls = 0;
+        while calls < 10 && plan(&route).first(&request(16), 0).is_ok() {
+            drop(capped.start_call(0));
+            calls += 1;
+        }
+        // Nothing heard from the other node yet: this one takes half of 10.
+        assert_eq!(calls, 5);
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod tests {
     use super::super::testing::{tally, targets};
     use super::*;
     use crate::deployment::Quota;
-    use crate::testing::with_quota;
+    use crate::testing::{ledger, with_quota};
 
     #[test]
     fn the_most_headroom_wins() {
@@ -35,6 +35,7 @@ mod tests {
                 rpm: Some(10),
                 tpm: None,
             },
+            &ledger("test"),
         );
         targets[1].deployment = with_quota(
             "large",
@@ -42,6 +43,7 @@ mod tests {
                 rpm: Some(100),
                 tpm: None,
             },
+            &ledger("test"),
         );
         let need = Need::default();
         assert_eq!(tally(&UsageBased, &targets, &need, 10), [0, 10]);
