@@ -265,19 +265,20 @@ impl DeploymentHandle {
     /// at the last gossip exchange, so nodes admitting calls at the same
     /// moment do not take the quota several times over.
     pub fn quota_allows(&self, tokens: u64, unix_ms: u64) -> bool {
-        let Quota { rpm, tpm } = self.0.spec.quota;
+        let quota = self.quota_use(unix_ms);
+        if quota.rpm.is_none() && quota.tpm.is_none() {
+            return true;
+        }
         let peers = self.0.ledger.live_peers();
-        let allows = |counter: &OwnCounter, limit: Option<u64>, need: u64| {
+        let allows = |counter: &OwnCounter, limit: Option<u64>, used: u64, need: u64| {
             limit.is_none_or(|limit| {
-                Window::Minute
-                    .value(counter.cluster_buckets(), unix_ms)
-                    .saturating_add(need)
-                    <= limit
+                used.saturating_add(need) <= limit
                     && counter.within_share(None, limit, need, peers, unix_ms)
             })
         };
         let counters = &self.0.counters;
-        allows(&counters.calls_minute, rpm, 1) && allows(&counters.tokens_minute, tpm, tokens)
+        allows(&counters.calls_minute, quota.rpm, quota.requests, 1)
+            && allows(&counters.tokens_minute, quota.tpm, quota.tokens, tokens)
     }
 
     pub fn breaker(&self) -> &Breaker {

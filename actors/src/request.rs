@@ -19,7 +19,7 @@ use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::unix_millis;
+use crate::clock::{millis, unix_millis};
 use crate::deployment::{CallEnded, CallOutcome, DeploymentHandle};
 use crate::error::{CallError, RequestError};
 use crate::estimate;
@@ -363,7 +363,7 @@ async fn run(args: RequestArgs) {
     // The plan counts in wall-clock ms, as breakers and cooldowns do.
     let deadline_ms = facts.deadline.map(|deadline| {
         let left = deadline.saturating_duration_since(Instant::now());
-        unix_millis().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        unix_millis().saturating_add(millis(left))
     });
     let mut plan =
         AttemptPlan::new(Arc::clone(&route), &request, fallbacks).with_deadline(deadline_ms);

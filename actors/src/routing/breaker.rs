@@ -15,6 +15,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::clock::millis;
+
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerPolicy {
@@ -102,10 +104,6 @@ impl Inner {
         self.window_failures = 0;
         self.window_start_ms = now_ms;
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Breaker {

@@ -11,6 +11,7 @@ use chorus_proto::ChatRequest;
 use super::candidate::{Candidate, Need, Target};
 use super::fallback::{FallbackKind, Fallbacks};
 use super::retry::Failure;
+use crate::clock::millis;
 use crate::deployment::DeploymentHandle;
 use crate::provider::ProviderError;
 use crate::routes::AliasRoute;
@@ -275,10 +276,6 @@ impl AttemptPlan {
 fn usable(target: &Target, at_ms: u64, need: &Need) -> bool {
     let deployment = &target.deployment;
     deployment.breaker().is_usable(at_ms) && deployment.quota_allows(need.tokens(), at_ms)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
