@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod chat;
 mod cluster;
+mod dialect;
 mod error;
 mod health;
 mod limits;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", admin::router())
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/messages", post(chat::messages))
         .route("/v1/models", get(models::list))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/health", get(health::summary))

@@ -1,6 +1,8 @@
 //! The node's providers: each configured `[[providers]]` entry becomes an
 //! implementation of the actors' `Provider` trait.
 
+mod anthropic;
+mod http;
 mod mock;
 mod openai;
 
@@ -10,6 +12,7 @@ use chorus_actors::Provider;
 
 use crate::config::{ProviderConfig, ProviderKind};
 
+pub use anthropic::AnthropicProvider;
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
 
@@ -28,6 +31,20 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provide
             api_key.as_deref(),
             headers,
             *stream_usage,
+        )),
+        ProviderKind::Anthropic {
+            messages_url,
+            api_key,
+            version,
+            headers,
+            default_max_tokens,
+        } => Arc::new(AnthropicProvider::new(
+            http.clone(),
+            messages_url.clone(),
+            api_key.as_deref(),
+            version,
+            headers,
+            *default_max_tokens,
         )),
         ProviderKind::Mock {
             token_delay,

@@ -35,6 +35,9 @@ pub enum RequestError {
         field: &'static str,
         expected: &'static str,
     },
+    /// Valid, but with no equivalent in the format it must be translated to.
+    #[error("parameter `{field}`: {reason}")]
+    Untranslatable { field: &'static str, reason: String },
 }
 
 impl RequestError {
@@ -42,9 +45,9 @@ impl RequestError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             RequestError::InvalidJson(_) | RequestError::NotAnObject => None,
-            RequestError::MissingField(field) | RequestError::WrongType { field, .. } => {
-                Some(field)
-            }
+            RequestError::MissingField(field)
+            | RequestError::WrongType { field, .. }
+            | RequestError::Untranslatable { field, .. } => Some(field),
         }
     }
 
@@ -54,6 +57,7 @@ impl RequestError {
             RequestError::InvalidJson(_) | RequestError::NotAnObject => "invalid_json",
             RequestError::MissingField(_) => "missing_required_parameter",
             RequestError::WrongType { .. } => "invalid_type",
+            RequestError::Untranslatable { .. } => "unsupported_parameter",
         }
     }
 }
@@ -75,6 +79,12 @@ impl ChatRequest {
         let Value::Object(body) = value else {
             return Err(RequestError::NotAnObject);
         };
+        Self::from_body(body)
+    }
+
+    /// A request from a body already parsed, or translated from another
+    /// format: the same checks as [`ChatRequest::parse`].
+    pub fn from_body(body: Map<String, Value>) -> Result<Self, RequestError> {
         let model = match body.get("model") {
             None | Some(Value::Null) => return Err(RequestError::MissingField("model")),
             Some(Value::String(model)) if !model.is_empty() => model.clone(),
@@ -112,6 +122,11 @@ impl ChatRequest {
             stream,
             include_usage,
         })
+    }
+
+    /// Any field of the body as the client sent it.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.body.get(name)
     }
 
     pub fn messages(&self) -> &[Value] {
@@ -164,7 +179,7 @@ impl ChatRequest {
     }
 }
 
-fn wrong_type(field: &'static str, expected: &'static str) -> RequestError {
+pub(crate) fn wrong_type(field: &'static str, expected: &'static str) -> RequestError {
     RequestError::WrongType { field, expected }
 }
 

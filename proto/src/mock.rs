@@ -1,6 +1,8 @@
 //! The deterministic mock completion shared by the node's built-in `mock`
 //! provider and the benchmark's mock upstream: the same messages always give
-//! the same words, and `usage` counts what was really produced.
+//! the same words, and `usage` counts what was really produced. Given tools,
+//! it calls one, with arguments made from the tool's schema, unless the
+//! conversation just answered a call; so tool use can be tested end to end.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,9 +27,19 @@ pub struct MockCompletion {
     pub id: String,
     pub model: String,
     pub created: u64,
-    /// One entry per output token, each with its leading space where needed.
+    /// One entry per output token, each with its leading space where
+    /// needed; for a tool call, the pieces of its arguments.
     pub tokens: Vec<String>,
+    /// The tool it calls, instead of answering in text.
+    pub tool_call: Option<MockToolCall>,
     pub usage: Usage,
+}
+
+/// The one tool call of a mock completion; its arguments are the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockToolCall {
+    pub id: String,
+    pub name: String,
 }
 
 impl MockCompletion {
@@ -51,7 +63,50 @@ impl MockCompletion {
             created,
             usage: Usage::new(prompt_tokens(messages), tokens.len() as u64),
             tokens,
+            tool_call: None,
         }
+    }
+
+    /// Calls the tool `tool` (an OpenAI function tool) instead: its
+    /// arguments give each property of the tool's schema a value of its
+    /// type, streamed in pieces of a few characters.
+    pub fn calling(mut self, tool: &Value) -> Self {
+        let function = tool.get("function").unwrap_or(&Value::Null);
+        let properties = function
+            .pointer("/parameters/properties")
+            .and_then(Value::as_object);
+        let arguments: serde_json::Map<String, Value> = properties
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, (name, schema))| {
+                let value = match schema.get("type").and_then(Value::as_str) {
+                    Some("string") => Value::from(WORDS[i % WORDS.len()]),
+                    Some("integer" | "number") => Value::from(7),
+                    Some("boolean") => Value::Bool(true),
+                    Some("array") => Value::Array(Vec::new()),
+                    Some("object") => Value::Object(serde_json::Map::new()),
+                    _ => Value::Null,
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        let arguments = Value::Object(arguments).to_string();
+        let chars: Vec<char> = arguments.chars().collect();
+        self.tokens = chars
+            .chunks(8)
+            .map(|piece| piece.iter().collect())
+            .collect();
+        self.usage = Usage::new(self.usage.prompt_tokens, self.tokens.len() as u64);
+        self.tool_call = Some(MockToolCall {
+            id: format!("call_{}", &self.id[self.id.len() - 12..]),
+            name: function
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("tool")
+                .to_owned(),
+        });
+        self
     }
 
     /// The reply to `request`: `default_tokens` tokens, fewer when the
@@ -65,15 +120,35 @@ impl MockCompletion {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        MockCompletion::new(&request.model, request.messages(), tokens as usize, created)
+        let completion =
+            MockCompletion::new(&request.model, request.messages(), tokens as usize, created);
+        match tool_to_call(request) {
+            Some(tool) => completion.calling(tool),
+            None => completion,
+        }
     }
 
     pub fn text(&self) -> String {
         self.tokens.concat()
     }
 
+    /// `stop`, or `tool_calls` when it calls a tool.
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_call.is_some() {
+            "tool_calls"
+        } else {
+            "stop"
+        }
+    }
+
     /// The non-streaming `chat.completion` object.
     pub fn completion_json(&self) -> Vec<u8> {
+        let message = match &self.tool_call {
+            None => json!({"role": "assistant", "content": self.text(), "refusal": null}),
+            Some(call) => json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": self.text()}}]}),
+        };
         to_vec(&json!({
             "id": self.id,
             "object": "chat.completion",
@@ -81,9 +156,9 @@ impl MockCompletion {
             "model": self.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": self.text(), "refusal": null},
+                "message": message,
                 "logprobs": null,
-                "finish_reason": "stop"
+                "finish_reason": self.finish_reason()
             }],
             "usage": self.usage,
             "system_fingerprint": "fp_chorus_mock"
@@ -100,10 +175,19 @@ impl MockCompletion {
             None,
             include_usage,
         ));
-        for token in &self.tokens {
-            payloads.push(self.chunk(json!({"content": token}), None, include_usage));
+        if let Some(call) = &self.tool_call {
+            let opening = json!({"tool_calls": [{"index": 0, "id": call.id, "type": "function",
+                "function": {"name": call.name, "arguments": ""}}]});
+            payloads.push(self.chunk(opening, None, include_usage));
         }
-        payloads.push(self.chunk(json!({}), Some("stop"), include_usage));
+        for token in &self.tokens {
+            let delta = match self.tool_call {
+                None => json!({"content": token}),
+                Some(_) => json!({"tool_calls": [{"index": 0, "function": {"arguments": token}}]}),
+            };
+            payloads.push(self.chunk(delta, None, include_usage));
+        }
+        payloads.push(self.chunk(json!({}), Some(self.finish_reason()), include_usage));
         if include_usage {
             payloads.push(to_vec(&json!({
                 "id": self.id,
@@ -129,6 +213,25 @@ impl MockCompletion {
             chunk["usage"] = Value::Null;
         }
         to_vec(&chunk)
+    }
+}
+
+/// The tool a request's reply calls: the one `tool_choice` names, or the
+/// first, unless `tool_choice` is `none` or the last message is a tool's
+/// result (the conversation then wants the answer).
+fn tool_to_call(request: &ChatRequest) -> Option<&Value> {
+    let tools = request.field("tools").and_then(Value::as_array)?;
+    let after_result =
+        request.messages().last().and_then(|m| m.get("role")) == Some(&json!("tool"));
+    let choice = request.field("tool_choice");
+    if after_result || choice == Some(&json!("none")) {
+        return None;
+    }
+    match choice.and_then(|choice| choice.pointer("/function/name")) {
+        Some(name) => tools
+            .iter()
+            .find(|tool| tool.pointer("/function/name") == Some(name)),
+        None => tools.first(),
     }
 }
 
@@ -201,5 +304,51 @@ mod tests {
         let last: Value = serde_json::from_slice(payloads.last().unwrap()).unwrap();
         assert_eq!(last["usage"]["completion_tokens"], 5);
         assert_eq!(completion.chunk_payloads(false).len(), 5 + 2);
+    }
+
+    fn request(body: Value) -> ChatRequest {
+        ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn given_tools_it_calls_one_until_a_result_comes_back() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {}}}},
+            {"type": "function", "function": {"name": "weather", "parameters": {"type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}
+        ]);
+        let asked = |messages: Value, choice: Value| {
+            let mut body = json!({"model": "m", "messages": messages, "tools": tools});
+            if !choice.is_null() {
+                body["tool_choice"] = choice;
+            }
+            MockCompletion::for_request(&request(body), 16)
+        };
+        let user = json!([{"role": "user", "content": "weather in Paris?"}]);
+        let named = json!({"type": "function", "function": {"name": "weather"}});
+        let call = asked(user.clone(), named);
+        assert_eq!(
+            call.tool_call.as_ref().map(|c| c.name.as_str()),
+            Some("weather")
+        );
+        let completion: Value = serde_json::from_slice(&call.completion_json()).unwrap();
+        let arguments = completion["choices"][0]["message"]["tool_calls"][0]["function"]
+            ["arguments"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(arguments).unwrap(),
+            json!({"city": "chorus", "days": 7})
+        );
+        assert_eq!(completion["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            asked(user.clone(), Value::Null).tool_call.unwrap().name,
+            "search"
+        );
+        assert!(asked(user.clone(), json!("none")).tool_call.is_none());
+        let answered = json!([{"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "search", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "found"}]);
+        assert!(asked(answered, Value::Null).tool_call.is_none());
     }
 }

@@ -5,32 +5,20 @@ points the SDK's base_url at the node, unchanged otherwise.
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import tempfile
 import time
 import urllib.request
 
 import openai
 import pytest
 
-BIN_DIR = pathlib.Path(os.environ.get("CHORUS_BIN_DIR", "target/debug"))
+from conftest import upstream_and_node
+
 KEY = "sk-chorus-sdk-test-key"
 ADMIN_TOKEN = "admin-sdk-test-0123456789"
 
 
-def start(args):
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    assert "http://" in line, f"unexpected start-up line {line!r}"
-    return process, line.strip().rsplit("http://", 1)[1]
-
-
-@pytest.fixture(scope="module")
-def node():
-    upstream, upstream_addr = start([str(BIN_DIR / "mock-upstream"), "--listen", "127.0.0.1:0"])
-    config = f"""
+def config(upstream_addr):
+    return f"""
 [server]
 admin_token = "{ADMIN_TOKEN}"
 
@@ -73,14 +61,12 @@ deployments = [{{ provider = "up", model = "gpt-4o", input_per_mtok = 1000, outp
 name = "sdk"
 key = "{KEY}"
 """
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as file:
-        file.write(config)
-    chorus, address = start([str(BIN_DIR / "chorus"), "serve", "--config", file.name, "--listen", "127.0.0.1:0"])
-    yield f"http://{address}/v1"
-    for process in (chorus, upstream):
-        process.kill()
-        process.wait()
-    os.unlink(file.name)
+
+
+@pytest.fixture(scope="module")
+def node():
+    with upstream_and_node(config) as (base_url, _):
+        yield base_url
 
 
 @pytest.fixture

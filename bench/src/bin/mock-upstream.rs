@@ -1,17 +1,23 @@
-//! `mock-upstream`: an OpenAI-compatible upstream for tests and benchmarks.
+//! `mock-upstream`: an OpenAI-compatible and Anthropic-compatible upstream
+//! for tests and benchmarks.
 //!
-//! It answers `POST /v1/chat/completions` (streaming and not) with the same
-//! deterministic completions as the node's built-in mock, with real SSE
-//! framing and `usage`. Latency, time to first token, inter-token delay and
+//! It answers `POST /v1/chat/completions` and `POST /v1/messages`
+//! (streaming and not) with the same deterministic completions as the
+//! node's built-in mock, with real SSE framing and `usage`. Messages
+//! requests are checked as strictly as Anthropic checks them (see
+//! `messages_check`), so a translation that Anthropic would refuse fails
+//! here too. Latency, time to first token, inter-token delay and
 //! output length are flags, overridable per request with `x-mock-*` headers.
 //! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
 //! `400` (a request error no retry can fix), `context` and `content-filter`
 //! (400s worded as OpenAI words a prompt too long and a filtered prompt),
 //! `hang`, `reset` (connection closed before headers), `cut` (stream closed
-//! after `x-mock-cut-after` chunks), `garbage` (malformed body) and
-//! `error-event` (an SSE `error` event mid-stream).
+//! after `x-mock-cut-after` chunks), `garbage` (malformed body),
+//! `error-event` (an SSE `error` event mid-stream) and `overloaded`
+//! (Anthropic's 529). Errors come in the format of the endpoint called.
 //! `GET /mock/stats` counts requests and streams (including streams the
-//! client abandoned); `GET /mock/last-request` shows the last chat request.
+//! client abandoned); `GET /mock/last-request` shows the last request's
+//! body and credential headers.
 //!
 //! Built on bare hyper so it is never the bottleneck of a benchmark.
 
@@ -23,6 +29,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use bytes::BytesMut;
+use chorus_proto::anthropic::{self, stream::ToEvents};
 use chorus_proto::mock::MockCompletion;
 use chorus_proto::{sse, ChatRequest, ErrorBody, ErrorType};
 use clap::Parser;
@@ -87,6 +95,15 @@ enum Fault {
     Garbage,
     /// Streams only: an SSE `error` event after two chunks, then `[DONE]`.
     ErrorEvent,
+    /// Anthropic's 529 `overloaded_error`.
+    Overloaded,
+}
+
+/// The API an endpoint speaks: its request, answer and error formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenAi,
+    Anthropic,
 }
 
 #[derive(Default)]
@@ -100,8 +117,8 @@ struct Stats {
 struct Mock {
     defaults: Knobs,
     stats: Stats,
-    /// Body and `authorization` header of the last chat request.
-    last_request: Mutex<Option<(Bytes, Option<String>)>>,
+    /// The last request: its body and credential headers.
+    last_request: Mutex<serde_json::Value>,
 }
 
 /// Returned by the service to make hyper drop the connection without a response.
@@ -135,7 +152,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             output_tokens: args.output_tokens.max(1),
         },
         stats: Stats::default(),
-        last_request: Mutex::new(None),
+        last_request: Mutex::new(serde_json::Value::Null),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -169,7 +186,8 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ResetConnection> {
     match (request.method(), request.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => chat(mock, request).await,
+        (&Method::POST, "/v1/chat/completions") => chat(mock, request, Format::OpenAi).await,
+        (&Method::POST, "/v1/messages") => chat(mock, request, Format::Anthropic).await,
         (&Method::GET, "/v1/models") => Ok(json_response(
             StatusCode::OK,
             json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock-upstream"}]}),
@@ -191,23 +209,21 @@ async fn handle(
                 .last_request
                 .lock()
                 .map(|last| last.clone())
-                .unwrap_or(None);
-            let value = match last {
-                Some((body, authorization)) => json!({
-                    "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null),
-                    "authorization": authorization,
-                }),
-                None => serde_json::Value::Null,
-            };
-            Ok(json_response(StatusCode::OK, value))
+                .unwrap_or_default();
+            Ok(json_response(StatusCode::OK, last))
         }
-        _ => Ok(error_response(StatusCode::NOT_FOUND, "unknown route")),
+        _ => Ok(error_response(
+            Format::OpenAi,
+            StatusCode::NOT_FOUND,
+            "unknown route",
+        )),
     }
 }
 
 async fn chat(
     mock: Arc<Mock>,
     request: Request<Incoming>,
+    format: Format,
 ) -> Result<Response<Body>, ResetConnection> {
     mock.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
@@ -216,10 +232,16 @@ async fn chat(
     let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
         return Err(ResetConnection);
     };
-    let authorization = header_text(&parts.headers, "authorization").map(str::to_owned);
+    let header = |name| header_text(&parts.headers, name);
     if let Ok(mut last) = mock.last_request.lock() {
-        *last = Some((body.clone(), authorization));
+        *last = json!({
+            "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            "authorization": header("authorization"),
+            "x-api-key": header("x-api-key"),
+            "anthropic-version": header("anthropic-version"),
+        });
     }
+    let error = |status, body: ErrorBody| Ok(error_body_response(format, status, &body));
     match fault {
         Some(Fault::Reset) => return Err(ResetConnection),
         Some(Fault::Hang) => {
@@ -228,35 +250,46 @@ async fn chat(
         }
         Some(Fault::Status400) => {
             return Ok(error_response(
+                format,
                 StatusCode::BAD_REQUEST,
                 "injected bad request",
             ));
         }
         Some(Fault::ContextLength) => {
-            let error = ErrorBody::new(
-                ErrorType::InvalidRequest,
-                "This model's maximum context length is 16 tokens (injected)",
-            )
-            .with_code("context_length_exceeded");
-            return Ok(error_body_response(StatusCode::BAD_REQUEST, &error));
+            let message = match format {
+                Format::OpenAi => "This model's maximum context length is 16 tokens (injected)",
+                Format::Anthropic => "prompt is too long: 17 tokens > 16 maximum (injected)",
+            };
+            let body = ErrorBody::new(ErrorType::InvalidRequest, message)
+                .with_code("context_length_exceeded");
+            return error(StatusCode::BAD_REQUEST, body);
         }
         Some(Fault::ContentFilter) => {
-            let error = ErrorBody::new(
+            let body = ErrorBody::new(
                 ErrorType::InvalidRequest,
                 "The prompt was filtered by the content management policy (injected)",
             )
             .with_code("content_filter");
-            return Ok(error_body_response(StatusCode::BAD_REQUEST, &error));
+            return error(StatusCode::BAD_REQUEST, body);
         }
         Some(Fault::Status500) => {
             return Ok(error_response(
+                format,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "injected server error",
             ));
         }
+        Some(Fault::Overloaded) => {
+            let mut body = ErrorBody::new(ErrorType::Upstream, "Overloaded (injected)");
+            body.error.kind = "overloaded_error".into();
+            let status = StatusCode::from_u16(anthropic::error::OVERLOADED)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return error(status, body);
+        }
         Some(Fault::Status429) => {
-            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "injected rate limit");
-            let retry_after = header_text(&parts.headers, "x-mock-retry-after").unwrap_or("1");
+            let mut response =
+                error_response(format, StatusCode::TOO_MANY_REQUESTS, "injected rate limit");
+            let retry_after = header("x-mock-retry-after").unwrap_or("1");
             if let Ok(value) = HeaderValue::from_str(retry_after) {
                 response.headers_mut().insert("retry-after", value);
             }
@@ -264,9 +297,13 @@ async fn chat(
         }
         _ => {}
     }
-    let chat = match ChatRequest::parse(&body) {
+    let parsed = match format {
+        Format::OpenAi => ChatRequest::parse(&body).map_err(|e| e.to_string()),
+        Format::Anthropic => messages_request(&parts.headers, &body),
+    };
+    let chat = match parsed {
         Ok(chat) => chat,
-        Err(error) => return Ok(error_response(StatusCode::BAD_REQUEST, &error.to_string())),
+        Err(message) => return Ok(error_response(format, StatusCode::BAD_REQUEST, &message)),
     };
     let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
     if !chat.stream {
@@ -278,34 +315,157 @@ async fn chat(
                 Bytes::from_static(b"{\"id\": \"chatcmpl-garb"),
             ));
         }
+        let completion = completion.completion_json();
+        let body = match format {
+            Format::OpenAi => completion,
+            Format::Anthropic => anthropic::reply::to_message(&completion).unwrap_or_default(),
+        };
         return Ok(body_response(
             StatusCode::OK,
             "application/json",
-            Bytes::from(completion.completion_json()),
+            Bytes::from(body),
         ));
     }
+    let frames = match format {
+        Format::OpenAi => openai_frames(&completion, chat.include_usage),
+        Format::Anthropic => anthropic_frames(&completion),
+    };
+    let usage_last = format == Format::OpenAi && chat.include_usage;
     Ok(stream_response(
-        mock,
-        completion,
-        chat.include_usage,
-        knobs,
-        fault,
+        mock, frames, format, usage_last, knobs, fault,
     ))
 }
 
-fn stream_response(
-    mock: Arc<Mock>,
-    completion: MockCompletion,
-    include_usage: bool,
-    knobs: Knobs,
-    fault: Option<Fault>,
-) -> Response<Body> {
+/// A Messages request, checked as Anthropic checks one, as the chat
+/// request the mock completion is made from.
+fn messages_request(headers: &HeaderMap, body: &[u8]) -> Result<ChatRequest, String> {
+    if header_text(headers, "anthropic-version").is_none() {
+        return Err("anthropic-version: header is required".into());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(messages) = value.as_object() else {
+        return Err("the body must be a JSON object".into());
+    };
+    messages_check(messages)?;
+    let chat = anthropic::request::to_chat(messages).map_err(|e| e.to_string())?;
+    ChatRequest::from_body(chat).map_err(|e| e.to_string())
+}
+
+/// What Anthropic refuses: unknown top-level fields, no `max_tokens`,
+/// turns that do not alternate from `user`, unknown block types, empty
+/// text, tool results that answer no tool use of the turn before, and
+/// tool inputs that are not objects.
+fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    const FIELDS: [&str; 12] = [
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+    ];
+    if let Some(extra) = messages.keys().find(|key| !FIELDS.contains(&key.as_str())) {
+        return Err(format!("{extra}: Extra inputs are not permitted"));
+    }
+    if !messages
+        .get("max_tokens")
+        .is_some_and(serde_json::Value::is_u64)
+    {
+        return Err("max_tokens: Field required".into());
+    }
+    let turns = messages
+        .get("messages")
+        .and_then(serde_json::Value::as_array)
+        .filter(|turns| !turns.is_empty())
+        .ok_or("messages: at least one message is required")?;
+    let mut tool_uses: Vec<&str> = Vec::new();
+    for (index, turn) in turns.iter().enumerate() {
+        let expected = if index % 2 == 0 { "user" } else { "assistant" };
+        if turn["role"] != expected {
+            return Err(format!(
+                "messages.{index}.role: roles must alternate, starting with `user`"
+            ));
+        }
+        let blocks = match &turn["content"] {
+            serde_json::Value::String(_) => continue,
+            serde_json::Value::Array(blocks) => blocks,
+            _ => {
+                return Err(format!(
+                    "messages.{index}.content: must be a string or blocks"
+                ))
+            }
+        };
+        let mut used = Vec::new();
+        for block in blocks {
+            match (expected, block["type"].as_str()) {
+                (_, Some("text")) if block["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
+                ("user", Some("image")) => {}
+                ("user", Some("tool_result")) => {
+                    let id = block["tool_use_id"].as_str().unwrap_or("");
+                    if !tool_uses.contains(&id) {
+                        return Err(format!("messages.{index}: tool_result `{id}` answers no tool_use of the previous turn"));
+                    }
+                }
+                ("assistant", Some("tool_use")) if block["input"].is_object() => {
+                    used.push(block["id"].as_str().unwrap_or(""));
+                }
+                (_, kind) => {
+                    return Err(format!("messages.{index}: invalid content block {kind:?}"))
+                }
+            }
+        }
+        tool_uses = used;
+    }
+    Ok(())
+}
+
+fn openai_frames(completion: &MockCompletion, include_usage: bool) -> Vec<Bytes> {
     let mut frames: Vec<Bytes> = completion
         .chunk_payloads(include_usage)
         .iter()
         .map(|payload| sse::data_frame(payload))
         .collect();
     frames.push(sse::done_frame());
+    frames
+}
+
+/// The completion's chunks as Anthropic events, one frame of events per
+/// chunk so pacing applies as it does to OpenAI streams.
+fn anthropic_frames(completion: &MockCompletion) -> Vec<Bytes> {
+    let mut events = ToEvents::default();
+    let mut frames: Vec<Bytes> = completion
+        .chunk_payloads(true)
+        .iter()
+        .map(|payload| {
+            let mut out = BytesMut::new();
+            // The mock's own chunks are always JSON.
+            let _ = events.chunk(payload, &mut out);
+            out.freeze()
+        })
+        .filter(|frame| !frame.is_empty())
+        .collect();
+    let mut end = BytesMut::new();
+    events.done(&mut end);
+    frames.push(end.freeze());
+    frames
+}
+
+/// Sends `frames` paced by `knobs`, with the stream faults applied.
+/// `usage_last`: the frame before the last is OpenAI's usage chunk.
+fn stream_response(
+    mock: Arc<Mock>,
+    mut frames: Vec<Bytes>,
+    format: Format,
+    usage_last: bool,
+    knobs: Knobs,
+    fault: Option<Fault>,
+) -> Response<Body> {
     let cut_after = match fault {
         Some(Fault::Cut { after_chunks }) => Some(after_chunks),
         Some(Fault::Garbage) => {
@@ -313,8 +473,15 @@ fn stream_response(
             None
         }
         Some(Fault::ErrorEvent) => {
-            let error = ErrorBody::new(ErrorType::Upstream, "injected overload mid-stream");
-            frames.insert(2, sse::error_frame(&error));
+            let mut error = ErrorBody::new(ErrorType::Upstream, "injected overload mid-stream");
+            let frame = match format {
+                Format::OpenAi => sse::error_frame(&error),
+                Format::Anthropic => {
+                    error.error.kind = "overloaded_error".into();
+                    anthropic::stream::error_event_for(anthropic::error::OVERLOADED, &error)
+                }
+            };
+            frames.insert(2, frame);
             None
         }
         _ => None,
@@ -327,7 +494,7 @@ fn stream_response(
     let total = frames.len();
     // The usage chunk follows the last one at once, as OpenAI sends it:
     // it carries no token to wait for.
-    let usage_frame = include_usage.then(|| total - 2);
+    let usage_frame = usage_last.then(|| total - 2);
     let events = futures::stream::iter(frames.into_iter().enumerate()).then(
         move |(index, frame)| async move {
             let delay = if index == 0 {
@@ -417,6 +584,7 @@ fn fault(headers: &HeaderMap) -> Option<Fault> {
         },
         "garbage" => Fault::Garbage,
         "error-event" => Fault::ErrorEvent,
+        "overloaded" => Fault::Overloaded,
         _ => return None,
     })
 }
@@ -446,18 +614,25 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
     body_response(status, "application/json", Bytes::from(value.to_string()))
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+fn error_response(format: Format, status: StatusCode, message: &str) -> Response<Body> {
     let kind = if status.is_server_error() {
         ErrorType::Upstream
     } else {
         ErrorType::InvalidRequest
     };
     error_body_response(
+        format,
         status,
         &ErrorBody::new(kind, message).with_code(status.as_str()),
     )
 }
 
-fn error_body_response(status: StatusCode, body: &ErrorBody) -> Response<Body> {
-    body_response(status, "application/json", Bytes::from(body.to_json()))
+fn error_body_response(format: Format, status: StatusCode, body: &ErrorBody) -> Response<Body> {
+    let body = match format {
+        Format::OpenAi => body.to_json(),
+        Format::Anthropic => anthropic::error::body(status.as_u16(), body)
+            .to_string()
+            .into_bytes(),
+    };
+    body_response(status, "application/json", Bytes::from(body))
 }

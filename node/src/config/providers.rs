@@ -1,5 +1,5 @@
-//! `[[providers]]`: the upstreams, each an OpenAI-compatible endpoint or the
-//! built-in mock.
+//! `[[providers]]`: the upstreams, each an OpenAI-compatible endpoint, an
+//! Anthropic Messages endpoint, or the built-in mock.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,23 +12,34 @@ use super::checker::Checker;
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 const DEFAULT_MOCK_OUTPUT_TOKENS: u64 = 16;
 const MAX_MOCK_TOKEN_DELAY_MS: u64 = 60_000;
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// Unique name that deployments refer to.
     pub name: String,
-    /// `openai` (any OpenAI-compatible HTTP endpoint) or `mock` (built in).
+    /// `openai` (any OpenAI-compatible HTTP endpoint), `anthropic` (the
+    /// Messages API) or `mock` (built in).
     pub format: String,
-    /// `openai` only: base URL up to and including `/v1`.
+    /// HTTP formats: base URL up to and including `/v1`. Required for
+    /// `openai`; `anthropic` defaults to `https://api.anthropic.com/v1`.
     pub base_url: Option<String>,
-    /// `openai` only: sent as `Authorization: Bearer`. Optional (empty
-    /// means none); `${VAR}` allowed.
+    /// HTTP formats: the upstream's key, sent as `Authorization: Bearer`
+    /// (`openai`) or `x-api-key` (`anthropic`). Optional (empty means
+    /// none); `${VAR}` allowed.
     pub api_key: Option<String>,
-    /// `openai` only: extra headers sent with every call (e.g. Azure's
-    /// `api-key`, OpenRouter's `HTTP-Referer`). Values allow `${VAR}`.
+    /// HTTP formats: extra headers sent with every call (e.g. Azure's
+    /// `api-key`, OpenRouter's `HTTP-Referer`, Anthropic's
+    /// `anthropic-beta`). Values allow `${VAR}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `anthropic` only: the `anthropic-version` header. Default `2023-06-01`.
+    pub anthropic_version: Option<String>,
+    /// `anthropic` only: `max_tokens` for requests that set none, which
+    /// Anthropic requires. Default 4096.
+    pub max_tokens: Option<u64>,
     /// `openai` only: ask for token usage on streams
     /// (`stream_options.include_usage`), removed again from what clients
     /// that did not ask receive. Set `false` for an upstream that refuses
@@ -59,6 +70,15 @@ pub enum ProviderKind {
         headers: Vec<(String, String)>,
         stream_usage: bool,
     },
+    Anthropic {
+        /// `base_url` + `/messages`, parsed once here.
+        messages_url: reqwest::Url,
+        api_key: Option<String>,
+        version: String,
+        /// Sent with every call; values may be secrets.
+        headers: Vec<(String, String)>,
+        default_max_tokens: u64,
+    },
     Mock {
         token_delay: Duration,
         output_tokens: u64,
@@ -83,6 +103,23 @@ impl std::fmt::Debug for ProviderKind {
                     &headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
                 )
                 .field("stream_usage", stream_usage)
+                .finish(),
+            ProviderKind::Anthropic {
+                messages_url,
+                api_key,
+                version,
+                headers,
+                default_max_tokens,
+            } => f
+                .debug_struct("Anthropic")
+                .field("host", &messages_url.host_str())
+                .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
+                .field("version", version)
+                .field(
+                    "headers",
+                    &headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                )
+                .field("default_max_tokens", default_max_tokens)
                 .finish(),
             ProviderKind::Mock {
                 token_delay,
@@ -133,10 +170,10 @@ pub fn check(raw: &[RawProvider], checker: &mut Checker) -> Vec<ProviderConfig> 
     providers
 }
 
-/// `base` with `chat/completions` appended to its path, keeping any query
+/// `base` with `endpoint` appended to its path, keeping any query
 /// (Azure's `?api-version=`).
-fn completions_url(mut base: reqwest::Url) -> reqwest::Url {
-    let path = format!("{}/chat/completions", base.path().trim_end_matches('/'));
+fn endpoint_url(mut base: reqwest::Url, endpoint: &str) -> reqwest::Url {
+    let path = format!("{}/{endpoint}", base.path().trim_end_matches('/'));
     base.set_path(&path);
     base
 }
@@ -146,36 +183,40 @@ fn kind(
     at: &dyn Fn(&str) -> String,
     checker: &mut Checker,
 ) -> Option<ProviderKind> {
-    let only_for = |checker: &mut Checker, field: &str, set: bool, format: &str| {
+    let only_for = |checker: &mut Checker, field: &str, set: bool, formats: &str| {
         if set {
-            checker.problem(
-                at(field),
-                format!("`{field}` applies only to format `{format}`"),
-            );
+            checker.problem(at(field), format!("`{field}` applies only to {formats}"));
         }
         !set
     };
+    let not_mock = |checker: &mut Checker| {
+        only_for(
+            checker,
+            "token_delay_ms",
+            provider.token_delay_ms.is_some(),
+            "format `mock`",
+        ) & only_for(
+            checker,
+            "output_tokens",
+            provider.output_tokens.is_some(),
+            "format `mock`",
+        )
+    };
+    let not_anthropic = |checker: &mut Checker| {
+        let format = "format `anthropic`";
+        only_for(
+            checker,
+            "anthropic_version",
+            provider.anthropic_version.is_some(),
+            format,
+        ) & only_for(checker, "max_tokens", provider.max_tokens.is_some(), format)
+    };
     match provider.format.as_str() {
         "openai" => {
-            let fits = only_for(
-                checker,
-                "token_delay_ms",
-                provider.token_delay_ms.is_some(),
-                "mock",
-            ) & only_for(
-                checker,
-                "output_tokens",
-                provider.output_tokens.is_some(),
-                "mock",
-            );
-            let completions_url = openai_url(provider, at, checker);
-            let api_key = match &provider.api_key {
-                Some(key) => checker
-                    .expand(&at("api_key"), key)
-                    .map(|key| Some(key).filter(|key| !key.is_empty())),
-                None => Some(None),
-            };
-            let headers = openai_headers(provider, at, checker);
+            let fits = not_mock(checker) & not_anthropic(checker);
+            let completions_url = http_url(provider, None, "chat/completions", at, checker);
+            let api_key = api_key(provider, at, checker);
+            let headers = http_headers(provider, at, checker);
             Some(ProviderKind::OpenAi {
                 completions_url: completions_url?,
                 api_key: api_key?,
@@ -184,16 +225,56 @@ fn kind(
             })
             .filter(|_| fits)
         }
-        "mock" => {
-            let fits = only_for(checker, "base_url", provider.base_url.is_some(), "openai")
-                & only_for(checker, "api_key", provider.api_key.is_some(), "openai")
-                & only_for(checker, "headers", !provider.headers.is_empty(), "openai")
+        "anthropic" => {
+            let fits = not_mock(checker)
                 & only_for(
                     checker,
                     "stream_usage",
                     provider.stream_usage.is_some(),
-                    "openai",
+                    "format `openai`",
                 );
+            let messages_url =
+                http_url(provider, Some(ANTHROPIC_BASE_URL), "messages", at, checker);
+            let api_key = api_key(provider, at, checker);
+            let headers = http_headers(provider, at, checker);
+            let version = provider
+                .anthropic_version
+                .clone()
+                .unwrap_or_else(|| chorus_proto::anthropic::DEFAULT_VERSION.to_owned());
+            let mut valid = fits;
+            if http::HeaderValue::from_str(&version).is_err() || version.is_empty() {
+                checker.problem(
+                    at("anthropic_version"),
+                    "must be a version such as `2023-06-01`",
+                );
+                valid = false;
+            }
+            let default_max_tokens = provider.max_tokens.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
+            if default_max_tokens == 0 {
+                checker.problem(at("max_tokens"), "must be at least 1");
+                valid = false;
+            }
+            Some(ProviderKind::Anthropic {
+                messages_url: messages_url?,
+                api_key: api_key?,
+                version,
+                headers: headers?,
+                default_max_tokens,
+            })
+            .filter(|_| valid)
+        }
+        "mock" => {
+            let http_only = "formats `openai` and `anthropic`";
+            let fits = only_for(checker, "base_url", provider.base_url.is_some(), http_only)
+                & only_for(checker, "api_key", provider.api_key.is_some(), http_only)
+                & only_for(checker, "headers", !provider.headers.is_empty(), http_only)
+                & only_for(
+                    checker,
+                    "stream_usage",
+                    provider.stream_usage.is_some(),
+                    "format `openai`",
+                )
+                & not_anthropic(checker);
             let output_tokens = provider.output_tokens.unwrap_or(DEFAULT_MOCK_OUTPUT_TOKENS);
             let mut valid = fits;
             if !(1..=MAX_OUTPUT_TOKENS).contains(&output_tokens) {
@@ -216,32 +297,45 @@ fn kind(
                 output_tokens,
             })
         }
-        "anthropic" => {
-            checker.problem(
-                at("format"),
-                "format `anthropic` is not supported yet: use `openai` or `mock`",
-            );
-            None
-        }
         other => {
             checker.problem(
                 at("format"),
-                format!("unknown format `{other}`: use `openai` or `mock`"),
+                format!("unknown format `{other}`: use `openai`, `anthropic` or `mock`"),
             );
             None
         }
     }
 }
 
-fn openai_url(
+/// The upstream's key, `${VAR}` expanded; empty means none.
+fn api_key(
     provider: &RawProvider,
     at: &dyn Fn(&str) -> String,
     checker: &mut Checker,
+) -> Option<Option<String>> {
+    match &provider.api_key {
+        Some(key) => checker
+            .expand(&at("api_key"), key)
+            .map(|key| Some(key).filter(|key| !key.is_empty())),
+        None => Some(None),
+    }
+}
+
+/// `base_url` (or `default` when none is written) with `endpoint` appended.
+fn http_url(
+    provider: &RawProvider,
+    default: Option<&str>,
+    endpoint: &str,
+    at: &dyn Fn(&str) -> String,
+    checker: &mut Checker,
 ) -> Option<reqwest::Url> {
-    let Some(written) = &provider.base_url else {
+    let Some(written) = provider.base_url.as_deref().or(default) else {
         checker.problem(
             at("base_url"),
-            "required for format `openai`, e.g. `https://api.openai.com/v1`",
+            format!(
+                "required for format `{}`, e.g. `https://api.openai.com/v1`",
+                provider.format
+            ),
         );
         return None;
     };
@@ -250,7 +344,7 @@ fn openai_url(
     let base_url = checker.expand(&at("base_url"), written)?;
     match reqwest::Url::parse(&base_url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-            Some(completions_url(url))
+            Some(endpoint_url(url, endpoint))
         }
         Ok(_) => {
             checker.problem(
@@ -269,7 +363,7 @@ fn openai_url(
     }
 }
 
-fn openai_headers(
+fn http_headers(
     provider: &RawProvider,
     at: &dyn Fn(&str) -> String,
     checker: &mut Checker,
@@ -305,7 +399,7 @@ mod tests {
             reqwest::Url::parse("https://x.example/openai/deployments/d/?api-version=2024-06-01")
                 .unwrap();
         assert_eq!(
-            completions_url(url).as_str(),
+            endpoint_url(url, "chat/completions").as_str(),
             "https://x.example/openai/deployments/d/chat/completions?api-version=2024-06-01"
         );
     }

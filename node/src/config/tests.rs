@@ -163,3 +163,64 @@ fn the_local_cluster_config_is_valid() {
     let raw: RawConfig = toml::from_str(&text).unwrap();
     validate(raw, &path, &|_| Some("127.0.0.1:4001".to_owned())).unwrap();
 }
+
+#[test]
+fn an_anthropic_provider_defaults_its_url_version_and_max_tokens() {
+    let config = check(
+        "[[providers]]\nname = \"claude\"\nformat = \"anthropic\"\napi_key = \"${SET}\"\n\
+         [[models]]\nalias = \"a\"\ndeployments = [{ provider = \"claude\", model = \"m\" }]",
+    )
+    .unwrap();
+    match &config.providers[0].kind {
+        ProviderKind::Anthropic {
+            messages_url,
+            api_key,
+            version,
+            default_max_tokens,
+            ..
+        } => {
+            assert_eq!(
+                messages_url.as_str(),
+                "https://api.anthropic.com/v1/messages"
+            );
+            assert_eq!(api_key.as_deref(), Some("secret"));
+            assert_eq!(version, "2023-06-01");
+            assert_eq!(*default_max_tokens, 4096);
+        }
+        other => panic!("not an anthropic provider: {other:?}"),
+    }
+    assert!(!format!("{:?}", config.providers).contains("secret"));
+    let wrong = [
+        (
+            "format = \"anthropic\"\nmax_tokens = 0",
+            "providers[0].max_tokens",
+            "at least 1",
+        ),
+        (
+            "format = \"anthropic\"\nstream_usage = false",
+            "providers[0].stream_usage",
+            "only to format `openai`",
+        ),
+        (
+            "format = \"openai\"\nbase_url = \"http://x/v1\"\nanthropic_version = \"1\"",
+            "providers[0].anthropic_version",
+            "only to format `anthropic`",
+        ),
+        (
+            "format = \"mock\"\napi_key = \"k\"",
+            "providers[0].api_key",
+            "formats `openai` and `anthropic`",
+        ),
+    ];
+    for (provider, field, message) in wrong {
+        let text = format!(
+            "[[providers]]\nname = \"p\"\n{provider}\n\
+             [[models]]\nalias = \"a\"\ndeployments = [{{ provider = \"p\", model = \"m\" }}]"
+        );
+        let error = check(&text).unwrap_err().to_string();
+        assert!(
+            error.contains(field) && error.contains(message),
+            "{provider}: {error}"
+        );
+    }
+}

@@ -80,15 +80,16 @@ impl KeyStore {
         }
     }
 
-    /// The caller presenting `Authorization: Bearer <key>`, or a 401 that
-    /// says what is wrong without repeating the key.
+    /// The caller presenting `Authorization: Bearer <key>` (OpenAI's way)
+    /// or `x-api-key: <key>` (Anthropic's), or a 401 that says what is
+    /// wrong without repeating the key.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         admin: &AdminRegistry,
         now_ms: u64,
     ) -> Result<Caller, ApiError> {
-        let hash = sha256(bearer(headers)?);
+        let hash = sha256(client_key(headers)?);
         if let Some(name) = self.names_by_hash.get(&hash) {
             return Ok(Caller::Bootstrap { name: name.clone() });
         }
@@ -126,6 +127,15 @@ impl KeyStore {
 
 /// The token in `Authorization: Bearer <token>`, or a 401.
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer_token(headers).ok_or_else(|| {
+        unauthorized(
+            "missing_api_key",
+            "missing API key: send `Authorization: Bearer <key>`",
+        )
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -135,12 +145,23 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         })
         .map(str::trim)
         .filter(|token| !token.is_empty())
-        .ok_or_else(|| {
-            unauthorized(
-                "missing_api_key",
-                "missing API key: send `Authorization: Bearer <key>`",
-            )
-        })
+}
+
+/// A client's key: the bearer token, else `x-api-key`, or a 401.
+fn client_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let api_key = || {
+        headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+    };
+    bearer_token(headers).or_else(api_key).ok_or_else(|| {
+        unauthorized(
+            "missing_api_key",
+            "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        )
+    })
 }
 
 /// Checks the admin token of the cluster view, the status page's data and

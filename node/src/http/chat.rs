@@ -1,10 +1,10 @@
-//! `POST /v1/chat/completions`, in the order a request meets its checks:
-//! authenticate the key, read the body within the size limit, parse it,
-//! resolve the alias, check the key may use it, admit it against the key's
-//! and team's limits, then hand the call to a `RequestActor` and turn its
-//! reply into a JSON body or an SSE stream.
+//! `POST /v1/chat/completions` and `POST /v1/messages`, in the order a
+//! request meets its checks: authenticate the key, read the body within
+//! the size limit, parse it in the client's [`Dialect`], resolve the alias,
+//! check the key may use it, admit it against the key's and team's limits,
+//! then hand the call to a `RequestActor` and turn its reply into a body or
+//! an SSE stream in that dialect.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::read_body;
+use super::dialect::Dialect;
 use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
 use super::{limits, ApiError, AppState, RequestContext};
 use crate::metrics::Metrics;
@@ -33,7 +34,27 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let admitted = match admit(&state, &headers, body).await {
+    serve(Dialect::OpenAi, &state, &context, &headers, body).await
+}
+
+/// For Anthropic clients: the same aliases, limits and providers.
+pub async fn messages(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(Dialect::Anthropic, &state, &context, &headers, body).await
+}
+
+async fn serve(
+    dialect: Dialect,
+    state: &AppState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let admitted = match admit(dialect, state, headers, body).await {
         Ok(admitted) => admitted,
         Err((error, alias)) => {
             state
@@ -48,10 +69,10 @@ pub async fn chat_completions(
                 latency_ms = context.received_at.elapsed().as_secs_f64() * 1000.0,
                 "request rejected"
             );
-            return error.into_response();
+            return dialect.error(error);
         }
     };
-    call(admitted, &context, &state).await
+    call(dialect, admitted, context, state).await
 }
 
 /// What passed every check: the request, its alias, its hold on limits,
@@ -61,6 +82,7 @@ type Admitted = (ChatRequest, Arc<AliasRoute>, Option<Admission>, Fallbacks);
 /// Every check before the upstream call; a failure carries the alias when
 /// it was already known, for the log line.
 async fn admit(
+    dialect: Dialect,
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -69,18 +91,7 @@ async fn admit(
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
-    let request = ChatRequest::parse(&bytes).map_err(|e| {
-        let mut error = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequest,
-            e.code(),
-            e.to_string(),
-        );
-        if let Some(param) = e.param() {
-            error = error.with_param(param);
-        }
-        (error, None)
-    })?;
+    let request = dialect.parse(&bytes).map_err(|e| (e, None))?;
     let Some(route) = state.routes.get(&request.model).cloned() else {
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -115,7 +126,12 @@ async fn admit(
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
-async fn call(admitted: Admitted, context: &RequestContext, state: &AppState) -> Response {
+async fn call(
+    dialect: Dialect,
+    admitted: Admitted,
+    context: &RequestContext,
+    state: &AppState,
+) -> Response {
     let (request, route, admission, fallbacks) = admitted;
     let mut rate_headers = HeaderMap::new();
     if let Some(admission) = &admission {
@@ -135,14 +151,14 @@ async fn call(admitted: Admitted, context: &RequestContext, state: &AppState) ->
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
-        return gateway_unavailable().into_response();
+        return dialect.error(gateway_unavailable());
     }
     let mut response = match reply_rx.await {
-        Ok(Ok(reply)) => respond(reply, context, &state.metrics),
-        Ok(Err(error)) => ApiError::from(error).into_response(),
+        Ok(Ok(reply)) => respond(dialect, reply, context, &state.metrics),
+        Ok(Err(error)) => dialect.error(ApiError::from(error)),
         Err(_) => {
             tracing::error!(request_id = %context.id, "request actor stopped without an answer");
-            gateway_unavailable().into_response()
+            dialect.error(gateway_unavailable())
         }
     };
     response.headers_mut().extend(rate_headers);
@@ -158,7 +174,12 @@ fn gateway_unavailable() -> ApiError {
     )
 }
 
-fn respond(reply: Reply, context: &RequestContext, metrics: &Metrics) -> Response {
+fn respond(
+    dialect: Dialect,
+    reply: Reply,
+    context: &RequestContext,
+    metrics: &Metrics,
+) -> Response {
     let overhead = context
         .received_at
         .elapsed()
@@ -166,6 +187,10 @@ fn respond(reply: Reply, context: &RequestContext, metrics: &Metrics) -> Respons
     metrics.overhead(overhead);
     let mut response = match reply.body {
         ReplyBody::Complete(json) => {
+            let json = match dialect.complete(json) {
+                Ok(json) => json,
+                Err(error) => return dialect.error(error),
+            };
             let mut response = Body::from(json).into_response();
             response
                 .headers_mut()
@@ -173,9 +198,8 @@ fn respond(reply: Reply, context: &RequestContext, metrics: &Metrics) -> Respons
             response
         }
         ReplyBody::Stream(mut frames_rx) => {
-            let frames = futures::stream::poll_fn(move |cx| frames_rx.poll_recv(cx))
-                .map(Ok::<_, Infallible>);
-            let mut response = Body::from_stream(frames).into_response();
+            let frames = futures::stream::poll_fn(move |cx| frames_rx.poll_recv(cx)).boxed();
+            let mut response = dialect.stream(frames).into_response();
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

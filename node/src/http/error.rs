@@ -4,7 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use chorus_actors::routing::Unavailable;
 use chorus_actors::{CallError, RequestError};
-use chorus_proto::{ErrorBody, ErrorType};
+use chorus_proto::{anthropic, ErrorBody, ErrorType};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
@@ -96,9 +96,18 @@ impl From<CallError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, self.body.to_json()).into_response();
+impl ApiError {
+    /// The same error in Anthropic's envelope and with the status Anthropic
+    /// would use, for clients of `POST /v1/messages`.
+    pub fn into_anthropic_response(self) -> Response {
+        let status = anthropic::error::anthropic_status(self.status.as_u16(), &self.body);
+        let body = anthropic::error::body(self.status.as_u16(), &self.body).to_string();
+        let status = StatusCode::from_u16(status).unwrap_or(self.status);
+        self.respond(status, body.into_bytes())
+    }
+
+    fn respond(self, status: StatusCode, body: Vec<u8>) -> Response {
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(value) = self
@@ -111,6 +120,14 @@ impl IntoResponse for ApiError {
             headers.extend(*extra);
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let body = self.body.to_json();
+        self.respond(status, body)
     }
 }
 

@@ -1,0 +1,125 @@
+//! The two formats clients speak: OpenAI's chat completions and
+//! Anthropic's messages. A request in either runs the same pipeline (keys,
+//! limits, routing, any provider); only reading the body and writing the
+//! answer, stream or error differ, and they are here.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
+use chorus_proto::anthropic::{reply, request};
+use chorus_proto::sse::{self, Frame};
+use chorus_proto::{ChatRequest, ErrorBody, ErrorType, RequestError};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use http::StatusCode;
+use serde_json::Value;
+
+use super::ApiError;
+
+/// The format of a client's request and of everything it gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `POST /v1/chat/completions`: passed through as it is.
+    OpenAi,
+    /// `POST /v1/messages`: translated to a chat request on the way in and
+    /// back into a message, events or an Anthropic error on the way out.
+    Anthropic,
+}
+
+impl Dialect {
+    pub fn parse(self, body: &[u8]) -> Result<ChatRequest, ApiError> {
+        let parsed = match self {
+            Dialect::OpenAi => ChatRequest::parse(body),
+            Dialect::Anthropic => parse_messages(body),
+        };
+        parsed.map_err(|e| {
+            let mut error = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorType::InvalidRequest,
+                e.code(),
+                e.to_string(),
+            );
+            if let Some(param) = e.param() {
+                error = error.with_param(param);
+            }
+            error
+        })
+    }
+
+    pub fn error(self, error: ApiError) -> Response {
+        match self {
+            Dialect::OpenAi => error.into_response(),
+            Dialect::Anthropic => error.into_anthropic_response(),
+        }
+    }
+
+    /// A whole completion, `model` already the alias, in this format.
+    pub fn complete(self, completion: Bytes) -> Result<Bytes, ApiError> {
+        match self {
+            Dialect::OpenAi => Ok(completion),
+            Dialect::Anthropic => {
+                reply::to_message(&completion)
+                    .map(Bytes::from)
+                    .map_err(|detail| {
+                        ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            ErrorType::Upstream,
+                            "upstream_malformed_response",
+                            format!("the completion could not be written as a message: {detail}"),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The body of a stream of OpenAI SSE frames, in this format.
+    pub fn stream(self, frames: BoxStream<'static, Bytes>) -> Body {
+        match self {
+            Dialect::OpenAi => Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
+            Dialect::Anthropic => {
+                let mut events = ToEvents::default();
+                let translated = frames
+                    .map(move |frame| {
+                        Ok::<_, std::convert::Infallible>(anthropic_events(&mut events, &frame))
+                    })
+                    .filter(|events| {
+                        std::future::ready(!matches!(events, Ok(bytes) if bytes.is_empty()))
+                    });
+                Body::from_stream(translated)
+            }
+        }
+    }
+}
+
+/// A Messages request as the chat request the pipeline runs.
+fn parse_messages(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let Value::Object(messages) = value else {
+        return Err(RequestError::NotAnObject);
+    };
+    ChatRequest::from_body(request::to_chat(&messages)?)
+}
+
+/// The Anthropic events for one frame of the OpenAI stream.
+fn anthropic_events(events: &mut ToEvents, frame: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    match sse::parse_frame(frame) {
+        Some(Frame::Data(payload)) => {
+            if let Err(detail) = events.chunk(payload, &mut out) {
+                let error =
+                    ErrorBody::new(ErrorType::Upstream, format!("unreadable chunk: {detail}"));
+                return error_event_for(502, &error);
+            }
+        }
+        Some(Frame::Done) => events.done(&mut out),
+        Some(Frame::Error(payload)) => {
+            let error = ErrorBody::parse_lenient(payload)
+                .unwrap_or_else(|| ErrorBody::new(ErrorType::Upstream, "the stream broke"));
+            return error_event_for(502, &error);
+        }
+        None => {}
+    }
+    out.freeze()
+}

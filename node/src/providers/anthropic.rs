@@ -1,0 +1,129 @@
+//! Anthropic's Messages API: the OpenAI body the request actor prepared is
+//! translated into a Messages request and sent with `x-api-key` and
+//! `anthropic-version`; the answer, whole or streamed, is translated back
+//! into an OpenAI completion or chunks, so the rest of the gateway sees
+//! one format. A 529 (overloaded) becomes a 503, which is retried.
+
+use bytes::Bytes;
+use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
+use chorus_proto::anthropic::stream::ToChunks;
+use chorus_proto::anthropic::{self, reply};
+use chorus_proto::{ErrorBody, ErrorType};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use http::header::HeaderMap;
+use serde_json::{Map, Value};
+
+use super::http::{post, read_completion, secret_headers, sse_events};
+
+pub struct AnthropicProvider {
+    http: reqwest::Client,
+    messages_url: reqwest::Url,
+    /// `x-api-key`, `anthropic-version` and the configured headers.
+    headers: HeaderMap,
+    /// `max_tokens` for requests that set none; Anthropic requires one.
+    default_max_tokens: u64,
+}
+
+impl AnthropicProvider {
+    pub fn new(
+        http: reqwest::Client,
+        messages_url: reqwest::Url,
+        api_key: Option<&str>,
+        version: &str,
+        extra_headers: &[(String, String)],
+        default_max_tokens: u64,
+    ) -> Self {
+        let fixed = [("anthropic-version".to_owned(), version.to_owned())];
+        let key = api_key.map(|key| ("x-api-key".to_owned(), key.to_owned()));
+        AnthropicProvider {
+            http,
+            messages_url,
+            headers: secret_headers(
+                fixed
+                    .into_iter()
+                    .chain(extra_headers.iter().cloned())
+                    .chain(key),
+            ),
+            default_max_tokens,
+        }
+    }
+
+    /// The Messages body for an OpenAI body, or the 400 a request that
+    /// cannot be translated gets, worded as the client's error.
+    fn messages_body(&self, chat: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        let refused = |error: &chorus_proto::RequestError| {
+            let mut body = ErrorBody::new(ErrorType::InvalidRequest, error.to_string())
+                .with_code(error.code());
+            if let Some(param) = error.param() {
+                body = body.with_param(param);
+            }
+            ProviderError::Status {
+                status: 400,
+                body: body.to_json().into(),
+                retry_after: None,
+            }
+        };
+        let chat: Map<String, Value> = serde_json::from_slice(chat)
+            .map_err(|e| ProviderError::Malformed(format!("the request to translate: {e}")))?;
+        let messages = anthropic::request::to_messages(&chat, self.default_max_tokens)
+            .map_err(|e| refused(&e))?;
+        serde_json::to_vec(&messages).map_err(|e| ProviderError::Malformed(e.to_string()))
+    }
+}
+
+impl Provider for AnthropicProvider {
+    /// Anthropic streams always end with usage; the translation turns it
+    /// into the usage chunk, hidden from clients that did not ask.
+    fn reports_stream_usage(&self) -> bool {
+        true
+    }
+
+    fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
+        let body = self.messages_body(&call.body);
+        let request = self
+            .http
+            .post(self.messages_url.clone())
+            .headers(self.headers.clone())
+            .header("x-request-id", call.request_id);
+        Box::pin(async move {
+            let response = post(request.body(body?)).await.map_err(overloaded_as_503)?;
+            let created = chorus_actors::clock::unix_millis() / 1_000;
+            if !call.stream {
+                let message = read_completion(response).await?;
+                let completion =
+                    reply::to_completion(&message, created).map_err(ProviderError::Malformed)?;
+                return Ok(UpstreamReply::Complete(Bytes::from(completion)));
+            }
+            let mut chunks = ToChunks::new(created);
+            let events: EventStream = sse_events(response)
+                .flat_map(move |event| {
+                    let payloads: Vec<Result<String, ProviderError>> = match event {
+                        Ok(event) => match chunks.event(&event.data) {
+                            Ok(payloads) => payloads.into_iter().map(Ok).collect(),
+                            Err(detail) => vec![Err(ProviderError::Malformed(detail))],
+                        },
+                        Err(error) => vec![Err(error)],
+                    };
+                    futures::stream::iter(payloads)
+                })
+                .boxed();
+            Ok(UpstreamReply::Stream(events))
+        })
+    }
+}
+
+fn overloaded_as_503(error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::Status {
+            status,
+            body,
+            retry_after,
+        } => ProviderError::Status {
+            status: anthropic::error::openai_status(status),
+            body,
+            retry_after,
+        },
+        other => other,
+    }
+}

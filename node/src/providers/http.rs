@@ -1,0 +1,125 @@
+//! What the HTTP providers share: their secret headers, the POST with its
+//! status check, and reading a body or an SSE stream within bounds,
+//! whatever format the upstream speaks.
+
+use bytes::Bytes;
+use chorus_actors::ProviderError;
+use chorus_proto::ErrorBody;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+/// Upstream error bodies are read only this far: enough for any error
+/// object, and a misbehaving upstream cannot make us buffer without end.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest non-streaming completion accepted from an upstream.
+const MAX_COMPLETION_BYTES: usize = 32 * 1024 * 1024;
+
+/// `Content-Type: application/json`, then `headers` in order (a later one
+/// replaces an earlier one of the same name), all marked sensitive so no
+/// debug output shows them. Names and values were checked when the config
+/// was validated; any that still fail to convert are skipped.
+pub fn secret_headers(headers: impl IntoIterator<Item = (String, String)>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in headers {
+        if let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+/// Sends the request; a 2xx answer comes back to be read, any other
+/// status as [`ProviderError::Status`] with the start of its body.
+pub async fn post(request: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ProviderError::Unreachable(describe(e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    Err(ProviderError::Status {
+        status: status.as_u16(),
+        body: read_capped(response).await,
+        retry_after,
+    })
+}
+
+/// The SSE events of a streamed answer as they arrive, keep-alives
+/// skipped. An `error` event is [`ProviderError::Reported`] with the
+/// message of its error object (OpenAI's and Anthropic's both read).
+pub fn sse_events(response: reqwest::Response) -> BoxStream<'static, Result<Event, ProviderError>> {
+    response
+        .bytes_stream()
+        .eventsource()
+        .filter(|event| std::future::ready(!matches!(event, Ok(e) if e.data.is_empty())))
+        .map(|event| match event {
+            Ok(event) if event.event == "error" => Err(ProviderError::Reported(
+                ErrorBody::parse_lenient(event.data.as_bytes())
+                    .map_or(event.data, |body| body.error.message),
+            )),
+            Ok(event) => Ok(event),
+            Err(EventStreamError::Transport(e)) => Err(ProviderError::Broken(describe(e))),
+            Err(e) => Err(ProviderError::Malformed(e.to_string())),
+        })
+        .boxed()
+}
+
+/// The whole body of a completion, refused past `MAX_COMPLETION_BYTES` so
+/// a misbehaving upstream cannot make the node buffer without end.
+pub async fn read_completion(mut response: reqwest::Response) -> Result<Bytes, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Broken(describe(e)))?
+    {
+        if body.len() + chunk.len() > MAX_COMPLETION_BYTES {
+            return Err(ProviderError::Malformed(format!(
+                "the response body is larger than {MAX_COMPLETION_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Bytes {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    body.into()
+}
+
+/// The error with its sources, but without the URL: reqwest puts the URL in
+/// its messages, and a base URL may carry credentials or an internal host.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

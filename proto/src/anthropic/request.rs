@@ -1,0 +1,482 @@
+//! Requests both ways: an OpenAI chat body as a Messages body for an
+//! `anthropic` upstream ([`to_messages`]), and a Messages body as an OpenAI
+//! chat body for `POST /v1/messages` ([`to_chat`]).
+//!
+//! The two formats differ in where things live: OpenAI puts the system
+//! prompt among the messages and tool results in their own `tool` turns;
+//! Anthropic puts the system prompt beside the messages, tool results in
+//! the next user turn, and wants user and assistant turns to alternate.
+
+use serde_json::{json, Map, Value};
+
+use crate::chat::{wrong_type, RequestError};
+
+/// An OpenAI chat body (its `model` already the upstream's) as a Messages
+/// body. `default_max_tokens` fills `max_tokens`, which Anthropic requires
+/// and OpenAI clients often leave out.
+pub fn to_messages(
+    chat: &Map<String, Value>,
+    default_max_tokens: u64,
+) -> Result<Map<String, Value>, RequestError> {
+    let mut out = Map::new();
+    if let Some(model) = chat.get("model") {
+        out.insert("model".into(), model.clone());
+    }
+    let mut system = Vec::new();
+    let mut turns = Turns::default();
+    for message in array(chat.get("messages")) {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        let content = message.get("content");
+        match role {
+            "system" | "developer" => system.extend(text_blocks(content, "messages")?),
+            "user" => turns.push("user", user_blocks(content)?),
+            "assistant" => turns.push("assistant", assistant_blocks(message)?),
+            "tool" => {
+                let id = message.get("tool_call_id").and_then(Value::as_str);
+                let id = id
+                    .ok_or_else(|| wrong_type("messages", "tool messages with a `tool_call_id`"))?;
+                let mut text = String::new();
+                crate::chat::content_text(content, &mut text);
+                turns.push(
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": text})],
+                );
+            }
+            other => {
+                return Err(untranslatable(
+                    "messages",
+                    format!("role `{other}` has no equivalent in the Messages API"),
+                ))
+            }
+        }
+    }
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    out.insert("messages".into(), Value::Array(turns.0));
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|field| chat.get(*field).and_then(Value::as_u64))
+        .unwrap_or(default_max_tokens);
+    out.insert("max_tokens".into(), max_tokens.into());
+    for field in ["temperature", "top_p"] {
+        if let Some(value) = chat.get(field).filter(|value| !value.is_null()) {
+            out.insert(field.into(), value.clone());
+        }
+    }
+    match chat.get("stop") {
+        Some(Value::String(stop)) => {
+            out.insert("stop_sequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) if !stops.is_empty() => {
+            out.insert("stop_sequences".into(), Value::Array(stops.clone()));
+        }
+        _ => {}
+    }
+    if chat.get("stream").and_then(Value::as_bool) == Some(true) {
+        out.insert("stream".into(), Value::Bool(true));
+    }
+    if chat.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(untranslatable(
+            "n",
+            "the Messages API answers with one choice".into(),
+        ));
+    }
+    let tools = array(chat.get("tools"));
+    if !tools.is_empty() {
+        let tools = tools.iter().map(messages_tool).collect::<Result<_, _>>()?;
+        out.insert("tools".into(), Value::Array(tools));
+        let mut choice = match chat.get("tool_choice") {
+            None | Some(Value::Null) => json!({"type": "auto"}),
+            Some(Value::String(choice)) => match choice.as_str() {
+                "auto" => json!({"type": "auto"}),
+                "required" => json!({"type": "any"}),
+                "none" => json!({"type": "none"}),
+                _ => {
+                    return Err(wrong_type(
+                        "tool_choice",
+                        "`auto`, `required`, `none` or a function",
+                    ))
+                }
+            },
+            Some(choice) => match choice.pointer("/function/name") {
+                Some(name) => json!({"type": "tool", "name": name}),
+                None => {
+                    return Err(wrong_type(
+                        "tool_choice",
+                        "`auto`, `required`, `none` or a function",
+                    ))
+                }
+            },
+        };
+        if chat.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+            choice["disable_parallel_tool_use"] = Value::Bool(true);
+        }
+        out.insert("tool_choice".into(), choice);
+    }
+    if let Some(user) = chat.get("user").filter(|user| user.is_string()) {
+        out.insert("metadata".into(), json!({"user_id": user}));
+    }
+    Ok(out)
+}
+
+/// A Messages body as an OpenAI chat body, checked as one. A streamed
+/// request asks for usage, which Anthropic clients always get.
+pub fn to_chat(messages: &Map<String, Value>) -> Result<Map<String, Value>, RequestError> {
+    let mut out = Map::new();
+    match messages.get("model") {
+        Some(Value::String(model)) => out.insert("model".into(), model.clone().into()),
+        None | Some(Value::Null) => return Err(RequestError::MissingField("model")),
+        Some(_) => return Err(wrong_type("model", "a non-empty string")),
+    };
+    let mut chat_messages = Vec::new();
+    match messages.get("system") {
+        None | Some(Value::Null) => {}
+        Some(system) => {
+            let mut text = String::new();
+            for block in text_blocks(Some(system), "system")? {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(block["text"].as_str().unwrap_or(""));
+            }
+            chat_messages.push(json!({"role": "system", "content": text}));
+        }
+    }
+    let turns = match messages.get("messages") {
+        None | Some(Value::Null) => return Err(RequestError::MissingField("messages")),
+        Some(Value::Array(turns)) => turns,
+        Some(_) => return Err(wrong_type("messages", "an array")),
+    };
+    for turn in turns {
+        let content = match turn.get("content") {
+            Some(Value::String(text)) => vec![json!({"type": "text", "text": text})],
+            Some(Value::Array(blocks)) => blocks.clone(),
+            _ => {
+                return Err(wrong_type(
+                    "messages",
+                    "turns with a string or array `content`",
+                ))
+            }
+        };
+        match turn.get("role").and_then(Value::as_str) {
+            Some("user") => chat_messages.extend(user_messages(&content)?),
+            Some("assistant") => chat_messages.push(assistant_message(&content)?),
+            _ => {
+                return Err(wrong_type(
+                    "messages",
+                    "turns with role `user` or `assistant`",
+                ))
+            }
+        }
+    }
+    out.insert("messages".into(), Value::Array(chat_messages));
+    if let Some(max_tokens) = messages.get("max_tokens").filter(|value| !value.is_null()) {
+        if !max_tokens.is_u64() {
+            return Err(wrong_type("max_tokens", "a non-negative integer"));
+        }
+        out.insert("max_tokens".into(), max_tokens.clone());
+    }
+    for field in ["temperature", "top_p"] {
+        if let Some(value) = messages.get(field).filter(|value| !value.is_null()) {
+            out.insert(field.into(), value.clone());
+        }
+    }
+    if let Some(stops) = messages
+        .get("stop_sequences")
+        .filter(|value| !value.is_null())
+    {
+        out.insert("stop".into(), stops.clone());
+    }
+    if let Some(stream) = messages.get("stream").filter(|value| !value.is_null()) {
+        out.insert("stream".into(), stream.clone());
+        if stream.as_bool() == Some(true) {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+    }
+    let tools = array(messages.get("tools"));
+    if !tools.is_empty() {
+        let tools = tools.iter().map(chat_tool).collect::<Result<_, _>>()?;
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = messages.get("tool_choice").filter(|value| !value.is_null()) {
+        let chat_choice = match choice.get("type").and_then(Value::as_str) {
+            Some("auto") => json!("auto"),
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => json!({"type": "function", "function": {"name": choice.get("name")}}),
+            _ => {
+                return Err(wrong_type(
+                    "tool_choice",
+                    "of type `auto`, `any`, `tool` or `none`",
+                ))
+            }
+        };
+        out.insert("tool_choice".into(), chat_choice);
+        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
+            out.insert("parallel_tool_calls".into(), Value::Bool(false));
+        }
+    }
+    if let Some(user) = messages
+        .get("metadata")
+        .and_then(|metadata| metadata.get("user_id"))
+        .filter(|user| user.is_string())
+    {
+        out.insert("user".into(), user.clone());
+    }
+    Ok(out)
+}
+
+/// Messages turns, with consecutive turns of one role merged: Anthropic
+/// wants them to alternate, and OpenAI's tool results, one message each,
+/// belong in a single user turn.
+#[derive(Default)]
+struct Turns(Vec<Value>);
+
+impl Turns {
+    fn push(&mut self, role: &str, blocks: Vec<Value>) {
+        if blocks.is_empty() {
+            return;
+        }
+        if let Some(last) = self.0.last_mut().filter(|last| last["role"] == role) {
+            if let Some(Value::Array(content)) = last.get_mut("content") {
+                content.extend(blocks);
+                return;
+            }
+        }
+        self.0.push(json!({"role": role, "content": blocks}));
+    }
+}
+
+fn array(value: Option<&Value>) -> &[Value] {
+    match value {
+        Some(Value::Array(items)) => items,
+        _ => &[],
+    }
+}
+
+fn untranslatable(field: &'static str, reason: String) -> RequestError {
+    RequestError::Untranslatable { field, reason }
+}
+
+/// A string, or an array of text parts (blocks), as text blocks.
+fn text_blocks(content: Option<&Value>, field: &'static str) -> Result<Vec<Value>, RequestError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) if text.is_empty() => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![json!({"type": "text", "text": text})]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|part| match part.get("text") {
+                Some(Value::String(text)) => Ok(json!({"type": "text", "text": text})),
+                _ => Err(wrong_type(field, "text or an array of text parts")),
+            })
+            .collect(),
+        Some(_) => Err(wrong_type(field, "text or an array of text parts")),
+    }
+}
+
+/// An OpenAI user message's content as Messages blocks: text and images.
+fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, RequestError> {
+    let Some(Value::Array(parts)) = content else {
+        return text_blocks(content, "messages");
+    };
+    parts
+        .iter()
+        .map(|part| match part.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(json!({"type": "text", "text": part.get("text")})),
+            Some("image_url") => {
+                let url = part.pointer("/image_url/url").and_then(Value::as_str);
+                let url = url.ok_or_else(|| wrong_type("messages", "image parts with a `url`"))?;
+                Ok(json!({"type": "image", "source": image_source(url)}))
+            }
+            other => Err(untranslatable(
+                "messages",
+                format!(
+                    "content parts of type `{}` have no equivalent in the Messages API",
+                    other.unwrap_or("?")
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// A `data:` URL as a base64 source, any other URL as a URL source.
+fn image_source(url: &str) -> Value {
+    let inline = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"));
+    match inline {
+        Some((media_type, data)) => {
+            json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        None => json!({"type": "url", "url": url}),
+    }
+}
+
+/// An OpenAI assistant message as Messages blocks: its text, then a
+/// `tool_use` block per tool call.
+fn assistant_blocks(message: &Value) -> Result<Vec<Value>, RequestError> {
+    let mut blocks = text_blocks(message.get("content"), "messages")?;
+    for call in array(message.get("tool_calls")) {
+        let arguments = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let input: Value = match serde_json::from_str(arguments) {
+            Ok(input @ Value::Object(_)) => input,
+            _ => {
+                return Err(wrong_type(
+                    "messages",
+                    "tool calls whose `arguments` are a JSON object",
+                ))
+            }
+        };
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": call.get("id"),
+            "name": call.pointer("/function/name"),
+            "input": input,
+        }));
+    }
+    Ok(blocks)
+}
+
+/// An OpenAI function tool as a Messages tool.
+fn messages_tool(tool: &Value) -> Result<Value, RequestError> {
+    if tool.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(untranslatable(
+            "tools",
+            "only `function` tools have an equivalent".into(),
+        ));
+    }
+    let function = tool
+        .get("function")
+        .ok_or(RequestError::MissingField("tools"))?;
+    let mut out = json!({
+        "name": function.get("name"),
+        "input_schema": function
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    });
+    if let Some(description) = function.get("description").filter(|d| !d.is_null()) {
+        out["description"] = description.clone();
+    }
+    Ok(out)
+}
+
+/// A Messages tool as an OpenAI function tool. Anthropic's server tools
+/// (web search, code execution…) run on Anthropic's side and have none.
+fn chat_tool(tool: &Value) -> Result<Value, RequestError> {
+    if tool
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind != "custom")
+    {
+        return Err(untranslatable(
+            "tools",
+            "Anthropic server tools cannot be sent to other providers".into(),
+        ));
+    }
+    let mut function = json!({
+        "name": tool.get("name"),
+        "parameters": tool.get("input_schema"),
+    });
+    if let Some(description) = tool.get("description").filter(|d| !d.is_null()) {
+        function["description"] = description.clone();
+    }
+    Ok(json!({"type": "function", "function": function}))
+}
+
+/// A Messages user turn as OpenAI messages: a `tool` message per tool
+/// result, in order, then a user message with the rest (text and images).
+fn user_messages(blocks: &[Value]) -> Result<Vec<Value>, RequestError> {
+    let mut messages = Vec::new();
+    let mut parts = Vec::new();
+    for block in blocks {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => parts.push(json!({"type": "text", "text": block.get("text")})),
+            Some("image") => {
+                let source = block.get("source").unwrap_or(&Value::Null);
+                let url = match source.get("type").and_then(Value::as_str) {
+                    Some("base64") => format!(
+                        "data:{};base64,{}",
+                        source["media_type"].as_str().unwrap_or("image/png"),
+                        source["data"].as_str().unwrap_or("")
+                    ),
+                    Some("url") => source["url"].as_str().unwrap_or("").to_owned(),
+                    _ => return Err(wrong_type("messages", "images with a base64 or url source")),
+                };
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            Some("tool_result") => {
+                let mut text = String::new();
+                crate::chat::content_text(block.get("content"), &mut text);
+                messages.push(json!({
+                    "role": "tool",
+                    "tool_call_id": block.get("tool_use_id"),
+                    "content": text,
+                }));
+            }
+            other => {
+                return Err(untranslatable(
+                    "messages",
+                    format!(
+                        "content blocks of type `{}` can only go to an Anthropic provider",
+                        other.unwrap_or("?")
+                    ),
+                ))
+            }
+        }
+    }
+    let content = match parts.as_slice() {
+        [] => None,
+        // One text block is sent as plain text, which every
+        // OpenAI-compatible server reads.
+        [only] if only["type"] == "text" => Some(only["text"].clone()),
+        _ => Some(Value::Array(parts)),
+    };
+    if let Some(content) = content {
+        messages.push(json!({"role": "user", "content": content}));
+    }
+    Ok(messages)
+}
+
+/// A Messages assistant turn as an OpenAI assistant message. Thinking
+/// blocks are signed for Anthropic alone and are dropped.
+fn assistant_message(blocks: &[Value]) -> Result<Value, RequestError> {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in blocks {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
+            Some("tool_use") => calls.push(json!({
+                "id": block.get("id"),
+                "type": "function",
+                "function": {
+                    "name": block.get("name"),
+                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+                },
+            })),
+            Some("thinking" | "redacted_thinking") => {}
+            other => {
+                return Err(untranslatable(
+                    "messages",
+                    format!(
+                        "assistant blocks of type `{}` can only go to an Anthropic provider",
+                        other.unwrap_or("?")
+                    ),
+                ))
+            }
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("not an object"),
+    }
+}
+
+/// A request using everything both formats can say.
+fn rich_chat_request() -> Value {
+    json!({
+        "model": "claude-x",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture, and the weather?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+            ]},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "user", "content": "Thanks"},
+            {"role": "assistant", "content": "You are welcome."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}
+        ],
+        "max_tokens": 100,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": ["END"],
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "user": "user-42"
+    })
+}
+
+#[test]
+fn an_openai_request_becomes_the_messages_request_anthropic_documents() {
+    let messages = to_messages(&object(rich_chat_request()), 4096).unwrap();
+    assert_eq!(
+        Value::Object(messages),
+        json!({
+            "model": "claude-x",
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is in this picture, and the weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Let me look."},
+                    {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                    {"type": "text", "text": "Thanks"}
+                ]},
+                {"role": "assistant", "content": [{"type": "text", "text": "You are welcome."}]},
+                {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}
+            ],
+            "max_tokens": 100,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "stop_sequences": ["END"],
+            "tools": [{"name": "weather", "description": "Weather of a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "user-42"}
+        })
+    );
+}
+
+#[test]
+fn a_request_survives_the_round_trip() {
+    let original = rich_chat_request();
+    let messages = to_messages(&object(original.clone()), 4096).unwrap();
+    let back = to_chat(&messages).unwrap();
+    assert_eq!(Value::Object(back), original);
+}
+
+#[test]
+fn max_tokens_gets_the_configured_default_and_stop_a_list() {
+    let chat = object(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "stop": "END", "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let messages = to_messages(&chat, 1234).unwrap();
+    assert_eq!(messages["max_tokens"], 1234);
+    assert_eq!(messages["stop_sequences"], json!(["END"]));
+    assert_eq!(messages["stream"], true);
+    assert!(!messages.contains_key("stream_options"));
+    let chat = object(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 9}),
+    );
+    assert_eq!(to_messages(&chat, 1234).unwrap()["max_tokens"], 9);
+}
+
+#[test]
+fn a_streamed_messages_request_asks_for_usage() {
+    let messages = object(json!({"model": "fast", "max_tokens": 5, "stream": true,
+        "system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+        "messages": [{"role": "user", "content": "hi"}]}));
+    let chat = to_chat(&messages).unwrap();
+    assert_eq!(chat["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        chat["messages"][0],
+        json!({"role": "system", "content": "a\n\nb"})
+    );
+    assert!(crate::ChatRequest::from_body(chat).unwrap().include_usage);
+}
+
+#[test]
+fn what_has_no_equivalent_is_refused_by_name() {
+    let refused = |chat: Value| to_messages(&object(chat), 10).unwrap_err();
+    let user = json!([{"role": "user", "content": "hi"}]);
+    assert_eq!(
+        refused(json!({"messages": user, "n": 2})).param(),
+        Some("n")
+    );
+    let audio = json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]);
+    assert_eq!(
+        refused(json!({"messages": audio})).code(),
+        "unsupported_parameter"
+    );
+    let bad_arguments = json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "not json"}}]}]);
+    assert_eq!(
+        refused(json!({"messages": bad_arguments})).param(),
+        Some("messages")
+    );
+
+    let refused = |messages: Value| to_chat(&object(messages)).unwrap_err();
+    assert_eq!(refused(json!({"messages": []})).param(), Some("model"));
+    assert_eq!(refused(json!({"model": "m"})).param(), Some("messages"));
+    let server_tool = json!({"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
+    assert_eq!(refused(server_tool).param(), Some("tools"));
+    let document = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]});
+    assert_eq!(refused(document).code(), "unsupported_parameter");
+    let bad_role = json!({"model": "m", "messages": [{"role": "system", "content": "x"}]});
+    assert_eq!(refused(bad_role).param(), Some("messages"));
+}
+
+#[test]
+fn thinking_is_dropped_and_tool_calls_without_text_have_null_content() {
+    let messages = object(json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}
+        ]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+            "content": [{"type": "text", "text": "done"}]}]}
+    ]}));
+    let chat = to_chat(&messages).unwrap();
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}
+        ])
+    );
+}
+
+fn conversation() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+    let role = prop_oneof![Just("system"), Just("user"), Just("assistant")];
+    prop::collection::vec((role, "[a-z ]{1,12}"), 1..12)
+}
+
+/// The text each role said, in order, with no regard to message bounds.
+fn said_by(messages: &[Value], role: &str) -> String {
+    let mut text = String::new();
+    for message in messages.iter().filter(|m| m["role"] == role) {
+        crate::chat::content_text(message.get("content"), &mut text);
+    }
+    text
+}
+
+proptest! {
+    /// Whatever order an OpenAI client sends turns in, the Messages request
+    /// alternates roles, and translating it back keeps what each role said.
+    #[test]
+    fn turns_alternate_and_keep_their_words(turns in conversation()) {
+        let chat_messages: Vec<Value> = turns
+            .iter()
+            .map(|(role, text)| json!({"role": role, "content": text}))
+            .collect();
+        let chat = object(json!({"model": "m", "messages": chat_messages}));
+        let messages = to_messages(&chat, 10).unwrap();
+        let turns_out = messages["messages"].as_array().unwrap();
+        for pair in turns_out.windows(2) {
+            prop_assert_ne!(&pair[0]["role"], &pair[1]["role"]);
+        }
+        let back = to_chat(&messages).unwrap();
+        let back_messages = back["messages"].as_array().unwrap();
+        let system: String = turns.iter().filter(|(role, _)| *role == "system").map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n\n");
+        prop_assert_eq!(said_by(back_messages, "system"), system);
+        for role in ["user", "assistant"] {
+            prop_assert_eq!(said_by(back_messages, role), said_by(&chat_messages, role));
+        }
+    }
+}
