@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Chorus test: formatting and lints, unit and property tests, the
 # end-to-end suites (real `chorus` and `mock-upstream` processes on
-# 127.0.0.1), and the official OpenAI Python SDK against a node.
+# 127.0.0.1), and the official OpenAI and Anthropic Python SDKs against a node.
 #
 # Installs what it needs when missing (Debian packages when run as root, the
 # SDK into a venv). Set CARGO_TARGET_DIR to keep builds outside the clone:
@@ -33,7 +33,7 @@ cargo build --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --quiet
 
-echo "== OpenAI Python SDK against a node"
+echo "== the official OpenAI and Anthropic Python SDKs against a node"
 venv="$target_dir/sdk-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
