@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod chat;
 mod cluster;
+mod count_tokens;
 mod dialect;
 mod error;
 mod health;
@@ -65,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", admin::router())
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/messages", post(chat::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(count_tokens::count_tokens),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/health", get(health::summary))

@@ -4,10 +4,14 @@
 //! completions and chunks, so routing, limits and accounting see one
 //! format; `POST /v1/messages` does the reverse for Anthropic clients.
 //!
-//! What has no counterpart is said, not guessed: a request that needs it
-//! gets a 400 naming the parameter ([`RequestError::Untranslatable`]);
-//! parameters that only tune sampling on one side (`top_k`, `seed`,
-//! penalties) are left out of the other.
+//! What has no counterpart and changes the answer is refused with a 400
+//! naming the parameter ([`RequestError::Untranslatable`]): `n` > 1, JSON
+//! mode, log probabilities, a temperature above 1, audio and files towards
+//! Anthropic; documents, server tools and non-text tool results away from
+//! it. What only tunes one side is left out of the other: `top_k`, `seed`,
+//! penalties, `cache_control`, extended `thinking` and the thinking blocks
+//! of past turns (every request is routed in the OpenAI format, so these
+//! are lost even when the provider is Anthropic).
 //!
 //! [`RequestError::Untranslatable`]: crate::chat::RequestError::Untranslatable
 

@@ -51,6 +51,16 @@ impl RequestError {
         }
     }
 
+    /// The error object a client gets for it, with a 400.
+    pub fn to_error_body(&self) -> crate::ErrorBody {
+        let body = crate::ErrorBody::new(crate::ErrorType::InvalidRequest, self.to_string())
+            .with_code(self.code());
+        match self.param() {
+            Some(param) => body.with_param(param),
+            None => body,
+        }
+    }
+
     /// A stable machine-readable code for the error object's `code`.
     pub fn code(&self) -> &'static str {
         match self {

@@ -99,7 +99,12 @@ impl MockCompletion {
             .collect();
         self.usage = Usage::new(self.usage.prompt_tokens, self.tokens.len() as u64);
         self.tool_call = Some(MockToolCall {
-            id: format!("call_{}", &self.id[self.id.len() - 12..]),
+            id: format!(
+                "call_{}",
+                self.id
+                    .get(self.id.len().saturating_sub(12)..)
+                    .unwrap_or("")
+            ),
             name: function
                 .get("name")
                 .and_then(Value::as_str)

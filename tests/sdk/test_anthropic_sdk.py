@@ -153,6 +153,16 @@ def test_streamed_tool_use(claude_client):
     assert [(block.type, block.name, block.input) for block in final.content] == [("tool_use", "weather", {"city": "chorus"})]
 
 
+def test_count_tokens(claude_client):
+    short = claude_client.messages.count_tokens(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    longer = claude_client.messages.count_tokens(
+        model="gpt", tools=[WEATHER], messages=[{"role": "user", "content": "hi " * 50}]
+    )
+    assert 0 < short.input_tokens < longer.input_tokens
+    with pytest.raises(anthropic.NotFoundError):
+        claude_client.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
 def test_anthropic_errors_for_anthropic_clients(claude_client, node):
     bad = anthropic.Anthropic(base_url=node[0].removesuffix("/v1"), api_key="sk-wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as raised:

@@ -17,7 +17,8 @@
 //! (Anthropic's 529). Errors come in the format of the endpoint called.
 //! `GET /mock/stats` counts requests and streams (including streams the
 //! client abandoned); `GET /mock/last-request` shows the last request's
-//! body and credential headers.
+//! body and credential headers — unauthenticated, so a test tool only:
+//! never point it at real keys.
 //!
 //! Built on bare hyper so it is never the bottleneck of a benchmark.
 
@@ -352,9 +353,9 @@ fn messages_request(headers: &HeaderMap, body: &[u8]) -> Result<ChatRequest, Str
 }
 
 /// What Anthropic refuses: unknown top-level fields, no `max_tokens`,
-/// turns that do not alternate from `user`, unknown block types, empty
-/// text, tool results that answer no tool use of the turn before, and
-/// tool inputs that are not objects.
+/// turns that do not alternate from `user`, unknown block types, blank
+/// text (in the system prompt too), tool results that answer no tool use
+/// of the turn before, and tool inputs that are not objects.
 fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
     const FIELDS: [&str; 12] = [
         "model",
@@ -378,6 +379,16 @@ fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Resu
         .is_some_and(serde_json::Value::is_u64)
     {
         return Err("max_tokens: Field required".into());
+    }
+    let blank =
+        |block: &serde_json::Value| block["text"].as_str().is_none_or(|t| t.trim().is_empty());
+    if let Some(serde_json::Value::Array(system)) = messages.get("system") {
+        if system
+            .iter()
+            .any(|block| block["type"] != "text" || blank(block))
+        {
+            return Err("system: text content blocks must be non-empty".into());
+        }
     }
     let turns = messages
         .get("messages")
@@ -404,12 +415,14 @@ fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Resu
         let mut used = Vec::new();
         for block in blocks {
             match (expected, block["type"].as_str()) {
-                (_, Some("text")) if block["text"].as_str().is_some_and(|t| !t.is_empty()) => {}
+                (_, Some("text")) if !blank(block) => {}
                 ("user", Some("image")) => {}
                 ("user", Some("tool_result")) => {
                     let id = block["tool_use_id"].as_str().unwrap_or("");
                     if !tool_uses.contains(&id) {
-                        return Err(format!("messages.{index}: tool_result `{id}` answers no tool_use of the previous turn"));
+                        return Err(format!(
+                            "messages.{index}: tool_result `{id}` answers no tool_use of the previous turn"
+                        ));
                     }
                 }
                 ("assistant", Some("tool_use")) if block["input"].is_object() => {
@@ -436,7 +449,8 @@ fn openai_frames(completion: &MockCompletion, include_usage: bool) -> Vec<Bytes>
 }
 
 /// The completion's chunks as Anthropic events, one frame of events per
-/// chunk so pacing applies as it does to OpenAI streams.
+/// chunk so pacing applies as it does to OpenAI streams, with a `ping`
+/// after the start as Anthropic sends one.
 fn anthropic_frames(completion: &MockCompletion) -> Vec<Bytes> {
     let mut events = ToEvents::default();
     let mut frames: Vec<Bytes> = completion
@@ -446,6 +460,9 @@ fn anthropic_frames(completion: &MockCompletion) -> Vec<Bytes> {
             let mut out = BytesMut::new();
             // The mock's own chunks are always JSON.
             let _ = events.chunk(payload, &mut out);
+            if out.starts_with(b"event: message_start") {
+                out.extend_from_slice(b"event: ping\ndata: {\"type\": \"ping\"}\n\n");
+            }
             out.freeze()
         })
         .filter(|frame| !frame.is_empty())

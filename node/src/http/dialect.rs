@@ -33,18 +33,7 @@ impl Dialect {
             Dialect::OpenAi => ChatRequest::parse(body),
             Dialect::Anthropic => parse_messages(body),
         };
-        parsed.map_err(|e| {
-            let mut error = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorType::InvalidRequest,
-                e.code(),
-                e.to_string(),
-            );
-            if let Some(param) = e.param() {
-                error = error.with_param(param);
-            }
-            error
-        })
+        parsed.map_err(|e| ApiError::bad_request(e.to_error_body()))
     }
 
     pub fn error(self, error: ApiError) -> Response {

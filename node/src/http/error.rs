@@ -38,6 +38,16 @@ impl ApiError {
         }
     }
 
+    /// A 400 with `body`.
+    pub fn bad_request(body: ErrorBody) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: Box::new(body),
+            retry_after: None,
+            headers: None,
+        }
+    }
+
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
         self.headers = Some(Box::new(headers));
         self

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::anthropic::stream::ToChunks;
 use chorus_proto::anthropic::{self, reply};
-use chorus_proto::{ErrorBody, ErrorType};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::header::HeaderMap;
@@ -52,22 +51,15 @@ impl AnthropicProvider {
     /// The Messages body for an OpenAI body, or the 400 a request that
     /// cannot be translated gets, worded as the client's error.
     fn messages_body(&self, chat: &[u8]) -> Result<Vec<u8>, ProviderError> {
-        let refused = |error: &chorus_proto::RequestError| {
-            let mut body = ErrorBody::new(ErrorType::InvalidRequest, error.to_string())
-                .with_code(error.code());
-            if let Some(param) = error.param() {
-                body = body.with_param(param);
-            }
-            ProviderError::Status {
-                status: 400,
-                body: body.to_json().into(),
-                retry_after: None,
-            }
+        let refused = |error: chorus_proto::RequestError| ProviderError::Status {
+            status: 400,
+            body: error.to_error_body().to_json().into(),
+            retry_after: None,
         };
         let chat: Map<String, Value> = serde_json::from_slice(chat)
             .map_err(|e| ProviderError::Malformed(format!("the request to translate: {e}")))?;
-        let messages = anthropic::request::to_messages(&chat, self.default_max_tokens)
-            .map_err(|e| refused(&e))?;
+        let messages =
+            anthropic::request::to_messages(&chat, self.default_max_tokens).map_err(refused)?;
         serde_json::to_vec(&messages).map_err(|e| ProviderError::Malformed(e.to_string()))
     }
 }

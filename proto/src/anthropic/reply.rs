@@ -27,10 +27,7 @@ pub fn to_completion(message: &[u8], created: u64) -> Result<Vec<u8>, String> {
             _ => {}
         }
     }
-    let mut reply = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-    if !calls.is_empty() {
-        reply["tool_calls"] = Value::Array(calls);
-    }
+    let reply = assistant_message(text, calls);
     let stop = message
         .get("stop_reason")
         .and_then(Value::as_str)
@@ -44,6 +41,21 @@ pub fn to_completion(message: &[u8], created: u64) -> Result<Vec<u8>, String> {
         "usage": usage(message.get("usage")),
     });
     serde_json::to_vec(&completion).map_err(|e| e.to_string())
+}
+
+/// An OpenAI assistant message: its text (`null` when it only calls
+/// tools, as OpenAI sends it) and its tool calls.
+pub(super) fn assistant_message(text: String, calls: Vec<Value>) -> Value {
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    let mut message = json!({"role": "assistant", "content": content});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    message
 }
 
 /// A `tool_use` block as an OpenAI tool call, its input as the JSON text
@@ -91,6 +103,13 @@ pub fn to_message(completion: &[u8]) -> Result<Vec<u8>, String> {
         .get("finish_reason")
         .and_then(Value::as_str)
         .unwrap_or("stop");
+    // Some OpenAI-compatible servers finish tool calls with `stop`;
+    // Anthropic clients act on `tool_use` alone.
+    let called_tools = content.iter().any(|block| block["type"] == "tool_use");
+    let stop_reason = match stop_reason(finish) {
+        "end_turn" if called_tools => "tool_use",
+        reason => reason,
+    };
     let usage = completion.get("usage");
     let count = |field: &str| {
         usage
@@ -104,7 +123,7 @@ pub fn to_message(completion: &[u8]) -> Result<Vec<u8>, String> {
         "role": "assistant",
         "model": completion.get("model"),
         "content": content,
-        "stop_reason": stop_reason(finish),
+        "stop_reason": stop_reason,
         "stop_sequence": null,
         "usage": {"input_tokens": count("prompt_tokens"), "output_tokens": count("completion_tokens")},
     });

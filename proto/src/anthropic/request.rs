@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::reply;
 use crate::chat::{wrong_type, RequestError};
 
 /// An OpenAI chat body (its `model` already the upstream's) as a Messages
@@ -64,6 +65,28 @@ pub fn to_messages(
             out.insert(field.into(), value.clone());
         }
     }
+    if chat
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .is_some_and(|t| t > 1.0)
+    {
+        let reason = "Anthropic models take a temperature from 0 to 1".into();
+        return Err(untranslatable("temperature", reason));
+    }
+    if chat
+        .get("response_format")
+        .and_then(|format| format.get("type"))
+        .is_some_and(|kind| kind != "text")
+    {
+        let reason =
+            "the Messages API has no JSON mode: describe the format in the prompt, or use a tool"
+                .into();
+        return Err(untranslatable("response_format", reason));
+    }
+    if chat.get("logprobs") == Some(&Value::Bool(true)) {
+        let reason = "the Messages API returns no log probabilities".into();
+        return Err(untranslatable("logprobs", reason));
+    }
     match chat.get("stop") {
         Some(Value::String(stop)) => {
             out.insert("stop_sequences".into(), json!([stop]));
@@ -109,7 +132,8 @@ pub fn to_messages(
                 }
             },
         };
-        if chat.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        let calls_tools = choice["type"] != "none";
+        if calls_tools && chat.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
             choice["disable_parallel_tool_use"] = Value::Bool(true);
         }
         out.insert("tool_choice".into(), choice);
@@ -259,20 +283,34 @@ fn untranslatable(field: &'static str, reason: String) -> RequestError {
     RequestError::Untranslatable { field, reason }
 }
 
-/// A string, or an array of text parts (blocks), as text blocks.
+/// A string, or an array of text parts (blocks), as text blocks. Blank
+/// text is left out: Anthropic refuses empty text blocks.
 fn text_blocks(content: Option<&Value>, field: &'static str) -> Result<Vec<Value>, RequestError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({"type": "text", "text": text})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|part| match part.get("text") {
-                Some(Value::String(text)) => Ok(json!({"type": "text", "text": text})),
-                _ => Err(wrong_type(field, "text or an array of text parts")),
-            })
-            .collect(),
-        Some(_) => Err(wrong_type(field, "text or an array of text parts")),
+    let parts = match content {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(text @ Value::String(_)) => std::slice::from_ref(text),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => return Err(wrong_type(field, "text or an array of text parts")),
+    };
+    let mut blocks = Vec::with_capacity(parts.len());
+    for part in parts {
+        if let Some(block) = text_block(
+            part.as_str()
+                .map_or_else(|| part.get("text"), |_| Some(part)),
+            field,
+        )? {
+            blocks.push(block);
+        }
+    }
+    Ok(blocks)
+}
+
+/// A text block for `text`, `None` when it is blank.
+fn text_block(text: Option<&Value>, field: &'static str) -> Result<Option<Value>, RequestError> {
+    match text {
+        Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(Value::String(text)) => Ok(Some(json!({"type": "text", "text": text}))),
+        _ => Err(wrong_type(field, "text or an array of text parts")),
     }
 }
 
@@ -281,24 +319,27 @@ fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, RequestError> {
     let Some(Value::Array(parts)) = content else {
         return text_blocks(content, "messages");
     };
-    parts
-        .iter()
-        .map(|part| match part.get("type").and_then(Value::as_str) {
-            Some("text") => Ok(json!({"type": "text", "text": part.get("text")})),
+    let mut blocks = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => blocks.extend(text_block(part.get("text"), "messages")?),
             Some("image_url") => {
                 let url = part.pointer("/image_url/url").and_then(Value::as_str);
                 let url = url.ok_or_else(|| wrong_type("messages", "image parts with a `url`"))?;
-                Ok(json!({"type": "image", "source": image_source(url)}))
+                blocks.push(json!({"type": "image", "source": image_source(url)}));
             }
-            other => Err(untranslatable(
-                "messages",
-                format!(
-                    "content parts of type `{}` have no equivalent in the Messages API",
-                    other.unwrap_or("?")
-                ),
-            )),
-        })
-        .collect()
+            other => {
+                return Err(untranslatable(
+                    "messages",
+                    format!(
+                        "content parts of type `{}` have no equivalent in the Messages API",
+                        other.unwrap_or("?")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(blocks)
 }
 
 /// A `data:` URL as a base64 source, any other URL as a URL source.
@@ -318,27 +359,7 @@ fn image_source(url: &str) -> Value {
 /// `tool_use` block per tool call.
 fn assistant_blocks(message: &Value) -> Result<Vec<Value>, RequestError> {
     let mut blocks = text_blocks(message.get("content"), "messages")?;
-    for call in array(message.get("tool_calls")) {
-        let arguments = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("{}");
-        let input: Value = match serde_json::from_str(arguments) {
-            Ok(input @ Value::Object(_)) => input,
-            _ => {
-                return Err(wrong_type(
-                    "messages",
-                    "tool calls whose `arguments` are a JSON object",
-                ))
-            }
-        };
-        blocks.push(json!({
-            "type": "tool_use",
-            "id": call.get("id"),
-            "name": call.pointer("/function/name"),
-            "input": input,
-        }));
-    }
+    blocks.extend(array(message.get("tool_calls")).iter().map(reply::tool_use));
     Ok(blocks)
 }
 
@@ -412,22 +433,24 @@ fn user_messages(blocks: &[Value]) -> Result<Vec<Value>, RequestError> {
             }
             Some("tool_result") => {
                 let mut text = String::new();
-                crate::chat::content_text(block.get("content"), &mut text);
+                if block.get("is_error") == Some(&Value::Bool(true)) {
+                    text.push_str("Error: ");
+                }
+                let content = block.get("content");
+                let only_text = array(content).iter().all(|part| part["type"] == "text");
+                if !only_text {
+                    let reason =
+                        "tool results other than text have no equivalent in chat messages".into();
+                    return Err(untranslatable("messages", reason));
+                }
+                crate::chat::content_text(content, &mut text);
                 messages.push(json!({
                     "role": "tool",
                     "tool_call_id": block.get("tool_use_id"),
                     "content": text,
                 }));
             }
-            other => {
-                return Err(untranslatable(
-                    "messages",
-                    format!(
-                        "content blocks of type `{}` can only go to an Anthropic provider",
-                        other.unwrap_or("?")
-                    ),
-                ))
-            }
+            other => return Err(no_chat_equivalent(other)),
         }
     }
     let content = match parts.as_slice() {
@@ -451,31 +474,22 @@ fn assistant_message(blocks: &[Value]) -> Result<Value, RequestError> {
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
-            Some("tool_use") => calls.push(json!({
-                "id": block.get("id"),
-                "type": "function",
-                "function": {
-                    "name": block.get("name"),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
+            Some("tool_use") => calls.push(reply::tool_call(block)),
             Some("thinking" | "redacted_thinking") => {}
-            other => {
-                return Err(untranslatable(
-                    "messages",
-                    format!(
-                        "assistant blocks of type `{}` can only go to an Anthropic provider",
-                        other.unwrap_or("?")
-                    ),
-                ))
-            }
+            other => return Err(no_chat_equivalent(other)),
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    Ok(message)
+    Ok(reply::assistant_message(text, calls))
+}
+
+/// A block Chorus cannot carry: every request is routed as an OpenAI
+/// chat request, which has no field for it.
+fn no_chat_equivalent(kind: Option<&str>) -> RequestError {
+    let reason = format!(
+        "content blocks of type `{}` have no equivalent in the chat format Chorus routes requests in",
+        kind.unwrap_or("?")
+    );
+    untranslatable("messages", reason)
 }
 
 #[cfg(test)]

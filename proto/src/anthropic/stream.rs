@@ -23,9 +23,9 @@ pub struct ToChunks {
     created: u64,
     input_tokens: Option<Value>,
     output_tokens: Option<Value>,
-    /// For each content block so far, by its index, the tool call it is.
-    tool_of_block: Vec<Option<u64>>,
-    tools: u64,
+    /// (content block index, tool call index) of each tool block so far:
+    /// a list, not a table by index, since the upstream picks the indexes.
+    tool_of_block: Vec<(u64, u64)>,
 }
 
 impl ToChunks {
@@ -52,15 +52,11 @@ impl ToChunks {
             }
             "content_block_start" => {
                 let block = &event["content_block"];
-                let index = event["index"].as_u64().unwrap_or(0) as usize;
-                if self.tool_of_block.len() <= index {
-                    self.tool_of_block.resize(index + 1, None);
-                }
+                let index = event["index"].as_u64().unwrap_or(0);
                 match block["type"].as_str() {
                     Some("tool_use") => {
-                        let tool = self.tools;
-                        self.tools += 1;
-                        self.tool_of_block[index] = Some(tool);
+                        let tool = self.tool_of_block.len() as u64;
+                        self.tool_of_block.push((index, tool));
                         let mut call = super::reply::tool_call(block);
                         call["index"] = tool.into();
                         // The input arrives as deltas.
@@ -76,12 +72,13 @@ impl ToChunks {
             }
             "content_block_delta" => {
                 let delta = &event["delta"];
-                let index = event["index"].as_u64().unwrap_or(0) as usize;
+                let index = event["index"].as_u64().unwrap_or(0);
                 match delta["type"].as_str() {
                     Some("text_delta") => vec![self.chunk(json!({"content": delta["text"]}), None)],
                     Some("input_json_delta") => {
-                        let tool = self.tool_of_block.get(index).copied().flatten();
-                        let tool = tool.ok_or("an input delta for a block that is not a tool")?;
+                        let tool = self.tool_of_block.iter().find(|(block, _)| *block == index);
+                        let (_, tool) =
+                            tool.ok_or("an input delta for a block that is not a tool")?;
                         let call = json!({"index": tool, "function": {"arguments": delta["partial_json"]}});
                         vec![self.chunk(json!({"tool_calls": [call]}), None)]
                     }
@@ -181,7 +178,11 @@ impl ToEvents {
             return Ok(());
         };
         let delta = &choice["delta"];
-        if let Some(text) = delta["content"].as_str().filter(|text| !text.is_empty()) {
+        // A refusal is what the model said; Anthropic has no field for it.
+        let text = ["content", "refusal"]
+            .iter()
+            .find_map(|field| delta[*field].as_str());
+        if let Some(text) = text.filter(|text| !text.is_empty()) {
             let index = match self.open {
                 Some(OpenBlock::Text(index)) => index,
                 _ => self.open_block(OpenBlock::Text, json!({"type": "text", "text": ""}), out),
@@ -237,11 +238,22 @@ impl ToEvents {
             "message_delta",
             &json!({
                 "type": "message_delta",
-                "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+                "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
             }),
         );
         frame(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    /// Why the message stopped. A reply that called tools stopped for
+    /// them, whatever finish reason came with it: some OpenAI-compatible
+    /// servers say `stop`, and Anthropic clients act on `tool_use` alone.
+    fn stop_reason(&self) -> &'static str {
+        match self.stop_reason {
+            Some("end_turn") | None if !self.block_of_tool.is_empty() => "tool_use",
+            Some(reason) => reason,
+            None => "end_turn",
+        }
     }
 
     /// `message_start`, before the first chunk's content.
@@ -250,10 +262,10 @@ impl ToEvents {
             return;
         }
         let message = json!({
-            "id": chunk.get("id").unwrap_or(&Value::Null),
+            "id": chunk.get("id").and_then(Value::as_str).unwrap_or("msg_chorus"),
             "type": "message",
             "role": "assistant",
-            "model": chunk.get("model").unwrap_or(&Value::Null),
+            "model": chunk.get("model").and_then(Value::as_str).unwrap_or(""),
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,

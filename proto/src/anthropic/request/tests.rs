@@ -129,11 +129,15 @@ fn what_has_no_equivalent_is_refused_by_name() {
         refused(json!({"messages": audio})).code(),
         "unsupported_parameter"
     );
-    let bad_arguments = json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "not json"}}]}]);
-    assert_eq!(
-        refused(json!({"messages": bad_arguments})).param(),
-        Some("messages")
-    );
+    for (field, value) in [
+        ("temperature", json!(1.5)),
+        ("response_format", json!({"type": "json_object"})),
+        ("logprobs", json!(true)),
+    ] {
+        let mut chat = json!({"messages": user});
+        chat[field] = value;
+        assert_eq!(refused(chat).param(), Some(field));
+    }
 
     let refused = |messages: Value| to_chat(&object(messages)).unwrap_err();
     assert_eq!(refused(json!({"messages": []})).param(), Some("model"));
@@ -144,6 +148,42 @@ fn what_has_no_equivalent_is_refused_by_name() {
     assert_eq!(refused(document).code(), "unsupported_parameter");
     let bad_role = json!({"model": "m", "messages": [{"role": "system", "content": "x"}]});
     assert_eq!(refused(bad_role).param(), Some("messages"));
+}
+
+#[test]
+fn broken_tool_arguments_and_blank_text_still_translate() {
+    let chat = object(json!({"messages": [
+        {"role": "system", "content": [{"type": "text", "text": " "}]},
+        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{\"a\": "}}]}
+    ]}));
+    let messages = to_messages(&chat, 10).unwrap();
+    assert!(!messages.contains_key("system"), "blank text is no block");
+    assert_eq!(
+        messages["messages"],
+        json!([
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "c", "name": "f", "input": {"arguments": "{\"a\": "}}]}
+        ])
+    );
+}
+
+#[test]
+fn tool_errors_are_marked_and_non_text_results_refused() {
+    let result = |content: Value| {
+        object(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "is_error": true, "content": content}]}]}),
+        )
+    };
+    let chat = to_chat(&result(json!("no such city"))).unwrap();
+    assert_eq!(chat["messages"][0]["content"], "Error: no such city");
+    let image = json!([{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]);
+    assert_eq!(
+        to_chat(&result(image)).unwrap_err().code(),
+        "unsupported_parameter"
+    );
 }
 
 #[test]
@@ -171,7 +211,7 @@ fn thinking_is_dropped_and_tool_calls_without_text_have_null_content() {
 
 fn conversation() -> impl Strategy<Value = Vec<(&'static str, String)>> {
     let role = prop_oneof![Just("system"), Just("user"), Just("assistant")];
-    prop::collection::vec((role, "[a-z ]{1,12}"), 1..12)
+    prop::collection::vec((role, "[a-z][a-z ]{0,11}"), 1..12)
 }
 
 /// The text each role said, in order, with no regard to message bounds.

@@ -205,3 +205,52 @@ fn an_empty_stream_still_starts_and_stops() {
     let names: Vec<String> = parse_sse(&out).into_iter().map(|(name, _)| name).collect();
     assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
 }
+
+#[test]
+fn block_indexes_are_the_upstreams_and_cost_nothing_to_hold() {
+    let mut translator = ToChunks::new(0);
+    for index in [u64::MAX, 1 << 40] {
+        let start = json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}});
+        assert_eq!(translator.event(&start.to_string()).unwrap().len(), 1);
+        let delta = json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": "{}"}});
+        assert_eq!(translator.event(&delta.to_string()).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn tool_calls_stop_for_tools_and_refusals_are_text() {
+    let stopped = |chunks: &[Value]| {
+        let mut writer = ToEvents::default();
+        let mut out = BytesMut::new();
+        for chunk in chunks {
+            writer
+                .chunk(chunk.to_string().as_bytes(), &mut out)
+                .unwrap();
+        }
+        writer.done(&mut out);
+        parse_sse(&out)
+    };
+    // A server that finishes tool calls with `stop`.
+    let call = json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]});
+    let stop = json!({"choices": [{"delta": {}, "finish_reason": "stop"}]});
+    let events = stopped(&[call, stop.clone()]);
+    let delta = events
+        .iter()
+        .find(|(name, _)| name == "message_delta")
+        .unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+    let refusal = json!({"choices": [{"delta": {"refusal": "I can't help with that."}}]});
+    let events = stopped(&[refusal, stop]);
+    let text = events
+        .iter()
+        .find(|(name, _)| name == "content_block_delta")
+        .unwrap();
+    assert_eq!(text.1["delta"]["text"], "I can't help with that.");
+    let delta = events
+        .iter()
+        .find(|(name, _)| name == "message_delta")
+        .unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
+}
