@@ -5,7 +5,7 @@
 //! estimated beats none.
 
 use chorus_proto::chat::content_text;
-use chorus_proto::Usage;
+use chorus_proto::{ChatRequest, Endpoint, Usage};
 use serde_json::Value;
 use tiktoken_rs::o200k_base_singleton;
 
@@ -43,10 +43,23 @@ pub fn prompt_tokens(messages: &[Value]) -> u64 {
     tokens(&text) + TOKENS_PER_MESSAGE * messages.len() as u64 + REPLY_PRIMING_TOKENS
 }
 
+/// The prompt tokens of any request: a chat's messages, or a text
+/// completion's prompt or an embedding's input (token ids count one each).
+pub fn request_prompt_tokens(request: &ChatRequest) -> u64 {
+    match request.endpoint {
+        Endpoint::ChatCompletions => prompt_tokens(request.messages()),
+        Endpoint::Completions | Endpoint::Embeddings => {
+            let mut text = String::new();
+            let ids = request.input_text(&mut text);
+            tokens(&text) + ids
+        }
+    }
+}
+
 /// Usage for a call the upstream did not report on: the prompt, and the
 /// text it produced.
-pub fn usage(messages: &[Value], completion_text: &str) -> Usage {
-    Usage::estimated(prompt_tokens(messages), tokens(completion_text))
+pub fn usage(request: &ChatRequest, completion_text: &str) -> Usage {
+    Usage::estimated(request_prompt_tokens(request), tokens(completion_text))
 }
 
 #[cfg(test)]
@@ -68,11 +81,28 @@ mod tests {
 
     #[test]
     fn an_estimate_says_so() {
-        let usage = usage(
-            &[json!({"role": "user", "content": "hi"})],
-            "The answer is 42",
-        );
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let request = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let usage = usage(&request, "The answer is 42");
         assert!(usage.estimated);
         assert_eq!(usage.completion_tokens, tokens("The answer is 42"));
+        assert_eq!(usage.prompt_tokens, prompt_tokens(request.messages()));
+    }
+
+    #[test]
+    fn a_prompt_or_input_counts_its_text_and_its_token_ids() {
+        let parse = |endpoint, body: serde_json::Value| {
+            ChatRequest::parse_at(endpoint, body.to_string().as_bytes()).unwrap()
+        };
+        let text = parse(
+            Endpoint::Completions,
+            json!({"model": "m", "prompt": "hello world"}),
+        );
+        assert_eq!(request_prompt_tokens(&text), tokens("hello world\n"));
+        let ids = parse(
+            Endpoint::Embeddings,
+            json!({"model": "m", "input": [[1, 2], [3]]}),
+        );
+        assert_eq!(request_prompt_tokens(&ids), 3);
     }
 }

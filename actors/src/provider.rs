@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
@@ -14,6 +15,8 @@ use futures::stream::BoxStream;
 #[derive(Clone)]
 pub struct UpstreamCall {
     pub request_id: String,
+    /// Which API the body is for: the provider's URL for it.
+    pub endpoint: Endpoint,
     /// The request body with `model` set to the upstream model.
     pub body: Vec<u8>,
     pub stream: bool,

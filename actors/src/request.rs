@@ -452,6 +452,7 @@ async fn call(
         request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
     let call = UpstreamCall {
         request_id: record.facts.request_id.to_owned(),
+        endpoint: request.endpoint,
         body: request.upstream_body(&spec.upstream_model, hide_usage),
         stream: request.stream,
     };
@@ -486,7 +487,7 @@ async fn call(
             record.note_usage_error(rewritten.usage_error.as_deref());
             let usage = rewritten
                 .usage
-                .unwrap_or_else(|| estimate::usage(request.messages(), &text));
+                .unwrap_or_else(|| estimate::usage(request, &text));
             let json = rewritten.json.unwrap_or_default();
             // Limits first, so the client's next request sees this one's
             // real cost; the record and the log line are not the client's
@@ -522,7 +523,7 @@ async fn call(
             let ending = match ending.usage {
                 Some(_) => ending,
                 None => {
-                    let usage = estimate::usage(request.messages(), &text);
+                    let usage = estimate::usage(request, &text);
                     ending.with_usage(usage)
                 }
             };

@@ -27,7 +27,7 @@ use checker::Checker;
 pub use cluster::ClusterConfig;
 pub use keys::{sha256, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig};
-pub use providers::{ProviderConfig, ProviderKind};
+pub use providers::{endpoint_url, ProviderConfig, ProviderKind};
 pub use server::ServerConfig;
 
 #[derive(Debug, Clone)]

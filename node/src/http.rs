@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", admin::router())
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
+        .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/messages", post(chat::messages))
         .route(
             "/v1/messages/count_tokens",

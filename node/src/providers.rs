@@ -21,13 +21,13 @@ pub use openai::OpenAiProvider;
 pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provider> {
     match &config.kind {
         ProviderKind::OpenAi {
-            completions_url,
+            base_url,
             api_key,
             headers,
             stream_usage,
         } => Arc::new(OpenAiProvider::new(
             http.clone(),
-            completions_url.clone(),
+            base_url,
             api_key.as_deref(),
             headers,
             *stream_usage,

@@ -1,18 +1,22 @@
-//! `POST /v1/chat/completions`: the few request fields Chorus must understand,
-//! with every other field kept verbatim so it reaches the upstream unchanged,
-//! and the response rewrite that puts the client's alias back into `model`.
+//! An OpenAI request — chat completion, text completion or embeddings: the
+//! few fields Chorus must understand, with every other field kept verbatim
+//! so it reaches the upstream unchanged, and the response rewrite that puts
+//! the client's alias back into `model`.
 
 use serde_json::{Map, Value};
 
+use crate::endpoint::{input_text, Endpoint};
 use crate::usage::Usage;
 
-/// A chat completion request as the client sent it. Only `model`, `messages`,
-/// `stream` and `stream_options` are interpreted; tools, response_format,
-/// logprobs, seed and anything a provider adds tomorrow pass through.
-/// Its `Debug` leaves the body out: it holds the prompt.
+/// A request as the client sent it, to any [`Endpoint`] (chat completions
+/// unless said otherwise). Only `model`, the input (`messages`, `prompt`
+/// or `input`), `stream` and `stream_options` are interpreted; tools,
+/// response_format, logprobs, seed and anything a provider adds tomorrow
+/// pass through. Its `Debug` leaves the body out: it holds the prompt.
 #[derive(Clone)]
 pub struct ChatRequest {
     body: Map<String, Value>,
+    pub endpoint: Endpoint,
     /// The alias the client asked for.
     pub model: String,
     pub stream: bool,
@@ -83,35 +87,34 @@ impl std::fmt::Debug for ChatRequest {
 }
 
 impl ChatRequest {
+    /// A chat completion request.
     pub fn parse(bytes: &[u8]) -> Result<Self, RequestError> {
+        Self::parse_at(Endpoint::ChatCompletions, bytes)
+    }
+
+    /// A request to `endpoint`.
+    pub fn parse_at(endpoint: Endpoint, bytes: &[u8]) -> Result<Self, RequestError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         let Value::Object(body) = value else {
             return Err(RequestError::NotAnObject);
         };
-        Self::from_body(body)
+        Self::from_body_at(endpoint, body)
     }
 
-    /// A request from a body already parsed, or translated from another
-    /// format: the same checks as [`ChatRequest::parse`].
+    /// A chat completion request from a body already parsed, or translated
+    /// from another format: the same checks as [`ChatRequest::parse`].
     pub fn from_body(body: Map<String, Value>) -> Result<Self, RequestError> {
+        Self::from_body_at(Endpoint::ChatCompletions, body)
+    }
+
+    fn from_body_at(endpoint: Endpoint, body: Map<String, Value>) -> Result<Self, RequestError> {
         let model = match body.get("model") {
             None | Some(Value::Null) => return Err(RequestError::MissingField("model")),
             Some(Value::String(model)) if !model.is_empty() => model.clone(),
             Some(_) => return Err(wrong_type("model", "a non-empty string")),
         };
-        match body.get("messages") {
-            None | Some(Value::Null) => return Err(RequestError::MissingField("messages")),
-            Some(Value::Array(messages)) if !messages.is_empty() => {
-                if !messages.iter().all(is_message) {
-                    return Err(wrong_type(
-                        "messages",
-                        "an array of objects with a string `role`",
-                    ));
-                }
-            }
-            Some(_) => return Err(wrong_type("messages", "a non-empty array")),
-        }
+        endpoint.check_input(&body)?;
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(stream)) => *stream,
@@ -128,6 +131,7 @@ impl ChatRequest {
         };
         Ok(ChatRequest {
             body,
+            endpoint,
             model,
             stream,
             include_usage,
@@ -146,8 +150,24 @@ impl ChatRequest {
         }
     }
 
-    /// `max_completion_tokens`, or the older `max_tokens`, when the client set one.
+    /// The text of a text completion's `prompt` or an embedding's `input`
+    /// (a chat's is in its [`messages`](ChatRequest::messages)), and how
+    /// many tokens were given as token ids.
+    pub fn input_text(&self, out: &mut String) -> u64 {
+        let field = match self.endpoint {
+            Endpoint::ChatCompletions => return 0,
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+        };
+        input_text(self.body.get(field), out)
+    }
+
+    /// `max_completion_tokens`, or the older `max_tokens`, when the client
+    /// set one; zero for embeddings, which produce no tokens.
     pub fn max_output_tokens(&self) -> Option<u64> {
+        if self.endpoint == Endpoint::Embeddings {
+            return Some(0);
+        }
         ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|field| self.body.get(*field).and_then(Value::as_u64))
@@ -191,10 +211,6 @@ impl ChatRequest {
 
 pub(crate) fn wrong_type(field: &'static str, expected: &'static str) -> RequestError {
     RequestError::WrongType { field, expected }
-}
-
-fn is_message(message: &Value) -> bool {
-    message.get("role").is_some_and(Value::is_string)
 }
 
 /// A completion or stream chunk with `model` set to the client's alias.
@@ -296,6 +312,10 @@ fn is_role_only(body: &Map<String, Value>) -> bool {
 pub fn output_text(body: &Map<String, Value>, out: &mut String) {
     let choices = body.get("choices").and_then(Value::as_array);
     for choice in choices.into_iter().flatten() {
+        // A text completion's choice carries its text directly.
+        if let Some(text) = choice.get("text").and_then(Value::as_str) {
+            out.push_str(text);
+        }
         for part in ["message", "delta"] {
             if let Some(message) = choice.get(part) {
                 message_text(message, out);

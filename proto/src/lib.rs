@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod codec;
 pub mod counter;
+pub mod endpoint;
 pub mod error;
 pub mod gossip;
 pub mod mock;
@@ -13,5 +14,6 @@ pub mod sse;
 pub mod usage;
 
 pub use chat::{ChatRequest, RequestError};
+pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorDetail, ErrorType};
 pub use usage::{Price, Usage};

@@ -6,9 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::chat::ChatRequest;
+use crate::endpoint::Endpoint;
 use crate::usage::Usage;
 
 /// The most tokens one mock completion has, whatever is asked.
@@ -125,8 +127,15 @@ impl MockCompletion {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        let completion =
-            MockCompletion::new(&request.model, request.messages(), tokens as usize, created);
+        // A text completion's prompt is read as one user message.
+        let mut prompt = String::new();
+        request.input_text(&mut prompt);
+        let prompt = [json!({"role": "user", "content": prompt})];
+        let messages = match request.endpoint {
+            Endpoint::ChatCompletions => request.messages(),
+            Endpoint::Completions | Endpoint::Embeddings => &prompt,
+        };
+        let completion = MockCompletion::new(&request.model, messages, tokens as usize, created);
         match tool_to_call(request) {
             Some(tool) => completion.calling(tool),
             None => completion,
@@ -206,6 +215,46 @@ impl MockCompletion {
         payloads
     }
 
+    /// The legacy `text_completion` object.
+    pub fn text_completion_json(&self) -> Vec<u8> {
+        to_vec(&json!({
+            "id": self.id.replace("chatcmpl", "cmpl"),
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"text": self.text(), "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": self.usage,
+        }))
+    }
+
+    /// The legacy completion's stream payloads: a chunk per token, the
+    /// finish chunk and, when asked, the usage chunk. No `[DONE]`.
+    pub fn text_chunk_payloads(&self, include_usage: bool) -> Vec<Vec<u8>> {
+        let chunk = |text: &str, finish_reason: Option<&str>| {
+            to_vec(&json!({
+                "id": self.id.replace("chatcmpl", "cmpl"),
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason}],
+            }))
+        };
+        let mut payloads: Vec<Vec<u8>> =
+            self.tokens.iter().map(|token| chunk(token, None)).collect();
+        payloads.push(chunk("", Some("stop")));
+        if include_usage {
+            payloads.push(to_vec(&json!({
+                "id": self.id.replace("chatcmpl", "cmpl"),
+                "object": "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": self.usage,
+            })));
+        }
+        payloads
+    }
+
     fn chunk(&self, delta: Value, finish_reason: Option<&str>, include_usage: bool) -> Vec<u8> {
         let mut chunk = json!({
             "id": self.id,
@@ -219,6 +268,98 @@ impl MockCompletion {
         }
         to_vec(&chunk)
     }
+}
+
+/// What the mock answers a request with, on any endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MockReply {
+    /// The whole JSON body.
+    Whole(Vec<u8>),
+    /// The stream's `data` payloads, without `[DONE]`.
+    Chunks(Vec<Vec<u8>>),
+}
+
+impl MockReply {
+    /// The reply to `request`: `default_tokens` of output unless it says
+    /// fewer; chunks when it asked to stream.
+    pub fn to(request: &ChatRequest, default_tokens: u64) -> Self {
+        if request.endpoint == Endpoint::Embeddings {
+            return MockReply::Whole(embeddings_json(request));
+        }
+        let completion = MockCompletion::for_request(request, default_tokens);
+        let chat = request.endpoint == Endpoint::ChatCompletions;
+        match (request.stream, chat) {
+            (false, true) => MockReply::Whole(completion.completion_json()),
+            (false, false) => MockReply::Whole(completion.text_completion_json()),
+            (true, true) => MockReply::Chunks(completion.chunk_payloads(request.include_usage)),
+            (true, false) => {
+                MockReply::Chunks(completion.text_chunk_payloads(request.include_usage))
+            }
+        }
+    }
+}
+
+/// Dimensions of a mock embedding unless the request asks for others.
+const EMBEDDING_DIMENSIONS: u64 = 8;
+/// The most dimensions a mock embedding has, whatever is asked.
+const MAX_EMBEDDING_DIMENSIONS: u64 = 4096;
+
+/// The embeddings response for `request`: for each input (a string or an
+/// array of token ids) a unit vector that depends only on it, with
+/// `dimensions` entries (8 unless asked), as floats or, with
+/// `encoding_format: "base64"`, as little-endian `f32`s in base64 — what
+/// the OpenAI SDKs ask for by default. Usage counts the input's tokens.
+pub fn embeddings_json(request: &ChatRequest) -> Vec<u8> {
+    let inputs: Vec<Value> = match request.field("input") {
+        Some(Value::Array(items)) if items.iter().all(|item| !item.is_number()) => items.clone(),
+        Some(input) => vec![input.clone()],
+        None => Vec::new(),
+    };
+    let dimensions = request
+        .field("dimensions")
+        .and_then(Value::as_u64)
+        .unwrap_or(EMBEDDING_DIMENSIONS)
+        .clamp(1, MAX_EMBEDDING_DIMENSIONS);
+    let base64 = request.field("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let seed = fnv1a(std::iter::once(input.to_string()));
+            let raw: Vec<f32> = (0..dimensions)
+                .map(|i| ((seed.rotate_left(i as u32 % 64) % 2000) as f32 / 1000.0) - 1.0)
+                .collect();
+            let norm = raw
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::EPSILON);
+            let vector: Vec<f32> = raw.iter().map(|x| x / norm).collect();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                Value::from(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    // About four characters a token, each input counted apart.
+    let prompt_tokens: u64 = inputs
+        .iter()
+        .map(|input| match input {
+            Value::String(text) => (text.chars().count() as u64).div_ceil(4).max(1),
+            Value::Array(ids) => ids.len() as u64,
+            _ => 1,
+        })
+        .sum();
+    to_vec(&json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }))
 }
 
 /// The tool a request's reply calls: the one `tool_choice` names, or the
@@ -313,6 +454,62 @@ mod tests {
 
     fn request(body: Value) -> ChatRequest {
         ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn embeddings_are_unit_vectors_of_their_input_alone() {
+        let embed = |body: Value| -> Value {
+            let request =
+                ChatRequest::parse_at(Endpoint::Embeddings, body.to_string().as_bytes()).unwrap();
+            serde_json::from_slice(&embeddings_json(&request)).unwrap()
+        };
+        let both = embed(json!({"model": "e", "input": ["a", "b"], "dimensions": 16}));
+        let alone = embed(json!({"model": "e", "input": "b", "dimensions": 16}));
+        assert_eq!(both["data"][1]["embedding"], alone["data"][0]["embedding"]);
+        assert_ne!(both["data"][0]["embedding"], both["data"][1]["embedding"]);
+        let vector: Vec<f64> =
+            serde_json::from_value(alone["data"][0]["embedding"].clone()).unwrap();
+        assert_eq!(vector.len(), 16);
+        assert!((vector.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
+        assert_eq!(both["usage"]["prompt_tokens"], 2);
+        let encoded = embed(
+            json!({"model": "e", "input": "b", "dimensions": 16, "encoding_format": "base64"}),
+        );
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded["data"][0]["embedding"].as_str().unwrap())
+            .unwrap();
+        let decoded: Vec<f64> = bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect();
+        assert_eq!(decoded, vector);
+        let ids = embed(json!({"model": "e", "input": [1, 2, 3]}));
+        assert_eq!(
+            ids["data"].as_array().unwrap().len(),
+            1,
+            "one input of token ids"
+        );
+        assert_eq!(ids["usage"]["prompt_tokens"], 3);
+    }
+
+    #[test]
+    fn a_text_completion_streams_the_same_text() {
+        let request = ChatRequest::parse_at(
+            Endpoint::Completions,
+            br#"{"model":"c","prompt":"Once upon","max_tokens":4}"#,
+        )
+        .unwrap();
+        let completion = MockCompletion::for_request(&request, 16);
+        let whole: Value = serde_json::from_slice(&completion.text_completion_json()).unwrap();
+        let streamed: String = completion
+            .text_chunk_payloads(true)
+            .iter()
+            .map(|p| serde_json::from_slice::<Value>(p).unwrap())
+            .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(whole["choices"][0]["text"], streamed.as_str());
+        assert_eq!(whole["usage"]["completion_tokens"], 4);
+        assert_eq!(whole["object"], "text_completion");
     }
 
     #[test]

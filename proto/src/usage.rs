@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
+    /// Absent from embeddings' usage: they produce none.
+    #[serde(default)]
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,

@@ -57,6 +57,14 @@ deployments = [{{ provider = "limited", model = "gpt-4o-mini" }}]
 alias = "priced"
 deployments = [{{ provider = "up", model = "gpt-4o", input_per_mtok = 1000, output_per_mtok = 2000 }}]
 
+[[models]]
+alias = "embed"
+deployments = [{{ provider = "up", model = "text-embedding-3-small" }}]
+
+[[models]]
+alias = "instruct"
+deployments = [{{ provider = "up", model = "gpt-3.5-turbo-instruct" }}]
+
 [[keys]]
 name = "sdk"
 key = "{KEY}"
@@ -125,7 +133,25 @@ def test_streaming_by_default_hides_usage_but_counts_it(client, node):
 
 
 def test_models_list(client):
-    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited", "priced"]
+    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited", "priced", "embed", "instruct"]
+
+
+def test_embeddings(client):
+    # The SDK asks for base64 and decodes it to floats itself.
+    result = client.embeddings.create(model="embed", input=["first", "second"], dimensions=8)
+    assert result.model == "embed"
+    assert [item.index for item in result.data] == [0, 1]
+    assert all(len(item.embedding) == 8 for item in result.data)
+    assert abs(sum(x * x for x in result.data[0].embedding) - 1) < 1e-4
+    assert result.usage.prompt_tokens > 0
+
+
+def test_legacy_completions(client):
+    whole = client.completions.create(model="instruct", prompt="Once upon a time", max_tokens=5)
+    assert whole.model == "instruct"
+    assert whole.usage.completion_tokens == 5
+    stream = client.completions.create(model="instruct", prompt="Once upon a time", max_tokens=5, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices) == whole.choices[0].text
 
 
 def test_unknown_model_is_not_found(client):

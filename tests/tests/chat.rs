@@ -16,6 +16,7 @@ async fn request_reaches_upstream_unchanged_except_model_and_response_carries_al
         "model": "fast",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
         "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+        "tool_choice": "none",
         "response_format": {"type": "json_object"},
         "logprobs": true,
         "seed": 42,

@@ -1,11 +1,11 @@
-//! What admission reserves for a chat request before anyone knows what it
+//! What admission reserves for a request before anyone knows what it
 //! will use: its prompt's tokens plus the most its reply may take
 //! (`max_tokens`, or the alias's default), at the highest price among the
 //! alias's deployments. Settling replaces it with the real figures, so
 //! the estimate only has to be quick and rarely low.
 
 use chorus_proto::chat::content_text;
-use chorus_proto::{ChatRequest, Usage};
+use chorus_proto::{ChatRequest, Endpoint, Usage};
 use serde_json::Value;
 
 use super::Reservation;
@@ -34,7 +34,14 @@ pub fn reservation(request: &ChatRequest, route: &AliasRoute) -> Reservation {
 
 /// The prompt's estimated tokens and the most the reply may take.
 pub fn request_tokens(request: &ChatRequest, route: &AliasRoute) -> (u64, u64) {
-    let prompt = prompt_tokens(request.messages());
+    let prompt = match request.endpoint {
+        Endpoint::ChatCompletions => prompt_tokens(request.messages()),
+        Endpoint::Completions | Endpoint::Embeddings => {
+            let mut text = String::new();
+            let ids = request.input_text(&mut text);
+            (text.len() as u64).div_ceil(BYTES_PER_TOKEN) + ids
+        }
+    };
     let output = request
         .max_output_tokens()
         .unwrap_or(route.default_max_tokens);

@@ -155,6 +155,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
             let deployment = &route.targets.first().context("no deployment")?.deployment;
             let call = UpstreamCall {
                 request_id: "bench".into(),
+                endpoint: request.endpoint,
                 body: request.upstream_body(&deployment.spec().upstream_model, false),
                 stream: false,
             };

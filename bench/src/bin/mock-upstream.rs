@@ -1,8 +1,8 @@
 //! `mock-upstream`: an OpenAI-compatible and Anthropic-compatible upstream
 //! for tests and benchmarks.
 //!
-//! It answers `POST /v1/chat/completions` and `POST /v1/messages`
-//! (streaming and not) with the same deterministic completions as the
+//! It answers `POST /v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings` and Anthropic's `/v1/messages` (streaming and not) with the same deterministic completions as the
 //! node's built-in mock, with real SSE framing and `usage`. Messages
 //! requests are checked as strictly as Anthropic checks them (see
 //! `messages_check`), so a translation that Anthropic would refuse fails
@@ -32,8 +32,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use bytes::BytesMut;
 use chorus_proto::anthropic::{self, stream::ToEvents};
-use chorus_proto::mock::MockCompletion;
-use chorus_proto::{sse, ChatRequest, ErrorBody, ErrorType};
+use chorus_proto::mock::{MockCompletion, MockReply};
+use chorus_proto::{sse, ChatRequest, Endpoint, ErrorBody, ErrorType};
 use clap::Parser;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -187,8 +187,18 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ResetConnection> {
     match (request.method(), request.uri().path()) {
-        (&Method::POST, "/v1/chat/completions") => chat(mock, request, Format::OpenAi).await,
-        (&Method::POST, "/v1/messages") => chat(mock, request, Format::Anthropic).await,
+        (&Method::POST, "/v1/chat/completions") => {
+            chat(mock, request, Format::OpenAi, Endpoint::ChatCompletions).await
+        }
+        (&Method::POST, "/v1/completions") => {
+            chat(mock, request, Format::OpenAi, Endpoint::Completions).await
+        }
+        (&Method::POST, "/v1/embeddings") => {
+            chat(mock, request, Format::OpenAi, Endpoint::Embeddings).await
+        }
+        (&Method::POST, "/v1/messages") => {
+            chat(mock, request, Format::Anthropic, Endpoint::ChatCompletions).await
+        }
         (&Method::GET, "/v1/models") => Ok(json_response(
             StatusCode::OK,
             json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock-upstream"}]}),
@@ -225,6 +235,7 @@ async fn chat(
     mock: Arc<Mock>,
     request: Request<Incoming>,
     format: Format,
+    endpoint: Endpoint,
 ) -> Result<Response<Body>, ResetConnection> {
     mock.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
@@ -299,37 +310,46 @@ async fn chat(
         _ => {}
     }
     let parsed = match format {
-        Format::OpenAi => ChatRequest::parse(&body).map_err(|e| e.to_string()),
+        Format::OpenAi => ChatRequest::parse_at(endpoint, &body).map_err(|e| e.to_string()),
         Format::Anthropic => messages_request(&parts.headers, &body),
     };
     let chat = match parsed {
         Ok(chat) => chat,
         Err(message) => return Ok(error_response(format, StatusCode::BAD_REQUEST, &message)),
     };
-    let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
-    if !chat.stream {
-        sleep_unless_zero(knobs.latency).await;
-        if fault == Some(Fault::Garbage) {
+    let reply = match format {
+        Format::OpenAi => MockReply::to(&chat, knobs.output_tokens),
+        Format::Anthropic => {
+            let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
+            if chat.stream {
+                MockReply::Chunks(completion.chunk_payloads(true))
+            } else {
+                let message = anthropic::reply::to_message(&completion.completion_json());
+                MockReply::Whole(message.unwrap_or_default())
+            }
+        }
+    };
+    let payloads = match reply {
+        MockReply::Whole(body) => {
+            sleep_unless_zero(knobs.latency).await;
+            if fault == Some(Fault::Garbage) {
+                return Ok(body_response(
+                    StatusCode::OK,
+                    "application/json",
+                    Bytes::from_static(b"{\"id\": \"chatcmpl-garb"),
+                ));
+            }
             return Ok(body_response(
                 StatusCode::OK,
                 "application/json",
-                Bytes::from_static(b"{\"id\": \"chatcmpl-garb"),
+                Bytes::from(body),
             ));
         }
-        let completion = completion.completion_json();
-        let body = match format {
-            Format::OpenAi => completion,
-            Format::Anthropic => anthropic::reply::to_message(&completion).unwrap_or_default(),
-        };
-        return Ok(body_response(
-            StatusCode::OK,
-            "application/json",
-            Bytes::from(body),
-        ));
-    }
+        MockReply::Chunks(payloads) => payloads,
+    };
     let frames = match format {
-        Format::OpenAi => openai_frames(&completion, chat.include_usage),
-        Format::Anthropic => anthropic_frames(&completion),
+        Format::OpenAi => openai_frames(&payloads),
+        Format::Anthropic => anthropic_frames(&payloads),
     };
     let usage_last = format == Format::OpenAi && chat.include_usage;
     Ok(stream_response(
@@ -438,9 +458,8 @@ fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Resu
     Ok(())
 }
 
-fn openai_frames(completion: &MockCompletion, include_usage: bool) -> Vec<Bytes> {
-    let mut frames: Vec<Bytes> = completion
-        .chunk_payloads(include_usage)
+fn openai_frames(payloads: &[Vec<u8>]) -> Vec<Bytes> {
+    let mut frames: Vec<Bytes> = payloads
         .iter()
         .map(|payload| sse::data_frame(payload))
         .collect();
@@ -451,10 +470,9 @@ fn openai_frames(completion: &MockCompletion, include_usage: bool) -> Vec<Bytes>
 /// The completion's chunks as Anthropic events, one frame of events per
 /// chunk so pacing applies as it does to OpenAI streams, with a `ping`
 /// after the start as Anthropic sends one.
-fn anthropic_frames(completion: &MockCompletion) -> Vec<Bytes> {
+fn anthropic_frames(payloads: &[Vec<u8>]) -> Vec<Bytes> {
     let mut events = ToEvents::default();
-    let mut frames: Vec<Bytes> = completion
-        .chunk_payloads(true)
+    let mut frames: Vec<Bytes> = payloads
         .iter()
         .map(|payload| {
             let mut out = BytesMut::new();

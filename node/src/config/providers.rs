@@ -63,8 +63,8 @@ pub struct ProviderConfig {
 #[derive(Clone)]
 pub enum ProviderKind {
     OpenAi {
-        /// `base_url` + `/chat/completions`, parsed once here.
-        completions_url: reqwest::Url,
+        /// `base_url`, parsed once here; each endpoint's path is appended.
+        base_url: reqwest::Url,
         api_key: Option<String>,
         /// Sent with every call; values may be secrets.
         headers: Vec<(String, String)>,
@@ -90,13 +90,13 @@ impl std::fmt::Debug for ProviderKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProviderKind::OpenAi {
-                completions_url,
+                base_url,
                 api_key,
                 headers,
                 stream_usage,
             } => f
                 .debug_struct("OpenAi")
-                .field("host", &completions_url.host_str())
+                .field("host", &base_url.host_str())
                 .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
                 .field(
                     "headers",
@@ -172,7 +172,7 @@ pub fn check(raw: &[RawProvider], checker: &mut Checker) -> Vec<ProviderConfig> 
 
 /// `base` with `endpoint` appended to its path, keeping any query
 /// (Azure's `?api-version=`).
-fn endpoint_url(mut base: reqwest::Url, endpoint: &str) -> reqwest::Url {
+pub fn endpoint_url(mut base: reqwest::Url, endpoint: &str) -> reqwest::Url {
     let path = format!("{}/{endpoint}", base.path().trim_end_matches('/'));
     base.set_path(&path);
     base
@@ -214,11 +214,11 @@ fn kind(
     match provider.format.as_str() {
         "openai" => {
             let fits = not_mock(checker) & not_anthropic(checker);
-            let completions_url = http_url(provider, None, "chat/completions", at, checker);
+            let base_url = http_url(provider, None, at, checker);
             let api_key = api_key(provider, at, checker);
             let headers = http_headers(provider, at, checker);
             Some(ProviderKind::OpenAi {
-                completions_url: completions_url?,
+                base_url: base_url?,
                 api_key: api_key?,
                 headers: headers?,
                 stream_usage: provider.stream_usage.unwrap_or(true),
@@ -233,8 +233,8 @@ fn kind(
                     provider.stream_usage.is_some(),
                     "format `openai`",
                 );
-            let messages_url =
-                http_url(provider, Some(ANTHROPIC_BASE_URL), "messages", at, checker);
+            let messages_url = http_url(provider, Some(ANTHROPIC_BASE_URL), at, checker)
+                .map(|base| endpoint_url(base, "messages"));
             let api_key = api_key(provider, at, checker);
             let headers = http_headers(provider, at, checker);
             let version = provider
@@ -321,11 +321,10 @@ fn api_key(
     }
 }
 
-/// `base_url` (or `default` when none is written) with `endpoint` appended.
+/// `base_url`, or `default` when none is written.
 fn http_url(
     provider: &RawProvider,
     default: Option<&str>,
-    endpoint: &str,
     at: &dyn Fn(&str) -> String,
     checker: &mut Checker,
 ) -> Option<reqwest::Url> {
@@ -343,9 +342,7 @@ fn http_url(
     // in the URL, say) is never printed.
     let base_url = checker.expand(&at("base_url"), written)?;
     match reqwest::Url::parse(&base_url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-            Some(endpoint_url(url, endpoint))
-        }
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
         Ok(_) => {
             checker.problem(
                 at("base_url"),

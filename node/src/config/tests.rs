@@ -49,13 +49,13 @@ fn accepts_a_good_config_and_hashes_keys() {
     );
     match &config.providers[0].kind {
         ProviderKind::OpenAi {
-            completions_url,
+            base_url,
             api_key,
             stream_usage,
             ..
         } => {
             assert_eq!(
-                completions_url.as_str(),
+                providers::endpoint_url(base_url.clone(), "chat/completions").as_str(),
                 "http://127.0.0.1:9001/v1/chat/completions"
             );
             assert_eq!(api_key.as_deref(), Some("secret"));

@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions` and `POST /v1/messages`, in the order a
-//! request meets its checks: authenticate the key, read the body within
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
+//! `/v1/messages`, in the order a request meets its checks: authenticate the key, read the body within
 //! the size limit, parse it in the client's [`Dialect`], resolve the alias,
 //! check the key may use it, admit it against the key's and team's limits,
 //! then hand the call to a `RequestActor` and turn its reply into a body or
@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
-use chorus_proto::{ChatRequest, ErrorType};
+use chorus_proto::{ChatRequest, Endpoint, ErrorType};
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -34,7 +34,47 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    serve(Dialect::OpenAi, &state, &context, &headers, body).await
+    serve(
+        Dialect::OpenAi(Endpoint::ChatCompletions),
+        &state,
+        &context,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// The legacy text completions.
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(
+        Dialect::OpenAi(Endpoint::Completions),
+        &state,
+        &context,
+        &headers,
+        body,
+    )
+    .await
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(
+        Dialect::OpenAi(Endpoint::Embeddings),
+        &state,
+        &context,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// For Anthropic clients: the same aliases, limits and providers.

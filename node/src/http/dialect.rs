@@ -1,7 +1,8 @@
-//! The two formats clients speak: OpenAI's chat completions and
-//! Anthropic's messages. A request in either runs the same pipeline (keys,
-//! limits, routing, any provider); only reading the body and writing the
-//! answer, stream or error differ, and they are here.
+//! The formats clients speak: OpenAI's (chat completions, text
+//! completions, embeddings) and Anthropic's messages. A request in any
+//! runs the same pipeline (keys, limits, routing, any provider); only
+//! reading the body and writing the answer, stream or error differ, and
+//! they are here.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
 use chorus_proto::sse::{self, Frame};
-use chorus_proto::{ChatRequest, ErrorBody, ErrorType, RequestError};
+use chorus_proto::{ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::StatusCode;
@@ -20,8 +21,8 @@ use super::ApiError;
 /// The format of a client's request and of everything it gets back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// `POST /v1/chat/completions`: passed through as it is.
-    OpenAi,
+    /// An OpenAI endpoint: passed through as it is.
+    OpenAi(Endpoint),
     /// `POST /v1/messages`: translated to a chat request on the way in and
     /// back into a message, events or an Anthropic error on the way out.
     Anthropic,
@@ -30,7 +31,7 @@ pub enum Dialect {
 impl Dialect {
     pub fn parse(self, body: &[u8]) -> Result<ChatRequest, ApiError> {
         let parsed = match self {
-            Dialect::OpenAi => ChatRequest::parse(body),
+            Dialect::OpenAi(endpoint) => ChatRequest::parse_at(endpoint, body),
             Dialect::Anthropic => parse_messages(body),
         };
         parsed.map_err(|e| ApiError::bad_request(e.to_error_body()))
@@ -38,7 +39,7 @@ impl Dialect {
 
     pub fn error(self, error: ApiError) -> Response {
         match self {
-            Dialect::OpenAi => error.into_response(),
+            Dialect::OpenAi(_) => error.into_response(),
             Dialect::Anthropic => error.into_anthropic_response(),
         }
     }
@@ -46,7 +47,7 @@ impl Dialect {
     /// A whole completion, `model` already the alias, in this format.
     pub fn complete(self, completion: Bytes) -> Result<Bytes, ApiError> {
         match self {
-            Dialect::OpenAi => Ok(completion),
+            Dialect::OpenAi(_) => Ok(completion),
             Dialect::Anthropic => {
                 reply::to_message(&completion)
                     .map(Bytes::from)
@@ -65,7 +66,7 @@ impl Dialect {
     /// The body of a stream of OpenAI SSE frames, in this format.
     pub fn stream(self, frames: BoxStream<'static, Bytes>) -> Body {
         match self {
-            Dialect::OpenAi => Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
+            Dialect::OpenAi(_) => Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
             Dialect::Anthropic => {
                 let mut events = ToEvents::default();
                 let translated = frames

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::anthropic::stream::ToChunks;
 use chorus_proto::anthropic::{self, reply};
+use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::header::HeaderMap;
@@ -72,7 +73,10 @@ impl Provider for AnthropicProvider {
     }
 
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
-        let body = self.messages_body(&call.body);
+        let body = match call.endpoint {
+            Endpoint::ChatCompletions => self.messages_body(&call.body),
+            other => Err(chat_only(other)),
+        };
         let request = self
             .http
             .post(self.messages_url.clone())
@@ -102,6 +106,23 @@ impl Provider for AnthropicProvider {
                 .boxed();
             Ok(UpstreamReply::Stream(events))
         })
+    }
+}
+
+/// The 400 for a text completion or embeddings request, which the
+/// Messages API has no endpoint for.
+fn chat_only(endpoint: Endpoint) -> ProviderError {
+    let error = chorus_proto::RequestError::Untranslatable {
+        field: "model",
+        reason: format!(
+            "this model is served by Anthropic, which has no `/v1/{}` endpoint",
+            endpoint.path()
+        ),
+    };
+    ProviderError::Status {
+        status: 400,
+        body: error.to_error_body().to_json().into(),
+        retry_after: None,
     }
 }
 

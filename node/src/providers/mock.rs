@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_actors::{Provider, ProviderError, UpstreamCall, UpstreamReply};
-use chorus_proto::mock::MockCompletion;
+use chorus_proto::mock::MockReply;
 use chorus_proto::{sse, ChatRequest};
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -35,17 +35,20 @@ impl Provider for MockProvider {
         let token_delay = self.token_delay;
         let output_tokens = self.output_tokens;
         Box::pin(async move {
-            let request = ChatRequest::parse(&call.body)
+            let request = ChatRequest::parse_at(call.endpoint, &call.body)
                 .map_err(|e| ProviderError::Malformed(e.to_string()))?;
-            let completion = MockCompletion::for_request(&request, output_tokens);
-            if !request.stream {
-                let tokens = u32::try_from(completion.tokens.len()).unwrap_or(u32::MAX);
-                tokio::time::sleep(token_delay.saturating_mul(tokens)).await;
-                return Ok(UpstreamReply::Complete(Bytes::from(
-                    completion.completion_json(),
-                )));
-            }
-            let payloads = completion.chunk_payloads(request.include_usage);
+            let payloads = match MockReply::to(&request, output_tokens) {
+                MockReply::Whole(body) => {
+                    let tokens = request
+                        .max_output_tokens()
+                        .unwrap_or(output_tokens)
+                        .min(output_tokens);
+                    let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+                    tokio::time::sleep(token_delay.saturating_mul(tokens)).await;
+                    return Ok(UpstreamReply::Complete(Bytes::from(body)));
+                }
+                MockReply::Chunks(payloads) => payloads,
+            };
             let data = payloads
                 .into_iter()
                 .map(|payload| String::from_utf8_lossy(&payload).into_owned())

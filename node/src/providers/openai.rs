@@ -3,15 +3,19 @@
 //! whole body or as SSE events, each event's data as it was sent.
 
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
+use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::header::{HeaderMap, AUTHORIZATION};
 
 use super::http::{post, read_completion, secret_headers, sse_events};
+use crate::config::endpoint_url;
 
 pub struct OpenAiProvider {
     http: reqwest::Client,
+    chat_url: reqwest::Url,
     completions_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     /// `Authorization` and the provider's configured headers.
     headers: HeaderMap,
     stream_usage: bool,
@@ -20,16 +24,19 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     pub fn new(
         http: reqwest::Client,
-        completions_url: reqwest::Url,
+        base_url: &reqwest::Url,
         api_key: Option<&str>,
         extra_headers: &[(String, String)],
         stream_usage: bool,
     ) -> Self {
         let authorization =
             api_key.map(|key| (AUTHORIZATION.as_str().to_owned(), format!("Bearer {key}")));
+        let url = |endpoint: Endpoint| endpoint_url(base_url.clone(), endpoint.path());
         OpenAiProvider {
             http,
-            completions_url,
+            chat_url: url(Endpoint::ChatCompletions),
+            completions_url: url(Endpoint::Completions),
+            embeddings_url: url(Endpoint::Embeddings),
             headers: secret_headers(extra_headers.iter().cloned().chain(authorization)),
             stream_usage,
         }
@@ -42,9 +49,14 @@ impl Provider for OpenAiProvider {
     }
 
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
+        let url = match call.endpoint {
+            Endpoint::ChatCompletions => &self.chat_url,
+            Endpoint::Completions => &self.completions_url,
+            Endpoint::Embeddings => &self.embeddings_url,
+        };
         let request = self
             .http
-            .post(self.completions_url.clone())
+            .post(url.clone())
             .headers(self.headers.clone())
             .header("x-request-id", call.request_id)
             .body(call.body);
