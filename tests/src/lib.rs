@@ -39,8 +39,10 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A fresh scratch directory for one test's files.
-pub fn scratch_dir() -> PathBuf {
+/// A fresh scratch directory for one test's files (stores of several
+/// nodes can take hundreds of MB), removed when dropped unless the test is
+/// failing: then it stays for a look.
+pub fn scratch_dir() -> ScratchDir {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "chorus-test-{}-{}",
@@ -48,7 +50,32 @@ pub fn scratch_dir() -> PathBuf {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    ScratchDir(dir)
+}
+
+/// See [`scratch_dir`]. Hold it for as long as the files are used.
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A child process that is killed when dropped.
@@ -124,17 +151,14 @@ pub struct Node {
     process: Process,
     pub address: String,
     pub log_path: PathBuf,
-    /// Its config and log: removed when the node is dropped, unless the
+    /// Its config and log: removed after the node is killed, unless the
     /// test is failing and the log may say why.
-    dir: PathBuf,
+    _dir: ScratchDir,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -164,7 +188,7 @@ impl Node {
             process,
             address,
             log_path,
-            dir,
+            _dir: dir,
         };
         node.wait_ready().await;
         node

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_tests::{chat_body, scratch_dir, start_cluster, TEST_KEY};
+use chorus_tests::{chat_body, scratch_dir, start_cluster, ScratchDir, TEST_KEY};
 
 const SECRET: &str = "balancer-test-secret-0123456789";
 
@@ -19,12 +19,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Balancer(Child);
+/// HAProxy, and the directory of its config, kept while it runs.
+struct Balancer {
+    process: Child,
+    _config_dir: ScratchDir,
+}
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -43,7 +47,8 @@ fn start_haproxy(port: u16, backends: &[&str]) -> Balancer {
          frontend chorus\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
          backend nodes\n    balance roundrobin\n{servers}"
     );
-    let path = scratch_dir().join("haproxy.cfg");
+    let dir = scratch_dir();
+    let path = dir.join("haproxy.cfg");
     std::fs::write(&path, config).unwrap();
     let child = Command::new("haproxy")
         .arg("-db")
@@ -53,7 +58,10 @@ fn start_haproxy(port: u16, backends: &[&str]) -> Balancer {
         .stderr(Stdio::null())
         .spawn()
         .expect("cannot run haproxy: install Debian's haproxy, as tests/run.sh does");
-    Balancer(child)
+    Balancer {
+        process: child,
+        _config_dir: dir,
+    }
 }
 
 #[tokio::test]

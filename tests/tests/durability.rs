@@ -64,7 +64,8 @@ struct StoredCluster {
     nodes: Vec<Node>,
     configs: Vec<String>,
     gossip_ports: Vec<u16>,
-    data: std::path::PathBuf,
+    /// Dropped after the nodes: their stores go with it.
+    data: chorus_tests::ScratchDir,
 }
 
 /// A cluster of `ids`, each node storing under a fresh directory, with

@@ -34,7 +34,7 @@ async fn local_sh_starts_a_balanced_cluster_and_stops_it() {
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .env("HOME", &home)
+        .env("HOME", &*home)
         .env_remove("XDG_DATA_HOME")
         .env_remove("CARGO_TARGET_DIR")
         .env("CHORUS_BIN", bin_dir().join("chorus"))

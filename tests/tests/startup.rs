@@ -22,7 +22,8 @@ deployments = [{ provider = "builtin", model = "m" }]
 
 /// Runs `chorus serve` on `config` and returns (exit code, stderr).
 fn serve_fails(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let path = scratch_dir().join("bad.toml");
+    let dir = scratch_dir();
+    let path = dir.join("bad.toml");
     std::fs::write(&path, config).unwrap();
     let output = Command::new(bin_dir().join("chorus"))
         .args(["serve", "--config"])
@@ -247,7 +248,8 @@ async fn listen_flag_and_env_override_the_file() {
         probe.local_addr().unwrap().port()
     };
     let config = format!("[server]\nlisten = \"127.0.0.1:1\"\n{GOOD_MODELS}");
-    let path = scratch_dir().join("listen.toml");
+    let dir = scratch_dir();
+    let path = dir.join("listen.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(bin_dir().join("chorus"))
         .arg("serve")
