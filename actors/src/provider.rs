@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_proto::sse::SseEvent;
 use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -22,8 +23,10 @@ pub struct UpstreamCall {
     pub stream: bool,
 }
 
-/// The `data` field of each SSE event the upstream sends, in order.
-pub type EventStream = BoxStream<'static, Result<String, ProviderError>>;
+/// The SSE events the upstream sends, in order, as OpenAI chunk events:
+/// each kept as it came, so all but `model` can be forwarded byte for
+/// byte.
+pub type EventStream = BoxStream<'static, Result<SseEvent, ProviderError>>;
 
 /// A successful (2xx) upstream answer.
 pub enum UpstreamReply {

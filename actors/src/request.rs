@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_proto::chat::rewrite_model;
+use chorus_proto::rewrite::rewrite_model;
 use chorus_proto::{sse, ChatRequest, Usage};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -618,40 +618,37 @@ impl Stream<'_> {
                 }
             };
             let (frame, done) = match next {
-                Ok(Some(Ok(data))) if data == sse::DONE => (sse::done_frame(), true),
-                Ok(Some(Ok(data))) => {
-                    let rewritten = match rewrite_model(
-                        data.as_bytes(),
-                        self.alias,
-                        self.hide_usage,
-                        &mut text,
-                    ) {
-                        Ok(rewritten) => rewritten,
-                        Err(detail) => {
-                            return self
-                                .fail(
-                                    client,
-                                    ProviderError::Malformed(detail),
-                                    ttft,
-                                    text,
-                                    &frames_tx,
-                                )
-                                .await
-                        }
-                    };
-                    self.record
-                        .note_usage_error(rewritten.usage_error.as_deref());
-                    usage = rewritten.usage.or(usage);
-                    let Some(json) = rewritten.json else {
-                        continue;
-                    };
-                    let frame = sse::data_frame(&json);
-                    if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
-                        held.push(frame);
+                Ok(Some(Ok(event))) => match event.data() {
+                    // A comment or keep-alive: passed on, in order.
+                    None if matches!(client, ClientSide::Waiting(..)) => {
+                        held.push(event.raw().clone());
                         continue;
                     }
-                    (frame, false)
-                }
+                    None => (event.raw().clone(), false),
+                    Some(data) if data == sse::DONE.as_bytes() => (event.raw().clone(), true),
+                    Some(data) => {
+                        let rewritten =
+                            match rewrite_model(data, self.alias, self.hide_usage, &mut text) {
+                                Ok(rewritten) => rewritten,
+                                Err(detail) => {
+                                    let cause = ProviderError::Malformed(detail);
+                                    return self.fail(client, cause, ttft, text, &frames_tx).await;
+                                }
+                            };
+                        self.record
+                            .note_usage_error(rewritten.usage_error.as_deref());
+                        usage = rewritten.usage.or(usage);
+                        let Some(json) = rewritten.json else {
+                            continue;
+                        };
+                        let frame = event.with_data(&json);
+                        if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
+                            held.push(frame);
+                            continue;
+                        }
+                        (frame, false)
+                    }
+                },
                 Ok(Some(Err(cause))) => {
                     return self.fail(client, cause, ttft, text, &frames_tx).await
                 }

@@ -6,7 +6,6 @@
 use serde_json::{Map, Value};
 
 use crate::endpoint::{input_text, Endpoint};
-use crate::usage::Usage;
 
 /// A request as the client sent it, to any [`Endpoint`] (chat completions
 /// unless said otherwise). Only `model`, the input (`messages`, `prompt`
@@ -213,117 +212,6 @@ pub(crate) fn wrong_type(field: &'static str, expected: &'static str) -> Request
     RequestError::WrongType { field, expected }
 }
 
-/// A completion or stream chunk with `model` set to the client's alias.
-#[derive(Debug, Clone)]
-pub struct RewrittenBody {
-    /// `None` for a chunk the client must not see: the usage chunk of a
-    /// stream whose client did not ask for usage.
-    pub json: Option<Vec<u8>>,
-    /// The `usage` object, when the upstream reported one in this body.
-    pub usage: Option<Usage>,
-    /// Why a `usage` object that was there could not be read.
-    pub usage_error: Option<String>,
-    /// Whether it carries any of the reply: not a stream's opening chunk
-    /// that only names the role, which a gateway may hold back until
-    /// content follows.
-    pub starts_reply: bool,
-}
-
-/// Puts the alias back into an upstream completion or chunk and reads its
-/// usage. With `hide_usage`, a usage chunk (no choices, a usage object)
-/// is held back and the `usage: null` other chunks carry is removed, so a
-/// client that did not ask for usage sees the stream it would have seen
-/// without it. Fails only when the upstream sent something that is not a
-/// JSON object. `text` collects what the body says, for estimating tokens
-/// should no usage come.
-pub fn rewrite_model(
-    upstream_json: &[u8],
-    alias: &str,
-    hide_usage: bool,
-    text: &mut String,
-) -> Result<RewrittenBody, String> {
-    let mut body: Map<String, Value> =
-        serde_json::from_slice(upstream_json).map_err(|e| e.to_string())?;
-    if let Some(model) = body.get_mut("model") {
-        *model = Value::String(alias.to_owned());
-    }
-    output_text(&body, text);
-    let (usage, usage_error) = match Usage::from_json(body.get("usage")) {
-        Ok(usage) => (usage, None),
-        Err(error) => (None, Some(error)),
-    };
-    if hide_usage {
-        let usage_chunk = body.get("usage").is_some_and(|usage| !usage.is_null())
-            && body
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
-        if usage_chunk {
-            return Ok(RewrittenBody {
-                json: None,
-                usage,
-                usage_error,
-                starts_reply: true,
-            });
-        }
-        if body.get("usage").is_some_and(Value::is_null) {
-            body.remove("usage");
-        }
-    }
-    let json = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-    Ok(RewrittenBody {
-        json: Some(json),
-        usage,
-        usage_error,
-        starts_reply: !is_role_only(&body),
-    })
-}
-
-/// A stream chunk that carries none of the reply: its choices only open
-/// the assistant's message (a `role`, no or empty `content`, nothing else,
-/// no `finish_reason`), or it has no choices and no usage (Azure's opening
-/// `prompt_filter_results`).
-fn is_role_only(body: &Map<String, Value>) -> bool {
-    let Some(choices) = body.get("choices").and_then(Value::as_array) else {
-        return false;
-    };
-    if choices.is_empty() {
-        return body.get("usage").is_none_or(Value::is_null);
-    }
-    let opening = |choice: &Value| {
-        let finished = choice
-            .get("finish_reason")
-            .is_some_and(|reason| !reason.is_null());
-        let Some(Value::Object(delta)) = choice.get("delta") else {
-            return false;
-        };
-        !finished
-            && delta.iter().all(|(field, value)| match field.as_str() {
-                "role" => true,
-                "content" => value.is_null() || value.as_str() == Some(""),
-                _ => value.is_null(),
-            })
-    };
-    choices.iter().all(opening)
-}
-
-/// Appends the text a completion or chunk produced: each choice's message
-/// or delta content, refusal and tool-call arguments.
-pub fn output_text(body: &Map<String, Value>, out: &mut String) {
-    let choices = body.get("choices").and_then(Value::as_array);
-    for choice in choices.into_iter().flatten() {
-        // A text completion's choice carries its text directly.
-        if let Some(text) = choice.get("text").and_then(Value::as_str) {
-            out.push_str(text);
-        }
-        for part in ["message", "delta"] {
-            if let Some(message) = choice.get(part) {
-                message_text(message, out);
-            }
-        }
-    }
-}
-
 /// Appends the text of a message's `content`: a string, or the text parts
 /// of an array of parts.
 pub fn content_text(content: Option<&Value>, out: &mut String) {
@@ -337,19 +225,6 @@ pub fn content_text(content: Option<&Value>, out: &mut String) {
             }
         }
         _ => {}
-    }
-}
-
-fn message_text(message: &Value, out: &mut String) {
-    content_text(message.get("content"), out);
-    if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
-        out.push_str(refusal);
-    }
-    let tool_calls = message.get("tool_calls").and_then(Value::as_array);
-    for call in tool_calls.into_iter().flatten() {
-        if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
-            out.push_str(arguments);
-        }
     }
 }
 
@@ -415,76 +290,6 @@ mod tests {
         let err = ChatRequest::parse(b"{\"model\": ").unwrap_err();
         assert_eq!(err.code(), "invalid_json");
         assert!(ChatRequest::parse(&[0xff, 0xfe]).is_err());
-    }
-
-    #[test]
-    fn a_role_only_opening_chunk_does_not_start_the_reply() {
-        let starts = |chunk: Value| rewrite(chunk.to_string().as_bytes(), false).1.starts_reply;
-        let chunk = |delta: Value, finish: Value| {
-            json!({"id":"c","object":"chat.completion.chunk","model":"up",
-                "choices":[{"index":0,"delta":delta,"finish_reason":finish}]})
-        };
-        assert!(!starts(chunk(json!({"role":"assistant"}), Value::Null)));
-        assert!(!starts(chunk(
-            json!({"role":"assistant","content":""}),
-            Value::Null
-        )));
-        assert!(starts(chunk(json!({"content":"Hi"}), Value::Null)));
-        assert!(starts(chunk(
-            json!({"role":"assistant","content":null,
-            "tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}),
-            Value::Null
-        )));
-        assert!(
-            starts(chunk(json!({}), json!("stop"))),
-            "an empty reply still ends"
-        );
-    }
-
-    fn rewrite(upstream: &[u8], hide_usage: bool) -> (Option<Value>, RewrittenBody, String) {
-        let mut text = String::new();
-        let rewritten = rewrite_model(upstream, "fast", hide_usage, &mut text).unwrap();
-        let json = rewritten
-            .json
-            .as_ref()
-            .map(|json| serde_json::from_slice(json).unwrap());
-        (json, rewritten, text)
-    }
-
-    #[test]
-    fn rewrite_sets_alias_and_reads_usage_and_text() {
-        let upstream = br#"{"id":"x","model":"gpt-4o-mini","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-        let (json, rewritten, text) = rewrite(upstream, false);
-        assert_eq!(json.unwrap()["model"], "fast");
-        assert_eq!(rewritten.usage, Some(Usage::new(3, 4)));
-        assert_eq!(text, "Hi");
-        let (_, chunk, _) = rewrite(br#"{"model":"m","usage":null}"#, false);
-        assert_eq!(chunk.usage, None);
-        let (_, broken, _) = rewrite(br#"{"model":"m","usage":{"prompt_tokens":"x"}}"#, false);
-        assert!(broken.usage_error.is_some());
-        assert!(rewrite_model(b"not json", "fast", false, &mut String::new()).is_err());
-    }
-
-    #[test]
-    fn usage_the_client_did_not_ask_for_is_hidden() {
-        let chunk = br#"{"model":"m","choices":[{"delta":{"content":"a"}}],"usage":null}"#;
-        let (json, _, text) = rewrite(chunk, true);
-        assert_eq!(
-            json.unwrap(),
-            json!({"model":"fast","choices":[{"delta":{"content":"a"}}]})
-        );
-        assert_eq!(text, "a");
-        let (json, _, _) = rewrite(chunk, false);
-        assert!(
-            json.unwrap()["usage"].is_null(),
-            "kept for a client that asked"
-        );
-        let usage_chunk =
-            br#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
-        let (json, rewritten, _) = rewrite(usage_chunk, true);
-        assert_eq!(json, None);
-        assert_eq!(rewritten.usage, Some(Usage::new(3, 4)));
-        assert!(rewrite(usage_chunk, false).0.is_some());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod gossip;
 pub mod mock;
+pub mod rewrite;
 pub mod sse;
 pub mod usage;
 

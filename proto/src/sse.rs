@@ -1,7 +1,13 @@
-//! Server-sent-event framing of OpenAI streams: `data:` frames, the `[DONE]`
-//! terminator, and the `error` event that ends a stream which broke upstream.
+//! Server-sent events: reading an upstream's stream into whole events
+//! ([`EventReader`]), and the frames Chorus writes itself — `data:`
+//! frames, the `[DONE]` terminator, and the `error` event that ends a
+//! stream which broke upstream.
+
+mod reader;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub use reader::{EventReader, EventTooLarge, SseEvent, MAX_EVENT_BYTES};
 
 use crate::error::ErrorBody;
 
@@ -33,31 +39,6 @@ pub fn error_frame(error: &ErrorBody) -> Bytes {
     frame.freeze()
 }
 
-/// A frame written by the functions above, read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame<'a> {
-    /// A `data:` frame's payload.
-    Data(&'a [u8]),
-    Done,
-    /// An `error` event's payload: an OpenAI error object.
-    Error(&'a [u8]),
-}
-
-/// Reads one whole frame made by [`data_frame`], [`done_frame`] or
-/// [`error_frame`]; `None` for anything else.
-pub fn parse_frame(frame: &[u8]) -> Option<Frame<'_>> {
-    let frame = frame.strip_suffix(b"\n\n")?;
-    if let Some(payload) = frame.strip_prefix(b"event: error\ndata: ") {
-        return Some(Frame::Error(payload));
-    }
-    let payload = frame.strip_prefix(b"data: ")?;
-    Some(if payload == DONE.as_bytes() {
-        Frame::Done
-    } else {
-        Frame::Data(payload)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,17 +50,5 @@ mod tests {
         let frame = error_frame(&ErrorBody::new(ErrorType::Upstream, "cut"));
         assert!(frame.starts_with(b"event: error\ndata: {\"error\""));
         assert!(frame.ends_with(b"\n\n"));
-    }
-
-    #[test]
-    fn frames_read_back() {
-        assert_eq!(parse_frame(&data_frame(b"{}")), Some(Frame::Data(b"{}")));
-        assert_eq!(parse_frame(&done_frame()), Some(Frame::Done));
-        let error = ErrorBody::new(ErrorType::Upstream, "cut");
-        assert_eq!(
-            parse_frame(&error_frame(&error)),
-            Some(Frame::Error(&error.to_json()))
-        );
-        assert_eq!(parse_frame(b"id: 1\n\n"), None);
     }
 }

@@ -232,3 +232,35 @@ async fn the_builtin_mock_provider_completes_and_streams() {
     assert_eq!(events.len(), 3 + 2 + 1);
     assert_eq!(events.last().unwrap().1, "[DONE]");
 }
+
+#[tokio::test]
+async fn a_stream_passes_every_byte_but_the_model() {
+    let upstream = MockUpstream::start(&[]);
+    let config = standard_config(&upstream)
+        + &format!(
+            "\n[[providers]]\nname = \"extras\"\nformat = \"openai\"\nbase_url = \"{}\"\n\
+             headers = {{ \"x-mock-sse-extras\" = \"1\" }}\n\
+             [[models]]\nalias = \"extras\"\ndeployments = [{{ provider = \"extras\", model = \"gpt-4o-mini\" }}]\n",
+            upstream.base_url()
+        );
+    let node = Node::start(&config).await;
+    let mut request = chat_body("extras", true);
+    request["stream_options"] = json!({"include_usage": true});
+    let body = node.chat_text(&request).await;
+    // What the upstream sent, with only the model changed.
+    assert!(
+        body.starts_with(
+            "id: 0\ndata: {\"x_big\":123456789012345678901234567890,\"id\":\"chatcmpl-mock"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "\n\n: keep-alive\n\nid: 1\ndata: {\"x_big\":123456789012345678901234567890,"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("\"model\":\"extras\""), "{body}");
+    assert!(!body.contains("gpt-4o-mini"), "{body}");
+    assert!(body.ends_with("\n\ndata: [DONE]\n\n"), "{body}");
+}

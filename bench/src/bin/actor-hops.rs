@@ -23,7 +23,7 @@ use chorus_actors::{
     ReplyBody, RequestActor, RequestArgs, RequestTracker, RunId, SupervisorArgs, UpstreamCall,
     UpstreamReply,
 };
-use chorus_proto::chat::rewrite_model;
+use chorus_proto::rewrite::rewrite_model;
 use chorus_proto::ChatRequest;
 use clap::Parser;
 use futures::future::BoxFuture;

@@ -348,7 +348,7 @@ async fn chat(
         MockReply::Chunks(payloads) => payloads,
     };
     let frames = match format {
-        Format::OpenAi => openai_frames(&payloads),
+        Format::OpenAi => openai_frames(&payloads, header("x-mock-sse-extras").is_some()),
         Format::Anthropic => anthropic_frames(&payloads),
     };
     let usage_last = format == Format::OpenAi && chat.include_usage;
@@ -458,11 +458,31 @@ fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Resu
     Ok(())
 }
 
-fn openai_frames(payloads: &[Vec<u8>]) -> Vec<Bytes> {
+/// The stream's frames. With `extras` (header `x-mock-sse-extras`), as
+/// some servers send them: an `id:` line on each event, a `: keep-alive`
+/// comment after the first, and a number no 64-bit type holds in each
+/// chunk, for checking that a gateway passes all of it on untouched.
+fn openai_frames(payloads: &[Vec<u8>], extras: bool) -> Vec<Bytes> {
     let mut frames: Vec<Bytes> = payloads
         .iter()
-        .map(|payload| sse::data_frame(payload))
+        .enumerate()
+        .map(|(index, payload)| {
+            if !extras {
+                return sse::data_frame(payload);
+            }
+            let big = br#"{"x_big":123456789012345678901234567890,"#;
+            let payload = [&big[..], payload.get(1..).unwrap_or_default()].concat();
+            let event = [
+                format!("id: {index}\n").as_bytes(),
+                &sse::data_frame(&payload),
+            ]
+            .concat();
+            Bytes::from(event)
+        })
         .collect();
+    if extras && !frames.is_empty() {
+        frames.insert(1, Bytes::from_static(b": keep-alive\n\n"));
+    }
     frames.push(sse::done_frame());
     frames
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
-use chorus_proto::sse::{self, Frame};
+use chorus_proto::sse::{self, SseEvent};
 use chorus_proto::{ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -71,7 +71,7 @@ impl Dialect {
                 let mut events = ToEvents::default();
                 let translated = frames
                     .map(move |frame| {
-                        Ok::<_, std::convert::Infallible>(anthropic_events(&mut events, &frame))
+                        Ok::<_, std::convert::Infallible>(anthropic_events(&mut events, frame))
                     })
                     .filter(|events| {
                         std::future::ready(!matches!(events, Ok(bytes) if bytes.is_empty()))
@@ -93,22 +93,26 @@ fn parse_messages(body: &[u8]) -> Result<ChatRequest, RequestError> {
 }
 
 /// The Anthropic events for one frame of the OpenAI stream.
-fn anthropic_events(events: &mut ToEvents, frame: &[u8]) -> Bytes {
+fn anthropic_events(events: &mut ToEvents, frame: Bytes) -> Bytes {
     let mut out = BytesMut::new();
-    match sse::parse_frame(frame) {
-        Some(Frame::Data(payload)) => {
+    let event = SseEvent::parse(frame);
+    let upstream_error =
+        |detail: String| error_event_for(502, &ErrorBody::new(ErrorType::Upstream, detail));
+    match event.data() {
+        _ if event.name() == b"error" => {
+            let payload = event.data().map(|data| &data[..]).unwrap_or_default();
+            return match ErrorBody::parse_lenient(payload) {
+                Some(error) => error_event_for(502, &error),
+                None => upstream_error("the stream broke".into()),
+            };
+        }
+        Some(data) if data == sse::DONE.as_bytes() => events.done(&mut out),
+        Some(payload) => {
             if let Err(detail) = events.chunk(payload, &mut out) {
-                let error =
-                    ErrorBody::new(ErrorType::Upstream, format!("unreadable chunk: {detail}"));
-                return error_event_for(502, &error);
+                return upstream_error(format!("unreadable chunk: {detail}"));
             }
         }
-        Some(Frame::Done) => events.done(&mut out),
-        Some(Frame::Error(payload)) => {
-            let error = ErrorBody::parse_lenient(payload)
-                .unwrap_or_else(|| ErrorBody::new(ErrorType::Upstream, "the stream broke"));
-            return error_event_for(502, &error);
-        }
+        // Comments and keep-alives have no Anthropic counterpart.
         None => {}
     }
     out.freeze()

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::anthropic::stream::ToChunks;
 use chorus_proto::anthropic::{self, reply};
+use chorus_proto::sse::SseEvent;
 use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -94,11 +95,8 @@ impl Provider for AnthropicProvider {
             let mut chunks = ToChunks::new(created);
             let events: EventStream = sse_events(response)
                 .flat_map(move |event| {
-                    let payloads: Vec<Result<String, ProviderError>> = match event {
-                        Ok(event) => match chunks.event(&event.data) {
-                            Ok(payloads) => payloads.into_iter().map(Ok).collect(),
-                            Err(detail) => vec![Err(ProviderError::Malformed(detail))],
-                        },
+                    let payloads = match event {
+                        Ok(event) => chunk_events(&mut chunks, &event),
                         Err(error) => vec![Err(error)],
                     };
                     futures::stream::iter(payloads)
@@ -106,6 +104,23 @@ impl Provider for AnthropicProvider {
                 .boxed();
             Ok(UpstreamReply::Stream(events))
         })
+    }
+}
+
+/// The OpenAI chunk events for one Anthropic event; none for a comment.
+fn chunk_events(chunks: &mut ToChunks, event: &SseEvent) -> Vec<Result<SseEvent, ProviderError>> {
+    let Some(data) = event.data() else {
+        return Vec::new();
+    };
+    let translated = std::str::from_utf8(data)
+        .map_err(|e| e.to_string())
+        .and_then(|data| chunks.event(data));
+    match translated {
+        Ok(payloads) => payloads
+            .iter()
+            .map(|payload| Ok(SseEvent::from_data(payload.as_bytes())))
+            .collect(),
+        Err(detail) => vec![Err(ProviderError::Malformed(detail))],
     }
 }
 

@@ -3,10 +3,9 @@
 //! whatever format the upstream speaks.
 
 use bytes::Bytes;
-use chorus_actors::ProviderError;
+use chorus_actors::{EventStream, ProviderError};
+use chorus_proto::sse::{EventReader, SseEvent};
 use chorus_proto::ErrorBody;
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
@@ -59,24 +58,39 @@ pub async fn post(request: reqwest::RequestBuilder) -> Result<reqwest::Response,
     })
 }
 
-/// The SSE events of a streamed answer as they arrive, keep-alives
-/// skipped. An `error` event is [`ProviderError::Reported`] with the
-/// message of its error object (OpenAI's and Anthropic's both read).
-pub fn sse_events(response: reqwest::Response) -> BoxStream<'static, Result<Event, ProviderError>> {
+/// The SSE events of a streamed answer as they arrive, each whole and as
+/// it came. An `error` event is [`ProviderError::Reported`] with the
+/// message of its error object (OpenAI's and Anthropic's both read); an
+/// event past [`chorus_proto::sse::MAX_EVENT_BYTES`] is malformed.
+pub fn sse_events(response: reqwest::Response) -> EventStream {
+    let mut reader = EventReader::default();
     response
         .bytes_stream()
-        .eventsource()
-        .filter(|event| std::future::ready(!matches!(event, Ok(e) if e.data.is_empty())))
-        .map(|event| match event {
-            Ok(event) if event.event == "error" => Err(ProviderError::Reported(
-                ErrorBody::parse_lenient(event.data.as_bytes())
-                    .map_or(event.data, |body| body.error.message),
-            )),
-            Ok(event) => Ok(event),
-            Err(EventStreamError::Transport(e)) => Err(ProviderError::Broken(describe(e))),
-            Err(e) => Err(ProviderError::Malformed(e.to_string())),
+        .map(move |bytes| -> Vec<Result<SseEvent, ProviderError>> {
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(error) => return vec![Err(ProviderError::Broken(describe(error)))],
+            };
+            match reader.push(&bytes) {
+                Ok(events) => events.into_iter().map(reported_error).collect(),
+                Err(too_large) => vec![Err(ProviderError::Malformed(too_large.to_string()))],
+            }
         })
+        .flat_map(futures::stream::iter)
         .boxed()
+}
+
+/// An `error` event as the error it reports; any other event as it is.
+fn reported_error(event: SseEvent) -> Result<SseEvent, ProviderError> {
+    if event.name() != b"error" {
+        return Ok(event);
+    }
+    let data = event.data().map(|data| &data[..]).unwrap_or_default();
+    let message = ErrorBody::parse_lenient(data).map_or_else(
+        || String::from_utf8_lossy(data).into_owned(),
+        |body| body.error.message,
+    );
+    Err(ProviderError::Reported(message))
 }
 
 /// The whole body of a completion, refused past `MAX_COMPLETION_BYTES` so

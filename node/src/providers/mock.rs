@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_actors::{Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::mock::MockReply;
-use chorus_proto::{sse, ChatRequest};
+use chorus_proto::sse::{self, SseEvent};
+use chorus_proto::ChatRequest;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 
@@ -51,8 +52,8 @@ impl Provider for MockProvider {
             };
             let data = payloads
                 .into_iter()
-                .map(|payload| String::from_utf8_lossy(&payload).into_owned())
-                .chain(std::iter::once(sse::DONE.to_owned()));
+                .chain(std::iter::once(sse::DONE.as_bytes().to_vec()))
+                .map(|payload| SseEvent::from_data(&payload));
             let events = futures::stream::iter(data)
                 .then(move |data| async move {
                     if !token_delay.is_zero() {

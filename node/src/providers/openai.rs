@@ -2,10 +2,9 @@
 //! body goes out as the request actor prepared it; the answer comes back as a
 //! whole body or as SSE events, each event's data as it was sent.
 
-use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
+use chorus_actors::{Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use http::header::{HeaderMap, AUTHORIZATION};
 
 use super::http::{post, read_completion, secret_headers, sse_events};
@@ -63,10 +62,7 @@ impl Provider for OpenAiProvider {
         Box::pin(async move {
             let response = post(request).await?;
             if call.stream {
-                let events: EventStream = sse_events(response)
-                    .map(|event| event.map(|event| event.data))
-                    .boxed();
-                Ok(UpstreamReply::Stream(events))
+                Ok(UpstreamReply::Stream(sse_events(response)))
             } else {
                 read_completion(response).await.map(UpstreamReply::Complete)
             }
