@@ -34,6 +34,10 @@ use crate::tracker::Tracked;
 /// client that stops reading stops the upstream read too.
 const STREAM_BUFFER_FRAMES: usize = 32;
 
+/// Chunks without content (role-only openings) held back before the
+/// first content; an upstream that sends more is not streaming a reply.
+const MAX_HELD_FRAMES: usize = 64;
+
 pub struct RequestArgs {
     pub request_id: String,
     pub request: ChatRequest,
@@ -619,13 +623,23 @@ impl Stream<'_> {
             };
             let (frame, done) = match next {
                 Ok(Some(Ok(event))) => match event.data() {
-                    // A comment or keep-alive: passed on, in order.
-                    None if matches!(client, ClientSide::Waiting(..)) => {
-                        held.push(event.raw().clone());
+                    // A comment or keep-alive: passed on once the client
+                    // has its answer; it is no progress, so the idle timer
+                    // runs on.
+                    None if matches!(client, ClientSide::Waiting(..)) => continue,
+                    None => {
+                        if frames_tx
+                            .send_timeout(event.raw().clone(), idle)
+                            .await
+                            .is_err()
+                        {
+                            return Pumped::Ended(Ending::cancelled(ttft), text);
+                        }
                         continue;
                     }
-                    None => (event.raw().clone(), false),
-                    Some(data) if data == sse::DONE.as_bytes() => (event.raw().clone(), true),
+                    Some(data) if data.trim_ascii() == sse::DONE.as_bytes() => {
+                        (event.raw().clone(), true)
+                    }
                     Some(data) => {
                         let rewritten =
                             match rewrite_model(data, self.alias, self.hide_usage, &mut text) {
@@ -643,6 +657,12 @@ impl Stream<'_> {
                         };
                         let frame = event.with_data(&json);
                         if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
+                            if held.len() == MAX_HELD_FRAMES {
+                                let cause = ProviderError::Malformed(format!(
+                                    "more than {MAX_HELD_FRAMES} chunks before any content"
+                                ));
+                                return self.fail(client, cause, ttft, text, &frames_tx).await;
+                            }
                             held.push(frame);
                             continue;
                         }

@@ -39,8 +39,10 @@ struct BodyView<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     usage: Option<&'a RawValue>,
+    /// Each choice is read on its own, leniently: one an upstream shaped
+    /// oddly costs only its own text, never the stream.
     #[serde(borrow, default)]
-    choices: Option<Vec<ChoiceView<'a>>>,
+    choices: Option<Vec<&'a RawValue>>,
 }
 
 /// A field that is there, `null` included.
@@ -91,8 +93,13 @@ pub fn rewrite_model(
         return Err("the body is not a JSON object".into());
     }
     let body: BodyView = serde_json::from_slice(upstream_json).map_err(|e| e.to_string())?;
-    let choices = body.choices.as_deref().unwrap_or_default();
-    for choice in choices {
+    let choices: Vec<Option<ChoiceView>> = body
+        .choices
+        .iter()
+        .flatten()
+        .map(|choice| serde_json::from_str(choice.get()).ok())
+        .collect();
+    for choice in choices.iter().flatten() {
         choice_text(choice, text);
     }
     let usage_value = body.usage.filter(|usage| usage.get() != "null");
@@ -116,8 +123,10 @@ pub fn rewrite_model(
     }
     let starts_reply = match &body.choices {
         None => true,
-        Some(choices) if choices.is_empty() => usage_value.is_some(),
-        Some(choices) => !choices.iter().all(opens_only),
+        Some(listed) if listed.is_empty() => usage_value.is_some(),
+        Some(_) => !choices
+            .iter()
+            .all(|choice| choice.as_ref().is_some_and(opens_only)),
     };
     let mut cuts: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
     if let Some(model) = body.model {
@@ -165,9 +174,11 @@ fn choice_text(choice: &ChoiceView, out: &mut String) {
             }
         }
         if let Some(raw) = message.get("tool_calls") {
-            let calls: Vec<ToolCallView> = serde_json::from_str(raw.get()).unwrap_or_default();
+            let calls: Vec<&RawValue> = serde_json::from_str(raw.get()).unwrap_or_default();
             for call in calls {
-                if let Some(arguments) = call.function.and_then(|function| function.arguments) {
+                let call: Option<ToolCallView> = serde_json::from_str(call.get()).ok();
+                let arguments = call.and_then(|call| call.function?.arguments);
+                if let Some(arguments) = arguments {
                     out.push_str(&arguments);
                 }
             }

@@ -256,7 +256,7 @@ async fn a_stream_passes_every_byte_but_the_model() {
     );
     assert!(
         body.contains(
-            "\n\n: keep-alive\n\nid: 1\ndata: {\"x_big\":123456789012345678901234567890,"
+            "\n\n: keep-alive\n\nid: 2\ndata: {\"x_big\":123456789012345678901234567890,"
         ),
         "{body}"
     );

@@ -460,7 +460,7 @@ fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Resu
 
 /// The stream's frames. With `extras` (header `x-mock-sse-extras`), as
 /// some servers send them: an `id:` line on each event, a `: keep-alive`
-/// comment after the first, and a number no 64-bit type holds in each
+/// comment after the first content, and a number no 64-bit type holds in each
 /// chunk, for checking that a gateway passes all of it on untouched.
 fn openai_frames(payloads: &[Vec<u8>], extras: bool) -> Vec<Bytes> {
     let mut frames: Vec<Bytes> = payloads
@@ -480,8 +480,8 @@ fn openai_frames(payloads: &[Vec<u8>], extras: bool) -> Vec<Bytes> {
             Bytes::from(event)
         })
         .collect();
-    if extras && !frames.is_empty() {
-        frames.insert(1, Bytes::from_static(b": keep-alive\n\n"));
+    if extras && frames.len() > 2 {
+        frames.insert(2, Bytes::from_static(b": keep-alive\n\n"));
     }
     frames.push(sse::done_frame());
     frames

@@ -82,10 +82,9 @@ pub fn sse_events(response: reqwest::Response) -> EventStream {
 
 /// An `error` event as the error it reports; any other event as it is.
 fn reported_error(event: SseEvent) -> Result<SseEvent, ProviderError> {
-    if event.name() != b"error" {
+    let Some(data) = event.data().filter(|_| event.name() == b"error") else {
         return Ok(event);
-    }
-    let data = event.data().map(|data| &data[..]).unwrap_or_default();
+    };
     let message = ErrorBody::parse_lenient(data).map_or_else(
         || String::from_utf8_lossy(data).into_owned(),
         |body| body.error.message,

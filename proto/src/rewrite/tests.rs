@@ -51,6 +51,15 @@ fn a_hidden_usage_null_leaves_valid_json_wherever_it_sits() {
 }
 
 #[test]
+fn oddly_shaped_choices_cost_only_their_own_text() {
+    let odd = br#"{"model":"m","choices":[null,{"text":7},{"delta":"x"},{"delta":{"content":"ok","tool_calls":[{"function":{"arguments":{}}},{"function":{"arguments":"a"}}]}}]}"#;
+    let (json, rewritten, text) = rewrite(odd, false);
+    assert_eq!(json.unwrap()["model"], "fast");
+    assert_eq!(text, "oka");
+    assert!(rewritten.starts_reply);
+}
+
+#[test]
 fn text_completions_and_tool_arguments_are_read_for_estimates() {
     let (_, _, text) = rewrite(br#"{"model":"m","choices":[{"text":"Once upon"}]}"#, false);
     assert_eq!(text, "Once upon");

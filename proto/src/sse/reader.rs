@@ -86,11 +86,14 @@ impl SseEvent {
             [only] => Some(only.clone()),
             _ => None,
         };
+        // An event whose data is empty is not dispatched (WHATWG): it
+        // counts as a keep-alive.
+        let data = match &data_span {
+            Some(span) => Some(raw.slice(span.clone())),
+            None => data.map(BytesMut::freeze),
+        };
         SseEvent {
-            data: match &data_span {
-                Some(span) => Some(raw.slice(span.clone())),
-                None => data.map(BytesMut::freeze),
-            },
+            data: data.filter(|data| !data.is_empty()),
             data_span,
             raw,
             name,
@@ -119,7 +122,8 @@ impl SseEvent {
     /// came. An event whose data spread over several lines gets one
     /// `data:` line, after the others.
     pub fn with_data(&self, payload: &[u8]) -> Bytes {
-        if let Some(span) = &self.data_span {
+        let one_line = !payload.contains(&b'\n');
+        if let Some(span) = self.data_span.as_ref().filter(|_| one_line) {
             let mut out = BytesMut::with_capacity(self.raw.len() + payload.len());
             out.put_slice(&self.raw[..span.start]);
             out.put_slice(payload);
@@ -134,9 +138,13 @@ impl SseEvent {
                 out.put_u8(b'\n');
             }
         }
-        out.put_slice(b"data: ");
-        out.put_slice(payload);
-        out.put_slice(b"\n\n");
+        // A payload over several lines takes a `data:` line each.
+        for line in payload.split(|&b| b == b'\n') {
+            out.put_slice(b"data: ");
+            out.put_slice(line);
+            out.put_u8(b'\n');
+        }
+        out.put_u8(b'\n');
         out.freeze()
     }
 }
@@ -151,6 +159,11 @@ pub struct EventTooLarge(pub usize);
 #[derive(Debug)]
 pub struct EventReader {
     buffer: BytesMut,
+    /// Nothing read yet: a byte-order mark may open the stream.
+    at_start: bool,
+    /// The last byte read was a carriage return, which may be a line end
+    /// of its own or the start of CRLF.
+    after_cr: bool,
     /// How far `buffer` has been searched for an event's end.
     searched: usize,
     max_event_bytes: usize,
@@ -166,14 +179,19 @@ impl EventReader {
     pub fn new(max_event_bytes: usize) -> Self {
         EventReader {
             buffer: BytesMut::new(),
+            at_start: true,
+            after_cr: false,
             searched: 0,
             max_event_bytes,
         }
     }
 
     /// Adds the next bytes of the stream; the events they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, EventTooLarge> {
-        self.buffer.extend_from_slice(bytes);
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, EventTooLarge> {
+        if std::mem::take(&mut self.at_start) {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        self.append(bytes);
         let mut events = Vec::new();
         while let Some(end) = event_end(&self.buffer, self.searched) {
             let raw = self.buffer.split_to(end).freeze();
@@ -189,6 +207,28 @@ impl EventReader {
             return Err(EventTooLarge(self.max_event_bytes));
         }
         Ok(events)
+    }
+}
+
+impl EventReader {
+    /// Appends `bytes`, a lone carriage return (a line end of its own)
+    /// made a line feed, so events are only ever cut at line feeds.
+    fn append(&mut self, bytes: &[u8]) {
+        if !self.after_cr && !bytes.contains(&b'\r') {
+            self.buffer.extend_from_slice(bytes);
+            return;
+        }
+        for &byte in bytes {
+            if std::mem::take(&mut self.after_cr) {
+                self.buffer
+                    .put_u8(if byte == b'\n' { b'\r' } else { b'\n' });
+            }
+            if byte == b'\r' {
+                self.after_cr = true;
+            } else {
+                self.buffer.put_u8(byte);
+            }
+        }
     }
 }
 
@@ -242,10 +282,24 @@ mod tests {
     }
 
     #[test]
-    fn data_over_several_lines_is_joined() {
-        let events = read(&[b"id: 1\ndata: a\ndata: b\n\n"]);
-        assert_eq!(events[0].data().map(|d| &d[..]), Some(&b"a\nb"[..]));
+    fn data_over_several_lines_is_joined_and_written_back_so() {
+        let events = read(&[b"id: 1\ndata: {\"a\":\ndata: 1}\n\n"]);
+        assert_eq!(events[0].data().map(|d| &d[..]), Some(&b"{\"a\":\n1}"[..]));
         assert_eq!(&events[0].with_data(b"c")[..], b"id: 1\ndata: c\n\n");
+        assert_eq!(
+            &events[0].with_data(b"{\"a\":\n2}")[..],
+            b"id: 1\ndata: {\"a\":\ndata: 2}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_bom_lone_carriage_returns_and_empty_data_are_read_as_the_spec_says() {
+        let events = read(&[b"\xEF\xBB\xBFdata: a\r\r", b"data:\n\ndata: b\r", b"\n\r\n"]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].data().map(|d| &d[..]), Some(&b"a"[..]));
+        assert_eq!(events[1].data(), None, "empty data is not dispatched");
+        assert_eq!(events[2].data().map(|d| &d[..]), Some(&b"b"[..]));
+        assert_eq!(&events[2].raw()[..], b"data: b\r\n\r\n");
     }
 
     #[test]
