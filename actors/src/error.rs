@@ -34,6 +34,7 @@ impl CallError {
         match &self.cause {
             ProviderError::Status { status, .. } if gateway_misconfigured(*status) => 502,
             ProviderError::Status { status, .. } => *status,
+            ProviderError::Refused(_) => 400,
             ProviderError::Timeout(_) => 504,
             ProviderError::Unreachable(_)
             | ProviderError::Malformed(_)
@@ -78,6 +79,19 @@ impl CallError {
                 )
                 .with_code("upstream_error"),
             },
+            ProviderError::Refused(body) => {
+                let mut refusal = ErrorBody::parse_lenient(body).unwrap_or_else(|| {
+                    ErrorBody::new(
+                        ErrorType::InvalidRequest,
+                        "the request cannot be translated",
+                    )
+                });
+                refusal.error.message = format!(
+                    "deployment `{deployment}` cannot take this request: {}",
+                    refusal.error.message
+                );
+                refusal
+            }
             ProviderError::Unreachable(detail) => ErrorBody::new(
                 ErrorType::Upstream,
                 format!("upstream `{deployment}` is unreachable: {detail}"),

@@ -56,6 +56,11 @@ pub enum ProviderError {
         body: Bytes,
         retry_after: Option<String>,
     },
+    /// The provider cannot express the request in its API (a parameter
+    /// with no equivalent), so nothing was sent: a 400 with this OpenAI
+    /// error object, not retried.
+    #[error("the provider cannot take the request")]
+    Refused(Bytes),
     /// No connection, or the connection closed before a response arrived.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),

@@ -186,4 +186,18 @@ async fn what_an_endpoint_cannot_take_is_a_400() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["param"], param, "{error}");
     }
+    // Nothing was sent upstream, and the message says so.
+    let two = json!({"model": "claude", "n": 2, "messages": [{"role": "user", "content": "x"}]});
+    let error: Value = post(&node, "/v1/chat/completions", TEST_KEY, &two)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(error["error"]["param"], "n", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("deployment `claude/claude-sonnet-4-5` cannot take this request"),
+        "{message}"
+    );
+    assert_eq!(upstream.stats().await["requests"], 0);
 }

@@ -57,7 +57,7 @@ impl Failure {
             ProviderError::Status { status, .. } if (500..=599).contains(status) => {
                 Failure::Upstream
             }
-            ProviderError::Status { .. } => Failure::Final,
+            ProviderError::Status { .. } | ProviderError::Refused(_) => Failure::Final,
             ProviderError::Unreachable(_)
             | ProviderError::Timeout(_)
             | ProviderError::Malformed(_)

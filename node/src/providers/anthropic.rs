@@ -53,10 +53,8 @@ impl AnthropicProvider {
     /// The Messages body for an OpenAI body, or the 400 a request that
     /// cannot be translated gets, worded as the client's error.
     fn messages_body(&self, chat: &[u8]) -> Result<Vec<u8>, ProviderError> {
-        let refused = |error: chorus_proto::RequestError| ProviderError::Status {
-            status: 400,
-            body: error.to_error_body().to_json().into(),
-            retry_after: None,
+        let refused = |error: chorus_proto::RequestError| {
+            ProviderError::Refused(error.to_error_body().to_json().into())
         };
         let chat: Map<String, Value> = serde_json::from_slice(chat)
             .map_err(|e| ProviderError::Malformed(format!("the request to translate: {e}")))?;
@@ -134,11 +132,7 @@ fn chat_only(endpoint: Endpoint) -> ProviderError {
             endpoint.path()
         ),
     };
-    ProviderError::Status {
-        status: 400,
-        body: error.to_error_body().to_json().into(),
-        retry_after: None,
-    }
+    ProviderError::Refused(error.to_error_body().to_json().into())
 }
 
 fn overloaded_as_503(error: ProviderError) -> ProviderError {
