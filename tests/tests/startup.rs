@@ -89,6 +89,7 @@ async fn the_example_config_starts_with_nothing_set() {
         ("CHORUS_ADMIN_TOKEN", ""),
         ("OPENAI_API_KEY", ""),
         ("OPENAI_BASE_URL", ""),
+        ("ANTHROPIC_API_KEY", ""),
     ];
     let node = Node::start_with(&config, &[], &unset).await;
     let response = reqwest::Client::new()
