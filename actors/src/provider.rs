@@ -82,6 +82,13 @@ pub enum ProviderError {
 pub trait Provider: Send + Sync + 'static {
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>>;
 
+    /// Whether the provider's API has `endpoint`: routing only sends it
+    /// requests it can take.
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        let _ = endpoint;
+        true
+    }
+
     /// Whether a stream may be asked to end with a usage chunk
     /// (`stream_options.include_usage`). Without it, a stream's tokens are
     /// estimated.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_proto::{ChatRequest, Price};
+use chorus_proto::{ChatRequest, Endpoint, Price};
 
 use crate::deployment::DeploymentHandle;
 use crate::limits;
@@ -125,6 +125,13 @@ impl AliasRoute {
 
     /// What routing needs to know of `request`; the token estimate only
     /// when something reads it.
+    /// Whether any of its deployments serves `endpoint`.
+    pub fn serves(&self, endpoint: Endpoint) -> bool {
+        self.targets
+            .iter()
+            .any(|target| target.deployment.provider().serves(endpoint))
+    }
+
     pub fn need(&self, request: &ChatRequest) -> Need {
         let (prompt_tokens, max_output_tokens) = if self.reads_tokens {
             limits::estimate::request_tokens(request, self)

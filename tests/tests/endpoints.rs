@@ -32,6 +32,11 @@ deployments = [{{ provider = "up", model = "gpt-3.5-turbo-instruct" }}]
 [[models]]
 alias = "claude"
 deployments = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
+
+[[models]]
+alias = "mixed"
+strategy = "round-robin"
+deployments = [{{ provider = "claude", model = "claude-sonnet-4-5" }}, {{ provider = "up", model = "text-embedding-3-small", input_per_mtok = 20 }}]
 "#
         )
 }
@@ -186,6 +191,31 @@ async fn what_an_endpoint_cannot_take_is_a_400() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["param"], param, "{error}");
     }
+    // An alias with an Anthropic deployment among others: embeddings go
+    // to the others, every time.
+    for _ in 0..3 {
+        let response = post(
+            &node,
+            "/v1/embeddings",
+            TEST_KEY,
+            &json!({"model": "mixed", "input": "x"}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-chorus-deployment"],
+            "up/text-embedding-3-small"
+        );
+    }
+    let only_claude = post(
+        &node,
+        "/v1/embeddings",
+        TEST_KEY,
+        &json!({"model": "claude", "input": "x"}),
+    )
+    .await;
+    let error: Value = only_claude.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "unsupported_endpoint", "{error}");
     // Nothing was sent upstream, and the message says so.
     let two = json!({"model": "claude", "n": 2, "messages": [{"role": "user", "content": "x"}]});
     let error: Value = post(&node, "/v1/chat/completions", TEST_KEY, &two)
@@ -199,5 +229,9 @@ async fn what_an_endpoint_cannot_take_is_a_400() {
         message.starts_with("deployment `claude/claude-sonnet-4-5` cannot take this request"),
         "{message}"
     );
-    assert_eq!(upstream.stats().await["requests"], 0);
+    assert_eq!(
+        upstream.stats().await["requests"],
+        3,
+        "the three embeddings of `mixed`"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fastrand::Rng;
 
-use chorus_proto::ChatRequest;
+use chorus_proto::{ChatRequest, Endpoint};
 
 use super::candidate::{Candidate, Need, Target};
 use super::fallback::{FallbackKind, Fallbacks};
@@ -42,6 +42,8 @@ pub struct Unavailable {
 pub struct AttemptPlan {
     route: Arc<AliasRoute>,
     need: Need,
+    /// Only deployments whose provider serves it are chosen.
+    endpoint: Endpoint,
     /// Indices into the current route's targets, in the order tried.
     tried: Vec<usize>,
     /// Calls made for the request, on every alias.
@@ -60,6 +62,7 @@ impl AttemptPlan {
     pub fn new(route: Arc<AliasRoute>, request: &ChatRequest, fallbacks: Fallbacks) -> Self {
         AttemptPlan {
             need: route.need(request),
+            endpoint: request.endpoint,
             visited: Vec::new(),
             route,
             tried: Vec::with_capacity(1),
@@ -214,7 +217,7 @@ impl AttemptPlan {
         if let [only] = route.targets.as_slice() {
             // The common alias of one deployment: nothing to rank.
             if !(untried && self.tried.contains(&0))
-                && usable(only, at_ms, &self.need)
+                && usable(only, at_ms, &self.need, self.endpoint)
                 && (at_ms > now_ms || only.deployment.breaker().claim(now_ms))
             {
                 return Some(self.take(&route, 0));
@@ -223,7 +226,7 @@ impl AttemptPlan {
         }
         let mut indices: Vec<usize> = (0..route.targets.len())
             .filter(|index| !(untried && self.tried.contains(index)))
-            .filter(|&index| usable(&route.targets[index], at_ms, &self.need))
+            .filter(|&index| usable(&route.targets[index], at_ms, &self.need, self.endpoint))
             .collect();
         while !indices.is_empty() {
             let position = if indices.len() == 1 {
@@ -273,9 +276,11 @@ impl AttemptPlan {
 
 /// Whether `target` could take a call at `at_ms`: breaker and cooldown,
 /// then quota.
-fn usable(target: &Target, at_ms: u64, need: &Need) -> bool {
+fn usable(target: &Target, at_ms: u64, need: &Need, endpoint: Endpoint) -> bool {
     let deployment = &target.deployment;
-    deployment.breaker().is_usable(at_ms) && deployment.quota_allows(need.tokens(), at_ms)
+    deployment.provider().serves(endpoint)
+        && deployment.breaker().is_usable(at_ms)
+        && deployment.quota_allows(need.tokens(), at_ms)
 }
 
 #[cfg(test)]

@@ -145,6 +145,20 @@ async fn admit(
         .with_param("model");
         return Err((error, Some(request.model)));
     };
+    if !route.serves(request.endpoint) {
+        let error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "unsupported_endpoint",
+            format!(
+                "the model `{}` has no deployment that serves `/v1/{}`",
+                request.model,
+                request.endpoint.path()
+            ),
+        )
+        .with_param("model");
+        return Err((error, Some(request.model)));
+    }
     if !caller.allows_model(&request.model) {
         let error = ApiError::new(
             StatusCode::FORBIDDEN,

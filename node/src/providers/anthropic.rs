@@ -71,6 +71,11 @@ impl Provider for AnthropicProvider {
         true
     }
 
+    /// The Messages API has no text completions and no embeddings.
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        endpoint == Endpoint::ChatCompletions
+    }
+
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
         let body = match call.endpoint {
             Endpoint::ChatCompletions => self.messages_body(&call.body),
