@@ -23,6 +23,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use chorus_actors::clock::unix_millis;
 use chorus_actors::{AdminRegistry, Ledger, Limiter, RequestTracker, Routes};
+use chorus_proto::Endpoint;
+use dialect::Dialect;
 use http::HeaderMap;
 
 use crate::cluster::Cluster;
@@ -64,10 +66,19 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", admin::router())
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/completions", post(chat::completions))
-        .route("/v1/embeddings", post(chat::embeddings))
-        .route("/v1/messages", post(chat::messages))
+        .route(
+            "/v1/chat/completions",
+            chat::route(Dialect::OpenAi(Endpoint::ChatCompletions)),
+        )
+        .route(
+            "/v1/completions",
+            chat::route(Dialect::OpenAi(Endpoint::Completions)),
+        )
+        .route(
+            "/v1/embeddings",
+            chat::route(Dialect::OpenAi(Endpoint::Embeddings)),
+        )
+        .route("/v1/messages", chat::route(Dialect::Anthropic))
         .route(
             "/v1/messages/count_tokens",
             post(count_tokens::count_tokens),

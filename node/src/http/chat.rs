@@ -10,10 +10,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
 use axum::Extension;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
-use chorus_proto::{ChatRequest, Endpoint, ErrorType};
+use chorus_proto::{ChatRequest, ErrorType};
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -28,63 +29,16 @@ use crate::metrics::Metrics;
 /// The gateway's own share of a response's latency, in ms.
 const OVERHEAD_HEADER: &str = "x-chorus-overhead-ms";
 
-pub async fn chat_completions(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(
-        Dialect::OpenAi(Endpoint::ChatCompletions),
-        &state,
-        &context,
-        &headers,
-        body,
+/// The `POST` route of an endpoint that speaks `dialect`: chat
+/// completions, text completions and embeddings in OpenAI's, messages in
+/// Anthropic's; all run the one pipeline below.
+pub fn route(dialect: Dialect) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              Extension(context): Extension<RequestContext>,
+              headers: HeaderMap,
+              body: Body| async move { serve(dialect, &state, &context, &headers, body).await },
     )
-    .await
-}
-
-/// The legacy text completions.
-pub async fn completions(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(
-        Dialect::OpenAi(Endpoint::Completions),
-        &state,
-        &context,
-        &headers,
-        body,
-    )
-    .await
-}
-
-pub async fn embeddings(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(
-        Dialect::OpenAi(Endpoint::Embeddings),
-        &state,
-        &context,
-        &headers,
-        body,
-    )
-    .await
-}
-
-/// For Anthropic clients: the same aliases, limits and providers.
-pub async fn messages(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(Dialect::Anthropic, &state, &context, &headers, body).await
 }
 
 async fn serve(
