@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod cache;
 pub mod chat;
 pub mod codec;
 pub mod counter;

@@ -1,0 +1,15 @@
+//! The pure half of the response cache: which requests may be answered
+//! from it, the key an answer is stored under, and the two conversions
+//! that let one stored answer serve both kinds of client — a finished
+//! stream assembled into a whole completion ([`Assembler`]), and a whole
+//! completion replayed as stream chunks ([`replay_chunks`]). Entries are
+//! always whole OpenAI completions, `model` already the alias; where they
+//! are kept, and for how long, is the node's business.
+
+mod assemble;
+mod key;
+mod replay;
+
+pub use assemble::{Assembler, ChunkRole};
+pub use key::{cache_key, is_deterministic, is_storable, CacheKey};
+pub use replay::replay_chunks;
