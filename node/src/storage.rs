@@ -9,6 +9,10 @@
 //! - Column family `admin` holds the merged admin state, keys and teams:
 //!   key `key:<id>` or `team:<id>`, value the register's JSON. Keys are
 //!   there only as SHA-256 hashes.
+//! - Column families `cache` and `cache_expiry` hold the response cache:
+//!   see [`cache`].
+
+mod cache;
 
 use std::path::Path;
 
@@ -16,7 +20,9 @@ use anyhow::Context;
 use chorus_actors::{AdminStore, Contribution, LedgerStore, RunId, StoreChange, StoreError};
 use chorus_proto::admin::{AdminEntry, EntryId};
 use chorus_proto::counter::{CounterKey, Tally};
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+pub use cache::{CacheStore, Cached};
 
 const COUNTERS: &str = "counters";
 const META: &str = "meta";
@@ -49,21 +55,22 @@ impl Storage {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [COUNTERS, META, ADMIN]
+        let families = [COUNTERS, META, ADMIN, cache::CACHE, cache::CACHE_EXPIRY]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
         Ok(Storage { db })
     }
 
+    fn family(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| missing_family(name))
+    }
+
     /// The generation of the run starting now: `now_ms`, or one more than
     /// the last run's if the clock says otherwise. Written to disk before
     /// it is returned.
     pub fn next_generation(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let meta = self
-            .db
-            .cf_handle(META)
-            .ok_or_else(|| missing_family(META))?;
+        let meta = self.family(META)?;
         let last = self
             .db
             .get_cf(meta, GENERATION)
@@ -81,10 +88,7 @@ impl Storage {
 
     /// Every stored tally; entries that do not decode are skipped.
     pub fn load_counters(&self) -> Result<Vec<Contribution>, StoreError> {
-        let family = self
-            .db
-            .cf_handle(COUNTERS)
-            .ok_or_else(|| missing_family(COUNTERS))?;
+        let family = self.family(COUNTERS)?;
         let mut contributions = Vec::new();
         for entry in self.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
             let (key, value) = entry.map_err(|e| store_error("read the counters from", e))?;
@@ -102,10 +106,7 @@ impl Storage {
 impl Storage {
     /// Every stored admin register; entries that do not decode are skipped.
     pub fn load_admin(&self) -> Result<Vec<(EntryId, AdminEntry)>, StoreError> {
-        let family = self
-            .db
-            .cf_handle(ADMIN)
-            .ok_or_else(|| missing_family(ADMIN))?;
+        let family = self.family(ADMIN)?;
         let mut entries = Vec::new();
         for stored in self.db.iterator_cf(family, rocksdb::IteratorMode::Start) {
             let (key, value) = stored.map_err(|e| store_error("read the admin state from", e))?;
@@ -127,10 +128,7 @@ impl Storage {
 
 impl AdminStore for Storage {
     fn save_admin(&self, entries: &[(EntryId, AdminEntry)]) -> Result<(), StoreError> {
-        let family = self
-            .db
-            .cf_handle(ADMIN)
-            .ok_or_else(|| missing_family(ADMIN))?;
+        let family = self.family(ADMIN)?;
         let mut batch = WriteBatch::default();
         for (id, entry) in entries {
             batch.put_cf(family, id.to_string(), entry.encode());
@@ -143,10 +141,7 @@ impl AdminStore for Storage {
 
 impl LedgerStore for Storage {
     fn save(&self, changes: &[StoreChange]) -> Result<(), StoreError> {
-        let family = self
-            .db
-            .cf_handle(COUNTERS)
-            .ok_or_else(|| missing_family(COUNTERS))?;
+        let family = self.family(COUNTERS)?;
         let mut batch = WriteBatch::default();
         for change in changes {
             match change {
