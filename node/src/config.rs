@@ -8,6 +8,7 @@
 //! Every field's default and unit is in its doc comment; the annotated
 //! example lives in `deploy/chorus.example.toml`.
 
+mod cache;
 mod checker;
 mod cluster;
 mod env;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use cache::{CacheConfig, CachePolicy};
 use checker::Checker;
 pub use cluster::ClusterConfig;
 pub use keys::{sha256, KeyConfig};
@@ -39,6 +41,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Directory of the node's RocksDB store.
     pub storage_path: Option<PathBuf>,
+    /// `None`: no response cache.
+    pub cache: Option<CacheConfig>,
 }
 
 /// One thing wrong with a config file.
@@ -88,6 +92,8 @@ pub struct RawConfig {
     pub cluster: Option<cluster::RawCluster>,
     /// Absent: counts are kept in memory only and lost on restart.
     pub storage: Option<storage::RawStorage>,
+    /// Absent: the cache's defaults, when there is a `[storage]`.
+    pub cache: Option<cache::RawCache>,
 }
 
 /// Reads, parses and validates the config file, with `${VAR}` taken from
@@ -138,6 +144,7 @@ pub fn validate(
         .storage
         .as_ref()
         .map(|storage| storage::check(storage, &mut checker));
+    let cache = cache::check(raw.cache.as_ref(), raw.storage.is_some(), &mut checker);
     let problems = checker.into_problems();
     match (server, cluster, storage_path) {
         (Some(server), cluster, storage_path) if problems.is_empty() => Ok(Config {
@@ -147,6 +154,7 @@ pub fn validate(
             keys,
             cluster: cluster.flatten(),
             storage_path: storage_path.flatten(),
+            cache,
         }),
         _ => Err(ConfigError {
             file: file.to_owned(),

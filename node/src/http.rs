@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod body;
+mod cache;
 mod chat;
 mod cluster;
 mod count_tokens;
@@ -27,6 +28,7 @@ use chorus_proto::Endpoint;
 use dialect::Dialect;
 use http::HeaderMap;
 
+use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 
@@ -54,6 +56,8 @@ pub struct AppState {
     /// The requests under way, which shutdown waits for.
     pub requests: RequestTracker,
     pub metrics: Arc<Metrics>,
+    /// `None` when the node keeps no response cache.
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 impl AppState {
@@ -160,6 +164,7 @@ pub(crate) mod tests {
             ledger,
             requests: RequestTracker::default(),
             metrics: Arc::new(Metrics::new().expect("metrics register once")),
+            cache: None,
         }
     }
 

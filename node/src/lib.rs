@@ -1,6 +1,7 @@
 //! The `chorus` node: CLI, configuration, providers, the HTTP API and the
 //! wiring that starts the actors behind it.
 
+pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -42,6 +42,7 @@ pub struct Metrics {
     tokens: IntCounterVec,
     cost: CounterVec,
     rejections: IntCounterVec,
+    cache_lookups: IntCounterVec,
     breakers: IntGaugeVec,
     members: IntGaugeVec,
     gossip_bytes: IntCounterVec,
@@ -108,6 +109,11 @@ impl Metrics {
             "Requests refused before any call, by error code (rate limits, budgets, keys, bad input).",
             &["code"],
         )?;
+        let cache_lookups = counter(
+            "cache_lookups_total",
+            "Requests looked up in the response cache, by alias and result (hit, miss).",
+            &["alias", "result"],
+        )?;
         let breakers = IntGaugeVec::new(
             Opts::new(
                 "breaker_state",
@@ -148,6 +154,7 @@ impl Metrics {
             tokens,
             cost,
             rejections,
+            cache_lookups,
             breakers,
             members,
             gossip_bytes,
@@ -160,6 +167,24 @@ impl Metrics {
     /// A request refused before routing, with its error code.
     pub fn rejected(&self, code: &str) {
         self.rejections.with_label_values(&[code]).inc();
+    }
+
+    /// A request looked up in the response cache.
+    pub fn cache_lookup(&self, alias: &str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups.with_label_values(&[alias, result]).inc();
+    }
+
+    /// A request answered from the cache: counted with the others, with
+    /// no deployment, tokens or cost.
+    pub fn served_from_cache(&self, alias: &str, duration: Duration) {
+        self.cache_lookup(alias, true);
+        self.requests
+            .with_label_values(&[alias, "", "200", "cached"])
+            .inc();
+        self.duration
+            .with_label_values(&[alias])
+            .observe(duration.as_secs_f64());
     }
 
     /// The gateway's own share of an answered request.

@@ -17,12 +17,13 @@ use chorus_actors::{
     LedgerArgs, Limiter, NodeSupervisor, RequestTracker, Routes, RunId, SupervisorArgs,
 };
 
+use crate::cache::ResponseCache;
 use crate::cli::ServeArgs;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::metrics::Metrics;
-use crate::storage::Storage;
+use crate::storage::{CacheStore, Storage};
 use crate::{logging, providers};
 
 /// The ledger's node id on a node without a `[cluster]` section.
@@ -195,6 +196,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         interval: cluster.gossip_interval(),
         settle: (cluster.gossip_interval() * SETTLE_ROUNDS).max(MIN_SETTLE),
     });
+    let cache = match (&config.cache, &storage) {
+        (Some(cache_config), Some(storage)) => {
+            let store = CacheStore::open(Arc::clone(storage), cache_config.max_bytes)?;
+            tracing::info!(cached_bytes = store.bytes(), "response cache opened");
+            Some(Arc::new(ResponseCache::new(
+                Arc::new(store),
+                cache_config,
+                &config.models,
+            )))
+        }
+        _ => None,
+    };
     let ledger_flush = storage.map(|store| LedgerArgs {
         ledger: ledger.clone(),
         store,
@@ -225,6 +238,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ledger,
         requests: requests.clone(),
         metrics: Arc::new(Metrics::new().context("cannot register the metrics")?),
+        cache,
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {

@@ -12,6 +12,7 @@ use chorus_actors::{Quota, RouteOptions};
 use chorus_proto::Price;
 use serde::Deserialize;
 
+use super::cache::{self, CachePolicy};
 use super::checker::Checker;
 
 /// The highest price accepted, in USD per million tokens: far above any
@@ -63,6 +64,10 @@ pub struct RawModel {
     /// Aliases tried in order when the provider's content filter refused.
     #[serde(default)]
     pub content_policy_fallbacks: Vec<String>,
+    /// Which answers the response cache keeps: `deterministic` (the
+    /// default: temperature 0, a `seed`, embeddings, or a request that
+    /// opts in), `always`, or `off`.
+    pub cache: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +99,7 @@ pub struct ModelConfig {
     pub deployments: Vec<(DeploymentConfig, u32)>,
     pub routing: RouteOptions,
     pub fallbacks: FallbackNames,
+    pub cache: CachePolicy,
 }
 
 /// A deployment as every alias that lists it must describe it.
@@ -160,7 +166,8 @@ pub fn check(
             }
         }
         let routing = check_routing(model, &at, checker);
-        if let (true, Some(routing)) = (valid, routing) {
+        let cache = cache::policy(model.cache.as_deref(), at("cache".into()), checker);
+        if let (true, Some(routing), Some(cache)) = (valid, routing, cache) {
             models.push(ModelConfig {
                 alias: model.alias.clone(),
                 deployments,
@@ -170,6 +177,7 @@ pub fn check(
                     context_window: model.context_window_fallbacks.clone(),
                     content_policy: model.content_policy_fallbacks.clone(),
                 },
+                cache,
             });
         }
     }

@@ -224,3 +224,33 @@ fn an_anthropic_provider_defaults_its_url_version_and_max_tokens() {
         );
     }
 }
+
+#[test]
+fn the_cache_is_on_with_a_store_and_checked() {
+    let storage = "[storage]\npath = \"/var/lib/chorus\"\n";
+    let with_store = check(&format!("{storage}{}", with_models(MODEL))).unwrap();
+    let cache = with_store.cache.expect("on by default with a store");
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(3600));
+    assert_eq!(cache.max_bytes, 256 * 1024 * 1024);
+    assert!(!cache.shared);
+    assert_eq!(with_store.models[0].cache, CachePolicy::Deterministic);
+    assert_eq!(check(&with_models(MODEL)).unwrap().cache, None, "no store");
+    let off = format!("{storage}[cache]\nenabled = false\n{}", with_models(MODEL));
+    assert_eq!(check(&off).unwrap().cache, None);
+    let always = with_models(&format!("{MODEL}\ncache = \"always\""));
+    assert_eq!(check(&always).unwrap().models[0].cache, CachePolicy::Always);
+
+    let problems = check(&format!(
+        "[cache]\nttl_s = 0\n{}\ncache = \"sometimes\"",
+        with_models(MODEL)
+    ))
+    .unwrap_err()
+    .problems;
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["models[0].cache", "cache"], "{problems:?}");
+    let bad_size = check(&format!(
+        "{storage}[cache]\nmax_mb = 0\n{}",
+        with_models(MODEL)
+    ));
+    assert_eq!(bad_size.unwrap_err().problems[0].field, "cache.max_mb");
+}

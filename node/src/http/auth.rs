@@ -52,6 +52,18 @@ impl Caller {
         }
     }
 
+    /// Whose cached answers the caller shares: its team's, or its own
+    /// key's when it has no team.
+    pub fn cache_scope(&self) -> String {
+        match self {
+            Caller::Bootstrap { name } => format!("bootstrap:{name}"),
+            Caller::Virtual { key, .. } => match &key.record.team {
+                Some(team) => format!("team:{team}"),
+                None => format!("key:{}", key.id),
+            },
+        }
+    }
+
     /// The key's name, for the log line.
     pub fn name(&self) -> &str {
         match self {

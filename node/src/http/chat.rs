@@ -1,29 +1,36 @@
 //! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
-//! `/v1/messages`, in the order a request meets its checks: authenticate the key, read the body within
-//! the size limit, parse it in the client's [`Dialect`], resolve the alias,
-//! check the key may use it, admit it against the key's and team's limits,
-//! then hand the call to a `RequestActor` and turn its reply into a body or
-//! an SSE stream in that dialect.
+//! `/v1/messages`, in the order a request meets its checks: authenticate
+//! the key, read the body within the size limit, parse it in the client's
+//! [`Dialect`], resolve the alias, check the key may use it, answer it from
+//! the response cache when it holds the answer, admit it against the key's
+//! and team's limits, then hand the call to a `RequestActor` and turn its
+//! reply into a body or an SSE stream in that dialect, kept for the cache
+//! on the way when the request takes part.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::Extension;
+use bytes::Bytes;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
 use chorus_proto::{ChatRequest, ErrorType};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use super::body::read_body;
+use super::cache::{self, CACHE_HEADER};
 use super::dialect::Dialect;
 use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
-use super::{limits, ApiError, AppState, RequestContext};
+use super::{limits, ApiError, AppState, Caller, RequestContext};
+use crate::cache::{Directives, Lookup, Pending};
 use crate::metrics::Metrics;
 
 /// The gateway's own share of a response's latency, in ms.
@@ -48,8 +55,8 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let admitted = match admit(dialect, state, headers, body).await {
-        Ok(admitted) => admitted,
+    let mut response = match checked(dialect, state, context, headers, body).await {
+        Ok(response) => response,
         Err((error, alias)) => {
             state
                 .metrics
@@ -63,24 +70,72 @@ async fn serve(
                 latency_ms = context.received_at.elapsed().as_secs_f64() * 1000.0,
                 "request rejected"
             );
-            return dialect.error(error);
+            dialect.error(error)
         }
     };
-    call(dialect, admitted, context, state).await
+    response
+        .headers_mut()
+        .entry(CACHE_HEADER)
+        .or_insert(HeaderValue::from_static("miss"));
+    response
 }
 
-/// What passed every check: the request, its alias, its hold on limits,
-/// and the fallback aliases its key may use.
-type Admitted = (ChatRequest, Arc<AliasRoute>, Option<Admission>, Fallbacks);
+/// A refusal before any call, with the alias when it was already known,
+/// for the log line.
+type Refusal = (ApiError, Option<String>);
 
-/// Every check before the upstream call; a failure carries the alias when
-/// it was already known, for the log line.
-async fn admit(
+/// The request once checked: answered from the cache, or admitted against
+/// its limits and called.
+async fn checked(
+    dialect: Dialect,
+    state: &AppState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let (caller, request, route) = check(dialect, state, headers, body).await?;
+    let refused = |error: ApiError| (error, Some(request.model.clone()));
+    let pending = match lookup(state, &caller, &request, headers)
+        .await
+        .map_err(refused)?
+    {
+        Lookup::Hit { body, age } => match cache::replay(&request, body) {
+            Ok(answer) => {
+                return Ok(served_from_cache(
+                    dialect, &request, answer, age, context, state,
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %context.id, %error, "a cached answer could not be replayed; answering afresh");
+                None
+            }
+        },
+        Lookup::Miss(pending) => {
+            state.metrics.cache_lookup(&request.model, false);
+            pending
+        }
+        Lookup::Bypass => None,
+    };
+    let fallbacks = Fallbacks::resolve(&route, &state.routes, |alias| caller.allows_model(alias));
+    let admission = limits::admit(state, &caller, &request, &route).map_err(refused)?;
+    let admitted = Admitted {
+        request,
+        route,
+        admission,
+        fallbacks,
+        pending,
+    };
+    Ok(call(dialect, admitted, context, state).await)
+}
+
+/// Every check before the cache and the limits: the key, the body, the
+/// alias and the key's right to it.
+async fn check(
     dialect: Dialect,
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Admitted, (ApiError, Option<String>)> {
+) -> Result<(Caller, ChatRequest, Arc<AliasRoute>), Refusal> {
     let caller = state.authenticate(headers).map_err(|e| (e, None))?;
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
@@ -126,11 +181,72 @@ async fn admit(
         .with_param("model");
         return Err((error, Some(request.model)));
     }
-    let fallbacks = Fallbacks::resolve(&route, &state.routes, |alias| caller.allows_model(alias));
-    match limits::admit(state, &caller, &request, &route) {
-        Ok(admission) => Ok((request, route, admission, fallbacks)),
-        Err(error) => Err((error, Some(request.model))),
-    }
+    Ok((caller, request, route))
+}
+
+/// The request in the response cache, when the node keeps one; a header
+/// the cache cannot read is a 400.
+async fn lookup(
+    state: &AppState,
+    caller: &Caller,
+    request: &ChatRequest,
+    headers: &HeaderMap,
+) -> Result<Lookup, ApiError> {
+    let Some(cache) = &state.cache else {
+        return Ok(Lookup::Bypass);
+    };
+    let asked = Directives::from_headers(headers).map_err(|message| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "invalid_cache_header",
+            message,
+        )
+    })?;
+    Ok(cache.lookup(&caller.cache_scope(), request, asked).await)
+}
+
+/// Answers from the cache: no call, nothing against the key's limits or
+/// budget, and the log line and metrics say so.
+fn served_from_cache(
+    dialect: Dialect,
+    request: &ChatRequest,
+    answer: Answer,
+    age: Duration,
+    context: &RequestContext,
+    state: &AppState,
+) -> Response {
+    let mut response = write(dialect, answer);
+    response.headers_mut().extend(
+        cache::hit_headers(age)
+            .into_iter()
+            .map(|(name, value)| (HeaderName::from_static(name), value)),
+    );
+    let duration = context.received_at.elapsed();
+    state.metrics.served_from_cache(&request.model, duration);
+    tracing::info!(
+        target: "chorus::request",
+        request_id = %context.id,
+        alias = %request.model,
+        stream = request.stream,
+        status = response.status().as_u16(),
+        cache = "hit",
+        age_s = age.as_secs(),
+        cost_micros = 0,
+        latency_ms = duration.as_secs_f64() * 1000.0,
+        "request answered from the cache"
+    );
+    response
+}
+
+/// What passed every check: the request, its alias, its hold on limits,
+/// the fallback aliases its key may use, and where its answer is cached.
+struct Admitted {
+    request: ChatRequest,
+    route: Arc<AliasRoute>,
+    admission: Option<Admission>,
+    fallbacks: Fallbacks,
+    pending: Option<Pending>,
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
@@ -140,10 +256,22 @@ async fn call(
     context: &RequestContext,
     state: &AppState,
 ) -> Response {
-    let (request, route, admission, fallbacks) = admitted;
+    let Admitted {
+        mut request,
+        route,
+        admission,
+        fallbacks,
+        pending,
+    } = admitted;
     let mut rate_headers = HeaderMap::new();
     if let Some(admission) = &admission {
         limits::rate_headers(admission.headers(), &mut rate_headers);
+    }
+    // A stream kept for the cache needs its usage, which the client may
+    // not want to see.
+    let hide_usage = pending.is_some() && request.stream && !request.include_usage;
+    if hide_usage {
+        request.report_usage();
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     let args = RequestArgs {
@@ -162,7 +290,10 @@ async fn call(
         return dialect.error(gateway_unavailable());
     }
     let mut response = match reply_rx.await {
-        Ok(Ok(reply)) => respond(dialect, reply, context, &state.metrics),
+        Ok(Ok(reply)) => {
+            let keep = pending.map(|pending| (pending, hide_usage));
+            respond(dialect, reply, keep, context, &state.metrics)
+        }
         Ok(Err(error)) => dialect.error(ApiError::from(error)),
         Err(_) => {
             tracing::error!(request_id = %context.id, "request actor stopped without an answer");
@@ -182,9 +313,20 @@ fn gateway_unavailable() -> ApiError {
     )
 }
 
+/// An answer in OpenAI's format, before it is written in the client's.
+pub enum Answer {
+    /// A whole completion or embeddings list, `model` the alias.
+    Whole(Bytes),
+    /// SSE frames of chunks, ending with `[DONE]` or an `error` event.
+    Stream(BoxStream<'static, Bytes>),
+}
+
+/// The upstream's answer, kept for the cache on the way when `keep` says
+/// where (and whether the usage chunk is the cache's alone).
 fn respond(
     dialect: Dialect,
     reply: Reply,
+    keep: Option<(Pending, bool)>,
     context: &RequestContext,
     metrics: &Metrics,
 ) -> Response {
@@ -193,28 +335,24 @@ fn respond(
         .elapsed()
         .saturating_sub(reply.upstream_elapsed);
     metrics.overhead(overhead);
-    let mut response = match reply.body {
+    let answer = match reply.body {
         ReplyBody::Complete(json) => {
-            let json = match dialect.complete(json) {
-                Ok(json) => json,
-                Err(error) => return dialect.error(error),
-            };
-            let mut response = Body::from(json).into_response();
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            if let Some((pending, _)) = keep {
+                pending.store(&json);
+            }
+            Answer::Whole(json)
         }
         ReplyBody::Stream(mut frames_rx) => {
             let frames = futures::stream::poll_fn(move |cx| frames_rx.poll_recv(cx)).boxed();
-            let mut response = dialect.stream(frames).into_response();
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            response
+            match keep {
+                Some((pending, hide_usage)) => {
+                    Answer::Stream(cache::keep(frames, pending, hide_usage))
+                }
+                None => Answer::Stream(frames),
+            }
         }
     };
+    let mut response = write(dialect, answer);
     let headers = response.headers_mut();
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(value) = HeaderValue::from_str(&overhead_ms) {
@@ -225,4 +363,29 @@ fn respond(
     }
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(reply.attempts));
     response
+}
+
+/// `answer` as a response in the client's format.
+fn write(dialect: Dialect, answer: Answer) -> Response {
+    match answer {
+        Answer::Whole(json) => {
+            let json = match dialect.complete(json) {
+                Ok(json) => json,
+                Err(error) => return dialect.error(error),
+            };
+            let mut response = Body::from(json).into_response();
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Answer::Stream(frames) => {
+            let mut response = dialect.stream(frames).into_response();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
+    }
 }

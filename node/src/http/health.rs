@@ -95,6 +95,7 @@ mod tests {
             ledger,
             requests: RequestTracker::default(),
             metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
+            cache: None,
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));
         cluster.leave();

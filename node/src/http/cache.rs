@@ -1,0 +1,84 @@
+//! The response cache in the HTTP layer: an answer served from it, as a
+//! body or replayed as a stream, and a streamed answer kept for it as it
+//! passes to the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_proto::cache::{replay_chunks, Assembler, ChunkRole};
+use chorus_proto::sse::{self, SseEvent};
+use chorus_proto::ChatRequest;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use http::header::AGE;
+use http::HeaderValue;
+
+use super::chat::Answer;
+use crate::cache::Pending;
+
+/// `hit` or `miss`, on every response of the endpoints the cache serves.
+pub const CACHE_HEADER: &str = "x-chorus-cache";
+
+/// The cached completion `body` as the answer `request` asked for: the
+/// body itself, or a stream replaying it. An error says why it cannot be
+/// replayed.
+pub fn replay(request: &ChatRequest, body: Bytes) -> Result<Answer, String> {
+    if !request.stream {
+        return Ok(Answer::Whole(body));
+    }
+    let frames: Vec<Bytes> = replay_chunks(&body, request.include_usage)?
+        .iter()
+        .map(|chunk| sse::data_frame(chunk))
+        .chain(std::iter::once(sse::done_frame()))
+        .collect();
+    Ok(Answer::Stream(stream::iter(frames).boxed()))
+}
+
+/// The headers of an answer from the cache: `x-chorus-cache: hit` and
+/// the standard `age`, in whole seconds.
+pub fn hit_headers(age: Duration) -> [(&'static str, HeaderValue); 2] {
+    [
+        (CACHE_HEADER, HeaderValue::from_static("hit")),
+        (AGE.as_str(), HeaderValue::from(age.as_secs())),
+    ]
+}
+
+/// Passes a stream of OpenAI frames on unchanged while assembling the
+/// whole completion, which is stored once `[DONE]` passes — a stream that
+/// breaks, or a client that leaves, stores nothing. With `hide_usage`,
+/// the usage chunk the client did not ask for (but the cache needs) is
+/// not passed on.
+pub fn keep(
+    frames: BoxStream<'static, Bytes>,
+    pending: Pending,
+    hide_usage: bool,
+) -> BoxStream<'static, Bytes> {
+    let mut assembler = Assembler::default();
+    let mut pending = Some(pending);
+    frames
+        .filter_map(move |frame| {
+            let event = SseEvent::parse(frame.clone());
+            let mut pass = true;
+            match event.data() {
+                _ if event.name() == b"error" => pending = None,
+                Some(data) if data.trim_ascii() == sse::DONE.as_bytes() => {
+                    let whole = std::mem::take(&mut assembler).finish();
+                    if let (Some(pending), Some(whole)) = (pending.take(), whole) {
+                        pending.store(&whole);
+                    }
+                }
+                Some(data) => match assembler.push(data) {
+                    Ok(ChunkRole::UsageOnly) => pass = !hide_usage,
+                    Ok(ChunkRole::Answer) => {}
+                    Err(error) => {
+                        if pending.take().is_some() {
+                            tracing::warn!(%error, "a streamed answer could not be cached");
+                        }
+                    }
+                },
+                None => {}
+            }
+            std::future::ready(pass.then_some(frame))
+        })
+        .boxed()
+}
