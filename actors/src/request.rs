@@ -54,11 +54,17 @@ pub struct RequestArgs {
     pub fallbacks: Fallbacks,
     /// Told how the request ended, for the node's metrics.
     pub observer: Arc<dyn RequestObserver>,
+    /// The caller wants a stream's usage chunk even when the client did
+    /// not ask for one, and hides it from the client itself: the response
+    /// cache keeps the usage with the answer.
+    pub pass_usage_chunk: bool,
 }
 
 /// What the HTTP layer sends back to the client.
 #[derive(Debug)]
 pub struct Reply {
+    /// The alias that answered: the request's own, or a fallback.
+    pub alias: String,
     pub deployment: String,
     /// Calls made for the request, this one included.
     pub attempts: u32,
@@ -187,6 +193,7 @@ struct RequestFacts<'a> {
     /// Taken and settled when the request's last call is recorded.
     admission: Mutex<Option<Admission>>,
     observer: &'a dyn RequestObserver,
+    pass_usage_chunk: bool,
 }
 
 impl RequestFacts<'_> {
@@ -354,6 +361,7 @@ async fn run(args: RequestArgs) {
         admission,
         fallbacks,
         observer,
+        pass_usage_chunk,
     } = args;
     let facts = RequestFacts {
         request_id: &request_id,
@@ -363,6 +371,7 @@ async fn run(args: RequestArgs) {
         stream: request.stream,
         admission: Mutex::new(admission),
         observer: observer.as_ref(),
+        pass_usage_chunk,
     };
     // The plan counts in wall-clock ms, as breakers and cooldowns do.
     let deadline_ms = facts.deadline.map(|deadline| {
@@ -451,13 +460,15 @@ async fn call(
         end: record.facts.deadline,
     };
     // Every streamed call gets counted tokens: ask for usage even when the
-    // client did not, and hide it from that client again.
-    let hide_usage =
+    // client did not, and hide it from that client again (unless the
+    // caller hides it).
+    let ask_for_usage =
         request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
+    let hide_usage = ask_for_usage && !record.facts.pass_usage_chunk;
     let call = UpstreamCall {
         request_id: record.facts.request_id.to_owned(),
         endpoint: request.endpoint,
-        body: request.upstream_body(&spec.upstream_model, hide_usage),
+        body: request.upstream_body(&spec.upstream_model, ask_for_usage),
         stream: request.stream,
     };
     let _in_flight = deployment.start_call(unix_millis());
@@ -473,6 +484,7 @@ async fn call(
     };
     let upstream_elapsed = record.started.elapsed();
     let reply = |body| Reply {
+        alias: record.alias.to_owned(),
         deployment: deployment.name().to_owned(),
         attempts: record.attempt,
         upstream_elapsed,

@@ -5,9 +5,9 @@
 //! the SHA-256 of its normalised body within its key's team (or, shared,
 //! everyone's), whichever client format and delivery it came in.
 //!
-//! Reads run on tokio's blocking pool: a cold read from disk must not
-//! hold up the requests sharing the worker. Writes do not wait on the
-//! disk, and are made in line (see [`Pending::store`]).
+//! Reads and writes run on tokio's blocking pool: a cold read from disk,
+//! or a write that drops old entries, must not hold up the requests
+//! sharing the worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,8 +58,13 @@ pub enum Lookup {
     /// It takes no part: the cache is off for the alias, the answer could
     /// differ, or the request said neither to read nor to store.
     Bypass,
-    /// The stored answer, and how old it is.
-    Hit { body: Bytes, age: Duration },
+    /// The stored answer, and how old it is; and where a fresh answer
+    /// goes should the stored one prove unusable.
+    Hit {
+        body: Bytes,
+        age: Duration,
+        refresh: Option<Pending>,
+    },
     /// No stored answer (or a fresh one asked for); the answer to come is
     /// stored through the [`Pending`], unless the request said not to.
     Miss(Option<Pending>),
@@ -77,19 +82,19 @@ impl Directives {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, String> {
         let mut directives = Directives::default();
         for value in headers.get_all(CACHE_CONTROL) {
-            let value = value
-                .to_str()
-                .map_err(|_| "the `cache-control` header is not text".to_owned())?;
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
             for directive in value.split(',').map(str::trim) {
                 let lowered = directive.to_ascii_lowercase();
                 match lowered.split_once('=') {
                     None if lowered == "no-cache" => directives.no_cache = true,
                     None if lowered == "no-store" => directives.no_store = true,
                     Some(("max-age", seconds)) => {
-                        let seconds = seconds.trim_matches('"').parse().map_err(|_| {
-                            format!("`cache-control: {directive}` needs whole seconds")
-                        })?;
-                        directives.max_age = Some(Duration::from_secs(seconds));
+                        // An unreadable max-age is ignored, as HTTP caches do.
+                        if let Ok(seconds) = seconds.trim_matches('"').parse() {
+                            directives.max_age = Some(Duration::from_secs(seconds));
+                        }
                     }
                     // Other directives say nothing to this cache.
                     _ => {}
@@ -178,27 +183,26 @@ impl ResponseCache {
             Some((body, age)) => Lookup::Hit {
                 body: body.into(),
                 age,
+                refresh: pending,
             },
             None => Lookup::Miss(pending),
         }
     }
-
-    /// What the cached answers take now, in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.store.bytes()
-    }
 }
 
 impl Pending {
-    /// Stores a complete answer before the client has its end, so the
-    /// client's next request finds it. The write goes to the WAL and the
-    /// memtable without an fsync: tens of microseconds, paid only by
-    /// requests the cache keeps.
-    pub fn store(self, body: &[u8]) {
+    /// Stores a finished answer. Awaited before the client gets the end of
+    /// its answer, so its next request finds it.
+    pub async fn store(self, body: Bytes) {
+        let Pending { store, key, ttl } = self;
         let now_ms = unix_millis();
-        let expires_ms = now_ms.saturating_add(millis(self.ttl));
-        if let Err(error) = self.store.put(&self.key, body, now_ms, expires_ms) {
-            tracing::warn!(%error, "an answer could not be cached");
+        let expires_ms = now_ms.saturating_add(millis(ttl));
+        let written =
+            tokio::task::spawn_blocking(move || store.put(&key, &body, now_ms, expires_ms)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "an answer could not be cached"),
+            Err(error) => tracing::warn!(%error, "caching an answer did not finish"),
         }
     }
 }
@@ -234,8 +238,9 @@ mod tests {
                 ttl: Some(Duration::from_secs(120)),
             }
         );
+        let lenient = directives(&[("cache-control", "max-age=soon, no-store")]).unwrap();
+        assert_eq!((lenient.max_age, lenient.no_store), (None, true));
         for bad in [
-            [("cache-control", "max-age=soon")],
             [(TTL_HEADER, "0")],
             [(TTL_HEADER, "-5")],
             [(TTL_HEADER, "99999999999")],

@@ -22,7 +22,7 @@ use chorus_proto::admin::{AdminEntry, EntryId};
 use chorus_proto::counter::{CounterKey, Tally};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
-pub use cache::{CacheStore, Cached};
+pub use cache::CacheStore;
 
 const COUNTERS: &str = "counters";
 const META: &str = "meta";

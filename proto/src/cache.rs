@@ -3,13 +3,14 @@
 //! that let one stored answer serve both kinds of client — a finished
 //! stream assembled into a whole completion ([`Assembler`]), and a whole
 //! completion replayed as stream chunks ([`replay_chunks`]). Entries are
-//! always whole OpenAI completions, `model` already the alias; where they
-//! are kept, and for how long, is the node's business.
+//! whole OpenAI answers — completions, or embeddings lists — `model`
+//! already the alias, and only finished ones ([`is_finished_answer`]);
+//! where they are kept, and for how long, is the node's business.
 
 mod assemble;
 mod key;
 mod replay;
 
-pub use assemble::{Assembler, ChunkRole};
+pub use assemble::{is_finished_answer, Assembler, ChunkRole};
 pub use key::{cache_key, is_deterministic, is_storable, CacheKey};
 pub use replay::replay_chunks;

@@ -148,23 +148,6 @@ impl ChatRequest {
         &self.body
     }
 
-    /// Has the upstream end the stream with a usage chunk, as if the
-    /// client had asked for one: for a stream whose whole answer Chorus
-    /// keeps. The client then gets that chunk too, unless it is dropped.
-    pub fn report_usage(&mut self) {
-        self.include_usage = true;
-        let options = self
-            .body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
-        }
-        if let Value::Object(options) = options {
-            options.insert("include_usage".to_owned(), Value::Bool(true));
-        }
-    }
-
     pub fn messages(&self) -> &[Value] {
         match self.body.get("messages") {
             Some(Value::Array(messages)) => messages,

@@ -24,6 +24,12 @@ cache = "always"
 deployments = [{{ provider = "up", model = "gpt-4o-mini", input_per_mtok = 0.15, output_per_mtok = 0.60 }}]
 
 [[models]]
+alias = "falls-back"
+deployments = [{{ provider = "fault-500", model = "gpt-4o-mini" }}]
+max_retries = 0
+fallbacks = ["fast"]
+
+[[models]]
 alias = "never"
 cache = "off"
 deployments = [{{ provider = "up", model = "gpt-4o-mini", input_per_mtok = 0.15, output_per_mtok = 0.60 }}]
@@ -333,4 +339,36 @@ async fn anthropic_clients_get_cached_answers_in_their_own_format() {
         .collect();
     assert_eq!(text, first["content"][0]["text"].as_str().unwrap());
     assert_eq!(upstream_requests(&upstream).await, 1);
+}
+
+#[tokio::test]
+async fn only_the_alias_own_finished_answers_are_kept() {
+    let upstream = MockUpstream::start(&[]);
+    let store = scratch_dir();
+    let node = Node::start(&config(&upstream, &store)).await;
+
+    // A fallback's answer is not the alias's.
+    let fell_back = body("falls-back", json!({"temperature": 0}));
+    for _ in 0..2 {
+        let (cache, answer) = ask(&node, &fell_back, &[]).await;
+        assert_eq!(cache, "miss", "{answer}");
+    }
+    // A stream that broke, or carried an error, is no answer.
+    for alias in ["fault-cut", "fault-error-event"] {
+        let broken = body(alias, json!({"temperature": 0, "stream": true}));
+        for _ in 0..2 {
+            let (cache, text) = ask(&node, &broken, &[]).await;
+            assert_eq!(cache, "miss", "{alias}");
+            assert!(text.contains("event: error"), "{alias}: {text}");
+        }
+    }
+    // An upstream that is never asked for stream usage is not asked for
+    // the cache's sake either; its answer is kept all the same.
+    let no_usage = body("no-usage", json!({"temperature": 0, "stream": true}));
+    let (cache, _) = ask(&node, &no_usage, &[]).await;
+    assert_eq!(cache, "miss");
+    let sent = upstream.last_request().await;
+    assert!(sent["body"].get("stream_options").is_none(), "{sent}");
+    let (cache, _) = ask(&node, &no_usage, &[]).await;
+    assert_eq!(cache, "hit");
 }

@@ -180,6 +180,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 admission: None,
                 fallbacks: Default::default(),
                 observer: std::sync::Arc::new(chorus_actors::Unobserved),
+                pass_usage_chunk: false,
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_proto::cache::{replay_chunks, Assembler, ChunkRole};
 use chorus_proto::sse::{self, SseEvent};
-use chorus_proto::ChatRequest;
+use chorus_proto::{ChatRequest, Endpoint};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use http::header::AGE;
@@ -43,42 +43,62 @@ pub fn hit_headers(age: Duration) -> [(&'static str, HeaderValue); 2] {
     ]
 }
 
-/// Passes a stream of OpenAI frames on unchanged while assembling the
-/// whole completion, which is stored once `[DONE]` passes — a stream that
-/// breaks, or a client that leaves, stores nothing. With `hide_usage`,
-/// the usage chunk the client did not ask for (but the cache needs) is
-/// not passed on.
+/// Passes a stream of OpenAI frames from `endpoint` on unchanged while
+/// assembling the whole completion, which is stored as `[DONE]` passes,
+/// before the client gets it — a stream that breaks, or a client that
+/// leaves, stores nothing. With `hide_usage`, the usage chunk the client
+/// did not ask for (but the cache keeps) is not passed on.
 pub fn keep(
     frames: BoxStream<'static, Bytes>,
+    endpoint: Endpoint,
     pending: Pending,
     hide_usage: bool,
 ) -> BoxStream<'static, Bytes> {
-    let mut assembler = Assembler::default();
-    let mut pending = Some(pending);
-    frames
-        .filter_map(move |frame| {
-            let event = SseEvent::parse(frame.clone());
-            let mut pass = true;
-            match event.data() {
-                _ if event.name() == b"error" => pending = None,
-                Some(data) if data.trim_ascii() == sse::DONE.as_bytes() => {
-                    let whole = std::mem::take(&mut assembler).finish();
-                    if let (Some(pending), Some(whole)) = (pending.take(), whole) {
-                        pending.store(&whole);
+    let keeping = Keeping {
+        assembler: Assembler::new(endpoint),
+        pending: Some(pending),
+        hide_usage,
+    };
+    stream::unfold((frames, keeping), |(mut frames, mut keeping)| async move {
+        let frame = frames.next().await?;
+        let pass = keeping.take(&frame).await;
+        Some((pass.then_some(frame), (frames, keeping)))
+    })
+    .filter_map(std::future::ready)
+    .boxed()
+}
+
+/// A stream's answer on its way into the cache.
+struct Keeping {
+    assembler: Assembler,
+    /// `None` once the answer is stored, or cannot be.
+    pending: Option<Pending>,
+    hide_usage: bool,
+}
+
+impl Keeping {
+    /// Takes one frame; whether the client gets it.
+    async fn take(&mut self, frame: &Bytes) -> bool {
+        let event = SseEvent::parse(frame.clone());
+        match event.data() {
+            _ if event.name() == b"error" => self.pending = None,
+            Some(data) if data.trim_ascii() == sse::DONE.as_bytes() => {
+                let whole = std::mem::take(&mut self.assembler).finish();
+                if let (Some(pending), Some(whole)) = (self.pending.take(), whole) {
+                    pending.store(whole.into()).await;
+                }
+            }
+            Some(data) => match self.assembler.push(data) {
+                Ok(ChunkRole::UsageOnly) => return !self.hide_usage,
+                Ok(ChunkRole::Answer) => {}
+                Err(error) => {
+                    if self.pending.take().is_some() {
+                        tracing::warn!(%error, "a streamed answer could not be cached");
                     }
                 }
-                Some(data) => match assembler.push(data) {
-                    Ok(ChunkRole::UsageOnly) => pass = !hide_usage,
-                    Ok(ChunkRole::Answer) => {}
-                    Err(error) => {
-                        if pending.take().is_some() {
-                            tracing::warn!(%error, "a streamed answer could not be cached");
-                        }
-                    }
-                },
-                None => {}
-            }
-            std::future::ready(pass.then_some(frame))
-        })
-        .boxed()
+            },
+            None => {}
+        }
+        true
+    }
 }

@@ -18,7 +18,8 @@ use axum::Extension;
 use bytes::Bytes;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
-use chorus_proto::{ChatRequest, ErrorType};
+use chorus_proto::cache::is_finished_answer;
+use chorus_proto::{ChatRequest, Endpoint, ErrorType};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -99,7 +100,7 @@ async fn checked(
         .await
         .map_err(refused)?
     {
-        Lookup::Hit { body, age } => match cache::replay(&request, body) {
+        Lookup::Hit { body, age, refresh } => match cache::replay(&request, body) {
             Ok(answer) => {
                 return Ok(served_from_cache(
                     dialect, &request, answer, age, context, state,
@@ -107,7 +108,8 @@ async fn checked(
             }
             Err(error) => {
                 tracing::warn!(request_id = %context.id, %error, "a cached answer could not be replayed; answering afresh");
-                None
+                state.metrics.cache_lookup(&request.model, false);
+                refresh
             }
         },
         Lookup::Miss(pending) => {
@@ -257,7 +259,7 @@ async fn call(
     state: &AppState,
 ) -> Response {
     let Admitted {
-        mut request,
+        request,
         route,
         admission,
         fallbacks,
@@ -267,12 +269,11 @@ async fn call(
     if let Some(admission) = &admission {
         limits::rate_headers(admission.headers(), &mut rate_headers);
     }
-    // A stream kept for the cache needs its usage, which the client may
-    // not want to see.
+    // A stream kept for the cache keeps its usage, which a client that did
+    // not ask for it must not see.
     let hide_usage = pending.is_some() && request.stream && !request.include_usage;
-    if hide_usage {
-        request.report_usage();
-    }
+    let alias = request.model.clone();
+    let endpoint = request.endpoint;
     let (reply_tx, reply_rx) = oneshot::channel();
     let args = RequestArgs {
         request_id: context.id.clone(),
@@ -284,6 +285,7 @@ async fn call(
         admission,
         fallbacks,
         observer: state.metrics.clone(),
+        pass_usage_chunk: hide_usage,
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
@@ -291,8 +293,15 @@ async fn call(
     }
     let mut response = match reply_rx.await {
         Ok(Ok(reply)) => {
-            let keep = pending.map(|pending| (pending, hide_usage));
-            respond(dialect, reply, keep, context, &state.metrics)
+            // A fallback's answer is not the alias's own.
+            let keep = pending
+                .filter(|_| reply.alias == alias)
+                .map(|pending| Keep {
+                    pending,
+                    endpoint,
+                    hide_usage,
+                });
+            respond(dialect, reply, keep, context, &state.metrics).await
         }
         Ok(Err(error)) => dialect.error(ApiError::from(error)),
         Err(_) => {
@@ -321,12 +330,20 @@ pub enum Answer {
     Stream(BoxStream<'static, Bytes>),
 }
 
+/// Where an answer goes in the cache, and what the client must not see.
+struct Keep {
+    pending: Pending,
+    endpoint: Endpoint,
+    /// The stream's usage chunk is the cache's alone.
+    hide_usage: bool,
+}
+
 /// The upstream's answer, kept for the cache on the way when `keep` says
-/// where (and whether the usage chunk is the cache's alone).
-fn respond(
+/// where; only a finished answer is.
+async fn respond(
     dialect: Dialect,
     reply: Reply,
-    keep: Option<(Pending, bool)>,
+    keep: Option<Keep>,
     context: &RequestContext,
     metrics: &Metrics,
 ) -> Response {
@@ -337,17 +354,20 @@ fn respond(
     metrics.overhead(overhead);
     let answer = match reply.body {
         ReplyBody::Complete(json) => {
-            if let Some((pending, _)) = keep {
-                pending.store(&json);
+            if let Some(keep) = keep.filter(|keep| is_finished_answer(keep.endpoint, &json)) {
+                keep.pending.store(json.clone()).await;
             }
             Answer::Whole(json)
         }
         ReplyBody::Stream(mut frames_rx) => {
             let frames = futures::stream::poll_fn(move |cx| frames_rx.poll_recv(cx)).boxed();
             match keep {
-                Some((pending, hide_usage)) => {
-                    Answer::Stream(cache::keep(frames, pending, hide_usage))
-                }
+                Some(keep) => Answer::Stream(cache::keep(
+                    frames,
+                    keep.endpoint,
+                    keep.pending,
+                    keep.hide_usage,
+                )),
                 None => Answer::Stream(frames),
             }
         }

@@ -9,8 +9,9 @@
 //!   expire first, which are the ones dropped — the expired ones, then
 //!   while the cache is over its size, those with the least time left.
 //!
-//! The size is kept in memory, counted once at start from the index, so
-//! no write has to scan.
+//! The size, and the soonest expiry, are kept in memory, read once at
+//! start from the index: a write scans the index only when the cache is
+//! over its size or an entry has expired.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,23 +39,35 @@ pub struct Cached {
 pub struct CacheStore {
     storage: Arc<Storage>,
     max_bytes: u64,
-    /// What the entries take, index included. Writes hold it throughout,
-    /// so the index and the count never disagree.
-    bytes: Mutex<u64>,
+    /// Writes hold it throughout, so the index and it never disagree.
+    tally: Mutex<Tally>,
+}
+
+#[derive(Debug)]
+struct Tally {
+    /// What the entries take, index included.
+    bytes: u64,
+    /// The soonest expiry in the index; `u64::MAX` when it is empty.
+    next_expiry_ms: u64,
 }
 
 impl CacheStore {
     pub fn open(storage: Arc<Storage>, max_bytes: u64) -> Result<Self, StoreError> {
-        let mut bytes = 0u64;
+        let mut tally = Tally {
+            bytes: 0,
+            next_expiry_ms: u64::MAX,
+        };
         let index = storage.family(CACHE_EXPIRY)?;
         for entry in storage.db.iterator_cf(index, IteratorMode::Start) {
-            let (_, size) = entry.map_err(|e| store_error("read the cache index from", e))?;
-            bytes = bytes.saturating_add(decode_u64(&size).unwrap_or(0));
+            let (index_key, size) =
+                entry.map_err(|e| store_error("read the cache index from", e))?;
+            tally.bytes = tally.bytes.saturating_add(decode_u64(&size).unwrap_or(0));
+            tally.next_expiry_ms = tally.next_expiry_ms.min(expiry_of(&index_key));
         }
         Ok(CacheStore {
             storage,
             max_bytes,
-            bytes: Mutex::new(bytes),
+            tally: Mutex::new(tally),
         })
     }
 
@@ -98,18 +111,19 @@ impl CacheStore {
         }
         let cache = self.storage.family(CACHE)?;
         let index = self.storage.family(CACHE_EXPIRY)?;
-        let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
         let replaced = self
             .storage
             .db
             .get_cf(cache, key.0)
             .map_err(|e| store_error("read the cache from", e))?;
+        let mut freed = 0;
         if let Some(old) = replaced {
             if let Some((_, old_expiry)) = header(&old) {
                 batch.delete_cf(index, index_key(old_expiry, &key.0));
             }
-            *bytes = bytes.saturating_sub(entry_size(old.len().saturating_sub(HEADER)));
+            freed = entry_size(old.len().saturating_sub(HEADER));
         }
         let mut value = Vec::with_capacity(HEADER + body.len());
         value.extend_from_slice(&now_ms.to_be_bytes());
@@ -117,43 +131,54 @@ impl CacheStore {
         value.extend_from_slice(body);
         batch.put_cf(cache, key.0, value);
         batch.put_cf(index, index_key(expires_ms, &key.0), size.to_be_bytes());
-        *bytes = bytes.saturating_add(size);
         self.storage
             .db
             .write(batch)
             .map_err(|e| store_error("write the cache to", e))?;
-        self.evict(&mut bytes, now_ms)
+        tally.bytes = tally.bytes.saturating_sub(freed).saturating_add(size);
+        tally.next_expiry_ms = tally.next_expiry_ms.min(expires_ms);
+        if tally.bytes > self.max_bytes || tally.next_expiry_ms <= now_ms {
+            self.evict(&mut tally, now_ms)?;
+        }
+        Ok(())
     }
 
     /// What the entries take now, in bytes.
     pub fn bytes(&self) -> u64 {
-        *self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).bytes
     }
 
-    fn evict(&self, bytes: &mut u64, now_ms: u64) -> Result<(), StoreError> {
+    /// Drops expired entries, then those that expire first while over the
+    /// size; the tally follows once the deletions are written.
+    fn evict(&self, tally: &mut Tally, now_ms: u64) -> Result<(), StoreError> {
         let cache = self.storage.family(CACHE)?;
         let index = self.storage.family(CACHE_EXPIRY)?;
         let mut batch = WriteBatch::default();
+        let mut bytes = tally.bytes;
+        let mut next_expiry_ms = u64::MAX;
         for entry in self.storage.db.iterator_cf(index, IteratorMode::Start) {
             let (index_key, size) =
                 entry.map_err(|e| store_error("read the cache index from", e))?;
-            let expires_ms = decode_u64(&index_key[..index_key.len().min(8)]).unwrap_or(0);
-            if expires_ms > now_ms && *bytes <= self.max_bytes {
+            let expires_ms = expiry_of(&index_key);
+            if expires_ms > now_ms && bytes <= self.max_bytes {
+                next_expiry_ms = expires_ms;
                 break;
             }
             batch.delete_cf(index, &index_key);
             if let Some(key) = index_key.get(8..) {
                 batch.delete_cf(cache, key);
             }
-            *bytes = bytes.saturating_sub(decode_u64(&size).unwrap_or(0));
-        }
-        if batch.is_empty() {
-            return Ok(());
+            bytes = bytes.saturating_sub(decode_u64(&size).unwrap_or(0));
         }
         self.storage
             .db
             .write(batch)
-            .map_err(|e| store_error("drop entries from the cache in", e))
+            .map_err(|e| store_error("drop entries from the cache in", e))?;
+        *tally = Tally {
+            bytes,
+            next_expiry_ms,
+        };
+        Ok(())
     }
 }
 
@@ -165,6 +190,11 @@ fn entry_size(body_len: usize) -> u64 {
 
 fn index_key(expires_ms: u64, key: &[u8; 32]) -> Vec<u8> {
     [&expires_ms.to_be_bytes()[..], key].concat()
+}
+
+/// The expiry an index key starts with; 0 (expired) for a damaged one.
+fn expiry_of(index_key: &[u8]) -> u64 {
+    index_key.get(..8).and_then(decode_u64).unwrap_or(0)
 }
 
 fn header(value: &[u8]) -> Option<(u64, u64)> {

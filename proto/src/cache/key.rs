@@ -1,7 +1,8 @@
 //! Which requests the cache may answer, and the key their answer is kept
 //! under.
 
-use serde_json::Value;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::chat::ChatRequest;
@@ -18,21 +19,31 @@ const NOT_IN_KEY: [&str; 5] = ["stream", "stream_options", "user", "metadata", "
 pub struct CacheKey(pub [u8; 32]);
 
 /// The key of `request`'s answer within `scope` (whose answers may be
-/// shared: one team, or everyone). The body is normalised — object keys
-/// sorted at every depth, insignificant whitespace gone — so the same
-/// request written two ways finds the same answer; `model` is the alias.
+/// shared: one team, or everyone). The body is normalised only as far as
+/// it cannot change the answer: the fields above left out, whitespace
+/// gone. Field order is kept — the order of a JSON schema's properties is
+/// the order a structured answer comes in. `model` is the alias.
 pub fn cache_key(scope: &str, request: &ChatRequest) -> CacheKey {
-    let mut canonical = Vec::with_capacity(256);
-    canonical.extend_from_slice(scope.as_bytes());
-    canonical.push(0);
-    canonical.extend_from_slice(request.endpoint.path().as_bytes());
-    canonical.push(0);
-    let kept = request
-        .body()
-        .iter()
-        .filter(|(name, _)| !NOT_IN_KEY.contains(&name.as_str()));
-    write_object(kept, &mut canonical);
-    CacheKey(Sha256::digest(&canonical).into())
+    let mut hasher = Sha256::new();
+    hasher.update(scope.as_bytes());
+    hasher.update([0]);
+    hasher.update(request.endpoint.path().as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(&KeptFields(request.body())).unwrap_or_default());
+    CacheKey(hasher.finalize().into())
+}
+
+/// A body without the fields that are not in the key, serialised as is.
+struct KeptFields<'a>(&'a Map<String, Value>);
+
+impl Serialize for KeptFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let kept = self
+            .0
+            .iter()
+            .filter(|(name, _)| !NOT_IN_KEY.contains(&name.as_str()));
+        serializer.collect_map(kept)
+    }
 }
 
 /// Whether `request` always gets the same answer, so caching it is safe
@@ -61,43 +72,6 @@ pub fn is_storable(request: &ChatRequest) -> bool {
     !asked("logprobs") && !asked("top_logprobs")
 }
 
-fn write_object<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
-    let mut fields: Vec<_> = fields.collect();
-    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push(b'{');
-    for (i, (name, value)) in fields.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_string(name, out);
-        out.push(b':');
-        write_value(value, out);
-    }
-    out.push(b'}');
-}
-
-fn write_value(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(fields) => write_object(fields.iter(), out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
-        Value::String(text) => write_string(text, out),
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
-    }
-}
-
-fn write_string(text: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(Value::from(text).to_string().as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,14 +86,25 @@ mod tests {
     }
 
     #[test]
-    fn the_same_request_written_two_ways_has_one_key() {
-        let a = key(json!({"model": "m", "temperature": 0,
-            "messages": [{"role": "user", "content": "hi", "name": "x"}]}));
-        let b = key(
-            json!({"messages": [{"name": "x", "content": "hi", "role": "user"}],
-            "temperature": 0, "model": "m"}),
+    fn whitespace_is_not_in_the_key_and_field_order_is() {
+        let compact =
+            br#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+        let spaced = br#"{ "model" : "m",
+            "temperature": 0, "messages": [ {"role": "user", "content": "hi"} ] }"#;
+        let key_of = |body: &[u8]| cache_key("s", &ChatRequest::parse(body).unwrap());
+        assert_eq!(key_of(compact), key_of(spaced));
+        let schema = |properties: Value| {
+            key(
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "r",
+                    "schema": {"type": "object", "properties": properties}}}}),
+            )
+        };
+        assert_ne!(
+            schema(json!({"a": {"type": "string"}, "b": {"type": "string"}})),
+            schema(json!({"b": {"type": "string"}, "a": {"type": "string"}})),
+            "structured answers come in the schema's order"
         );
-        assert_eq!(a, b);
     }
 
     #[test]

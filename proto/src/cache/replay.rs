@@ -95,6 +95,7 @@ pub fn replay_chunks(completion: &[u8], include_usage: bool) -> Result<Vec<Vec<u
 mod tests {
     use super::*;
     use crate::cache::Assembler;
+    use crate::endpoint::Endpoint;
     use crate::mock::MockCompletion;
 
     fn mock() -> MockCompletion {
@@ -103,8 +104,8 @@ mod tests {
     }
 
     /// Replaying and assembling again gives back the completion.
-    fn round_trip(completion: &[u8], include_usage: bool) -> Value {
-        let mut assembler = Assembler::default();
+    fn round_trip(endpoint: Endpoint, completion: &[u8], include_usage: bool) -> Value {
+        let mut assembler = Assembler::new(endpoint);
         for chunk in replay_chunks(completion, include_usage).unwrap() {
             assembler.push(&chunk).unwrap();
         }
@@ -115,17 +116,20 @@ mod tests {
     fn a_replayed_completion_assembles_back_into_itself() {
         let tool = json!({"type": "function", "function": {"name": "lookup",
             "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}});
-        for completion in [
-            mock().completion_json(),
-            mock().calling(&tool).completion_json(),
-            mock().text_completion_json(),
+        for (endpoint, completion) in [
+            (Endpoint::ChatCompletions, mock().completion_json()),
+            (
+                Endpoint::ChatCompletions,
+                mock().calling(&tool).completion_json(),
+            ),
+            (Endpoint::Completions, mock().text_completion_json()),
         ] {
             let mut whole: Value = serde_json::from_slice(&completion).unwrap();
             // A `null` refusal is no text: the stream has no piece for it.
             if let Some(Value::Object(message)) = whole.pointer_mut("/choices/0/message") {
                 message.remove("refusal");
             }
-            assert_eq!(round_trip(&completion, true), whole);
+            assert_eq!(round_trip(endpoint, &completion, true), whole);
         }
     }
 
