@@ -70,6 +70,17 @@ pub enum CallOutcome {
     Cancelled,
 }
 
+impl CallOutcome {
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Completed => "completed",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One finished call, as recorded on its deployment.
 #[derive(Debug, Clone, Copy)]
 pub struct CallEnded {

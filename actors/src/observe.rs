@@ -17,6 +17,8 @@ pub struct FinishedRequest<'a> {
     /// The deployment of its last call; `None` when no deployment could
     /// take it.
     pub deployment: Option<&'a str>,
+    /// Calls made for it, retries and fallbacks included.
+    pub attempts: u32,
     /// The status the client got; 499 when it went away first.
     pub status: u16,
     pub outcome: CallOutcome,

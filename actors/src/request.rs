@@ -224,11 +224,13 @@ impl RequestFacts<'_> {
         self.settle_limits(Some(Usage::default()), Some(0), now_ms);
     }
 
-    /// Tells the observer of a request that ended with no call to record.
-    fn unanswered(&self, status: u16, outcome: CallOutcome) {
+    /// Tells the observer of a request that ended with no call to record,
+    /// after `attempts` calls that failed.
+    fn unanswered(&self, status: u16, outcome: CallOutcome, attempts: u32) {
         self.observer.finished(&FinishedRequest {
             alias: self.alias,
             deployment: None,
+            attempts,
             status,
             outcome,
             duration: self.received_at.elapsed(),
@@ -268,6 +270,7 @@ impl CallRecord<'_> {
         facts.observer.finished(&FinishedRequest {
             alias: facts.alias,
             deployment: Some(self.deployment.name()),
+            attempts: self.attempt,
             status,
             outcome,
             duration: facts.received_at.elapsed(),
@@ -384,7 +387,7 @@ async fn run(args: RequestArgs) {
         Ok(attempt) => attempt,
         Err(unavailable) => {
             facts.release_limits(unix_millis());
-            facts.unanswered(503, CallOutcome::Failed);
+            facts.unanswered(503, CallOutcome::Failed, 0);
             tracing::info!(target: "chorus::request", request_id = %request_id,
                 alias = %route.alias, status = 503, retry_after_ms = unavailable.retry_after_ms,
                 "no deployment can take the request");
@@ -399,7 +402,7 @@ async fn run(args: RequestArgs) {
                 () = reply_tx.closed() => {
                     // The reservation stands: earlier attempts may have been charged.
                     facts.settle_limits(None, None, unix_millis());
-                    facts.unanswered(499, CallOutcome::Cancelled);
+                    facts.unanswered(499, CallOutcome::Cancelled, plan.attempts().saturating_sub(1));
                     tracing::info!(target: "chorus::request", request_id = %request_id,
                         alias = %route.alias, attempts = plan.attempts().saturating_sub(1), status = 499,
                         "the client went away between attempts");
