@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod admin;
+pub mod stats;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,9 +38,24 @@ pub enum Command {
         #[command(subcommand)]
         action: TeamAction,
     },
+    /// The cluster's requests, tokens and spend by model, key and team
+    /// (through any node).
+    Stats(StatsArgs),
 }
 
-/// How the key and team commands reach the admin API.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// From this long ago: 30s, 15m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// Until this long ago; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// How the key, team and stats commands reach the API.
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// Any node of the cluster, or its balancer.

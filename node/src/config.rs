@@ -31,6 +31,7 @@ pub use keys::{sha256, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig};
 pub use providers::{endpoint_url, ProviderConfig, ProviderKind};
 pub use server::ServerConfig;
+pub use storage::StorageConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,8 +40,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub keys: Vec<KeyConfig>,
     pub cluster: Option<ClusterConfig>,
-    /// Directory of the node's RocksDB store.
-    pub storage_path: Option<PathBuf>,
+    /// The node's RocksDB store.
+    pub storage: Option<StorageConfig>,
     /// `None`: no response cache.
     pub cache: Option<CacheConfig>,
 }
@@ -140,20 +141,20 @@ pub fn validate(
         .cluster
         .as_ref()
         .map(|cluster| cluster::check(cluster, &mut checker));
-    let storage_path = raw
+    let storage = raw
         .storage
         .as_ref()
         .map(|storage| storage::check(storage, &mut checker));
     let cache = cache::check(raw.cache.as_ref(), raw.storage.is_some(), &mut checker);
     let problems = checker.into_problems();
-    match (server, cluster, storage_path) {
-        (Some(server), cluster, storage_path) if problems.is_empty() => Ok(Config {
+    match (server, cluster, storage) {
+        (Some(server), cluster, storage) if problems.is_empty() => Ok(Config {
             server,
             providers,
             models,
             keys,
             cluster: cluster.flatten(),
-            storage_path: storage_path.flatten(),
+            storage: storage.flatten(),
             cache,
         }),
         _ => Err(ConfigError {

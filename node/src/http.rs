@@ -15,7 +15,9 @@ mod health;
 mod limits;
 mod metrics;
 mod models;
+mod peers;
 mod request_id;
+mod requests;
 mod status;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use http::HeaderMap;
 use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
+use crate::request_log::RequestLog;
 
 pub use auth::{authenticate_admin, Caller, KeyStore};
 pub use error::ApiError;
@@ -58,6 +61,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `None` when the node keeps no response cache.
     pub cache: Option<Arc<ResponseCache>>,
+    /// `None` when the node keeps no request log.
+    pub request_log: Option<RequestLog>,
+    /// Asks other nodes for their part of cluster-wide views.
+    pub peers: reqwest::Client,
 }
 
 impl AppState {
@@ -88,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             post(count_tokens::count_tokens),
         )
         .route("/v1/models", get(models::list))
+        .route("/v1/stats", get(requests::stats))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/health", get(health::summary))
         .route("/metrics", get(metrics::scrape))
@@ -165,6 +173,8 @@ pub(crate) mod tests {
             requests: RequestTracker::default(),
             metrics: Arc::new(Metrics::new().expect("metrics register once")),
             cache: None,
+            request_log: None,
+            peers: reqwest::Client::new(),
         }
     }
 

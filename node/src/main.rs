@@ -16,5 +16,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => chorus_node::server::serve(args),
         Command::Key { admin, action } => chorus_node::cli::admin::run_key(&admin, &action),
         Command::Team { admin, action } => chorus_node::cli::admin::run_team(&admin, &action),
+        Command::Stats(args) => chorus_node::cli::stats::run(&args),
     }
 }

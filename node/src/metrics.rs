@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chorus_actors::clock::unix_millis;
 use chorus_actors::routing::breaker::BreakerState;
-use chorus_actors::{CallOutcome, FinishedRequest, RequestObserver, Routes};
+use chorus_actors::{FinishedRequest, RequestObserver, Routes};
 use prometheus::{
     CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -242,11 +242,7 @@ impl RequestObserver for Metrics {
     fn finished(&self, request: &FinishedRequest<'_>) {
         let deployment = request.deployment.unwrap_or("");
         let status = request.status.to_string();
-        let outcome = match request.outcome {
-            CallOutcome::Completed => "completed",
-            CallOutcome::Failed => "failed",
-            CallOutcome::Cancelled => "cancelled",
-        };
+        let outcome = request.outcome.as_str();
         self.requests
             .with_label_values(&[request.alias, deployment, &status, outcome])
             .inc();
@@ -286,6 +282,7 @@ fn catch_up(counter: &IntCounter, total: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_actors::CallOutcome;
     use chorus_proto::Usage;
 
     #[test]
@@ -294,6 +291,7 @@ mod tests {
         metrics.finished(&FinishedRequest {
             alias: "fast",
             deployment: Some("up/m"),
+            attempts: 1,
             status: 200,
             outcome: CallOutcome::Completed,
             duration: Duration::from_millis(120),

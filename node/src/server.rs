@@ -23,7 +23,8 @@ use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::metrics::Metrics;
-use crate::storage::{CacheStore, Storage};
+use crate::request_log::RequestLog;
+use crate::storage::{CacheStore, RequestStore, Storage};
 use crate::{logging, providers};
 
 /// The ledger's node id on a node without a `[cluster]` section.
@@ -142,8 +143,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Estimates are rare, but the first should not pay for loading the tokenizer.
     tokio::task::spawn_blocking(chorus_actors::estimate::warm_up);
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
-    let storage = match &config.storage_path {
-        Some(path) => Some(Arc::new(Storage::open(path)?)),
+    let storage = match &config.storage {
+        Some(storage) => Some(Arc::new(Storage::open(&storage.path)?)),
         None => None,
     };
     let (generation, restored, admin_restored) = match &storage {
@@ -163,6 +164,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         generation,
     };
     tracing::info!(node_id = %run.node_id, generation, restored_tallies = restored.len(), "counters restored");
+    let node_id = run.node_id.clone();
     let admin_store = storage
         .clone()
         .map(|storage| storage as Arc<dyn AdminStore>);
@@ -208,6 +210,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let retention = config
+        .storage
+        .as_ref()
+        .and_then(|storage| storage.request_log_retention);
+    let request_log = match (&storage, retention) {
+        (Some(storage), Some(retention)) => {
+            let store = Arc::new(RequestStore::new(Arc::clone(storage)));
+            let log = RequestLog::start(&node_id, store, retention)
+                .context("cannot start the request log writer")?;
+            Some(log)
+        }
+        _ => None,
+    };
     let ledger_flush = storage.map(|store| LedgerArgs {
         ledger: ledger.clone(),
         store,
@@ -239,6 +254,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         requests: requests.clone(),
         metrics: Arc::new(Metrics::new().context("cannot register the metrics")?),
         cache,
+        request_log,
+        peers: reqwest::Client::builder()
+            .build()
+            .context("cannot build the HTTP client for peers")?,
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {

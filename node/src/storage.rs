@@ -11,8 +11,10 @@
 //!   there only as SHA-256 hashes.
 //! - Column families `cache` and `cache_expiry` hold the response cache:
 //!   see [`cache`].
+//! - Column family `requests` holds the request log: see [`requests`].
 
 mod cache;
+mod requests;
 
 use std::path::Path;
 
@@ -23,6 +25,7 @@ use chorus_proto::counter::{CounterKey, Tally};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 pub use cache::CacheStore;
+pub use requests::{Cursor, RequestStore};
 
 const COUNTERS: &str = "counters";
 const META: &str = "meta";
@@ -55,8 +58,15 @@ impl Storage {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [COUNTERS, META, ADMIN, cache::CACHE, cache::CACHE_EXPIRY]
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families = [
+            COUNTERS,
+            META,
+            ADMIN,
+            cache::CACHE,
+            cache::CACHE_EXPIRY,
+            requests::REQUESTS,
+        ]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
         Ok(Storage { db })

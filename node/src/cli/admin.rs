@@ -38,7 +38,7 @@ const TEAM_COLUMNS: &[(&str, &str)] = &[
     ("revoked", "REVOKED"),
 ];
 
-/// One admin API call: method, path under `/admin`, body.
+/// One API call: method, path (without the leading `/`), body.
 struct Call {
     method: reqwest::Method,
     path: String,
@@ -106,12 +106,13 @@ fn call(
         body,
         shape: Shape::One,
     };
+    let resource = format!("admin/{resource}");
     let at = |id: &str| format!("{resource}/{}", segment(id));
     match action {
-        Action::Create(body) => one(Method::POST, resource.to_owned(), Some(body)),
+        Action::Create(body) => one(Method::POST, resource.clone(), Some(body)),
         Action::List => Call {
             method: Method::GET,
-            path: resource.to_owned(),
+            path: resource.clone(),
             body: None,
             shape: Shape::List(columns),
         },
@@ -220,24 +221,13 @@ fn none_or(text: &str, parse: impl Fn(&str) -> Result<Value, String>) -> Result<
     }
 }
 
-fn fail(message: &str) -> ExitCode {
+pub(super) fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
 }
 
 fn run(admin: &AdminArgs, call: Call) -> ExitCode {
-    let Some(token) = admin.token.as_deref().filter(|token| !token.is_empty()) else {
-        return fail("no admin token: pass --token or set CHORUS_ADMIN_TOKEN");
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
-    };
-    let answer = runtime.block_on(send(&admin.url, token, &call));
-    match answer {
+    match fetch(admin, &call.method, &call.path, call.body.as_ref()) {
         Ok(value) if admin.json => {
             println!(
                 "{}",
@@ -253,16 +243,40 @@ fn run(admin: &AdminArgs, call: Call) -> ExitCode {
     }
 }
 
-async fn send(url: &str, token: &str, call: &Call) -> Result<Value, String> {
+/// Makes one API call with the admin token and waits for its JSON; an
+/// error is the message to print.
+pub(super) fn fetch(
+    admin: &AdminArgs,
+    method: &reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
+    let Some(token) = admin.token.as_deref().filter(|token| !token.is_empty()) else {
+        return Err("no admin token: pass --token or set CHORUS_ADMIN_TOKEN".into());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    runtime.block_on(send(&admin.url, token, method, path, body))
+}
+
+async fn send(
+    url: &str,
+    token: &str,
+    method: &reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
     let base = url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let mut request = client
-        .request(call.method.clone(), format!("{base}/admin/{}", call.path))
+        .request(method.clone(), format!("{base}/{path}"))
         .bearer_auth(token);
-    if let Some(body) = &call.body {
+    if let Some(body) = body {
         request = request.json(body);
     }
     let response = request

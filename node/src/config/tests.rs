@@ -254,3 +254,20 @@ fn the_cache_is_on_with_a_store_and_checked() {
     ));
     assert_eq!(bad_size.unwrap_err().problems[0].field, "cache.max_mb");
 }
+
+#[test]
+fn the_request_log_keeps_a_week_unless_told() {
+    let storage = |extra: &str| {
+        check(&format!(
+            "[storage]\npath = \"/var/lib/chorus\"\n{extra}\n{}",
+            with_models(MODEL)
+        ))
+    };
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    let kept = storage("").unwrap().storage.unwrap();
+    assert_eq!(kept.request_log_retention, Some(week));
+    let off = storage("request_log_days = 0").unwrap().storage.unwrap();
+    assert_eq!(off.request_log_retention, None);
+    let huge = storage("request_log_days = 1000000000000000").unwrap_err();
+    assert_eq!(huge.problems[0].field, "storage.request_log_days");
+}

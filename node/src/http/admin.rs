@@ -11,7 +11,8 @@
 //! POST   /admin/keys/{id}/revoke   revokes it for good
 //! ```
 //!
-//! and the same under `/admin/teams`. Every error is an OpenAI error object:
+//! and the same under `/admin/teams`; `GET /admin/requests` is the
+//! request log (see `requests`). Every error is an OpenAI error object:
 //! 400 naming the field, 401, 404, 409 for a duplicate name.
 
 mod fields;
@@ -49,6 +50,7 @@ pub fn router() -> Router<AppState> {
             get(show_team).patch(update_team).delete(delete_team),
         )
         .route("/teams/{id}/revoke", post(revoke_team))
+        .route("/requests", get(super::requests::list))
 }
 
 impl From<AdminError> for ApiError {

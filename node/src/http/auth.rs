@@ -19,6 +19,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use crate::config::{sha256, KeyConfig};
+use crate::request_log::Who;
 
 /// The bootstrap keys of the config file.
 #[derive(Debug, Default)]
@@ -60,6 +61,22 @@ impl Caller {
             Caller::Virtual { key, .. } => match &key.record.team {
                 Some(team) => format!("team:{team}"),
                 None => format!("key:{}", key.id),
+            },
+        }
+    }
+
+    /// The caller as the request log names it.
+    pub fn who(&self) -> Who {
+        match self {
+            Caller::Bootstrap { name } => Who {
+                key: name.to_string(),
+                name: name.to_string(),
+                team: None,
+            },
+            Caller::Virtual { key, .. } => Who {
+                key: key.id.clone(),
+                name: key.record.name.clone(),
+                team: key.record.team.clone(),
             },
         }
     }

@@ -17,7 +17,9 @@ use axum::routing::{post, MethodRouter};
 use axum::Extension;
 use bytes::Bytes;
 use chorus_actors::routing::Fallbacks;
-use chorus_actors::{Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs};
+use chorus_actors::{
+    Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs, RequestObserver,
+};
 use chorus_proto::cache::is_finished_answer;
 use chorus_proto::{ChatRequest, Endpoint, ErrorType};
 use futures::stream::BoxStream;
@@ -33,6 +35,7 @@ use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
 use super::{limits, ApiError, AppState, Caller, RequestContext};
 use crate::cache::{Directives, Lookup, Pending};
 use crate::metrics::Metrics;
+use crate::request_log::Trail;
 
 /// The gateway's own share of a response's latency, in ms.
 const OVERHEAD_HEADER: &str = "x-chorus-overhead-ms";
@@ -56,19 +59,26 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let mut response = match checked(dialect, state, context, headers, body).await {
+    let mut trail = Trail::start(
+        state.request_log.as_ref(),
+        &context.id,
+        dialect.path(),
+        context.received_at.elapsed(),
+    );
+    let mut response = match checked(dialect, state, context, headers, body, &mut trail).await {
         Ok(response) => response,
         Err((error, alias)) => {
-            state
-                .metrics
-                .rejected(error.body.error.code.as_deref().unwrap_or("unknown"));
+            let code = error.body.error.code.as_deref();
+            state.metrics.rejected(code.unwrap_or("unknown"));
+            let latency = context.received_at.elapsed();
+            trail.refused(error.status.as_u16(), code, latency);
             tracing::info!(
                 target: "chorus::request",
                 request_id = %context.id,
                 alias = alias.as_deref(),
                 status = error.status.as_u16(),
-                code = error.body.error.code.as_deref(),
-                latency_ms = context.received_at.elapsed().as_secs_f64() * 1000.0,
+                code,
+                latency_ms = latency.as_secs_f64() * 1000.0,
                 "request rejected"
             );
             dialect.error(error)
@@ -86,15 +96,16 @@ async fn serve(
 type Refusal = (ApiError, Option<String>);
 
 /// The request once checked: answered from the cache, or admitted against
-/// its limits and called.
+/// its limits and called; `trail` learns what it was and how it ended.
 async fn checked(
     dialect: Dialect,
     state: &AppState,
     context: &RequestContext,
     headers: &HeaderMap,
     body: Body,
+    trail: &mut Trail,
 ) -> Result<Response, Refusal> {
-    let (caller, request, route) = check(dialect, state, headers, body).await?;
+    let (caller, request, route) = check(dialect, state, headers, body, trail).await?;
     let refused = |error: ApiError| (error, Some(request.model.clone()));
     let pending = match lookup(state, &caller, &request, headers)
         .await
@@ -102,18 +113,21 @@ async fn checked(
     {
         Lookup::Hit { body, age, refresh } => match cache::replay(&request, body) {
             Ok(answer) => {
-                return Ok(served_from_cache(
-                    dialect, &request, answer, age, context, state,
-                ))
+                trail.cache("hit");
+                let response = served_from_cache(dialect, &request, answer, age, context, state);
+                trail.served_from_cache(response.status().as_u16(), context.received_at.elapsed());
+                return Ok(response);
             }
             Err(error) => {
                 tracing::warn!(request_id = %context.id, %error, "a cached answer could not be replayed; answering afresh");
                 state.metrics.cache_lookup(&request.model, false);
+                trail.cache("miss");
                 refresh
             }
         },
         Lookup::Miss(pending) => {
             state.metrics.cache_lookup(&request.model, false);
+            trail.cache("miss");
             pending
         }
         Lookup::Bypass => None,
@@ -126,6 +140,7 @@ async fn checked(
         admission,
         fallbacks,
         pending,
+        observer: trail.observer(&state.metrics),
     };
     Ok(call(dialect, admitted, context, state).await)
 }
@@ -137,12 +152,15 @@ async fn check(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    trail: &mut Trail,
 ) -> Result<(Caller, ChatRequest, Arc<AliasRoute>), Refusal> {
     let caller = state.authenticate(headers).map_err(|e| (e, None))?;
+    trail.caller(caller.who());
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
     let request = dialect.parse(&bytes).map_err(|e| (e, None))?;
+    trail.request(&request);
     let Some(route) = state.routes.get(&request.model).cloned() else {
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -242,13 +260,15 @@ fn served_from_cache(
 }
 
 /// What passed every check: the request, its alias, its hold on limits,
-/// the fallback aliases its key may use, and where its answer is cached.
+/// the fallback aliases its key may use, where its answer is cached, and
+/// who learns how it ended.
 struct Admitted {
     request: ChatRequest,
     route: Arc<AliasRoute>,
     admission: Option<Admission>,
     fallbacks: Fallbacks,
     pending: Option<Pending>,
+    observer: Arc<dyn RequestObserver>,
 }
 
 /// Runs the call in its own `RequestActor`, which also logs it.
@@ -264,6 +284,7 @@ async fn call(
         admission,
         fallbacks,
         pending,
+        observer,
     } = admitted;
     let mut rate_headers = HeaderMap::new();
     if let Some(admission) = &admission {
@@ -284,7 +305,7 @@ async fn call(
         tracked: state.requests.track(),
         admission,
         fallbacks,
-        observer: state.metrics.clone(),
+        observer,
         pass_usage_chunk: hide_usage,
     };
     if let Err(e) = RequestActor::start(args).await {

@@ -29,6 +29,14 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The endpoint's path under `/v1/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Dialect::OpenAi(endpoint) => endpoint.path(),
+            Dialect::Anthropic => "messages",
+        }
+    }
+
     pub fn parse(self, body: &[u8]) -> Result<ChatRequest, ApiError> {
         let parsed = match self {
             Dialect::OpenAi(endpoint) => ChatRequest::parse_at(endpoint, body),

@@ -96,6 +96,8 @@ mod tests {
             requests: RequestTracker::default(),
             metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
             cache: None,
+            request_log: None,
+            peers: reqwest::Client::new(),
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));
         cluster.leave();
