@@ -31,7 +31,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo build (binaries the end-to-end tests start)"
 cargo build --workspace --bins --quiet
 echo "== cargo test"
+# The status page test leaves a screenshot here for a person to look at.
+export CHORUS_TEST_ARTIFACTS="${CHORUS_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/chorus-test-artifacts}"
 cargo test --workspace --quiet
+echo "status page screenshot: $CHORUS_TEST_ARTIFACTS/status-page.png"
 
 echo "== the official OpenAI and Anthropic Python SDKs against a node"
 venv="$target_dir/sdk-venv"

@@ -117,6 +117,13 @@ impl Cluster {
             extra_liveness_predicate: Some(Box::new(no_state_copies)),
             protocol_version: ProtocolVersion::V0,
         };
+        // Bound to every interface: peers reach the HTTP API at the address
+        // they reach the gossip at.
+        let http_addr = if http_addr.ip().is_unspecified() {
+            SocketAddr::new(config.advertise.ip(), http_addr.port())
+        } else {
+            http_addr
+        };
         let initial = vec![
             (keys::HTTP_ADDR.to_owned(), http_addr.to_string()),
             (

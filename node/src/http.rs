@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/stats", get(requests::stats))
         .route("/v1/cluster", get(cluster::view))
+        .route("/v1/cluster/recent", get(status::recent))
         .route("/v1/health", get(health::summary))
         .route("/metrics", get(metrics::scrape))
         .route("/health/live", get(health::live))
@@ -171,7 +172,7 @@ pub(crate) mod tests {
             cluster: None,
             ledger,
             requests: RequestTracker::default(),
-            metrics: Arc::new(Metrics::new().expect("metrics register once")),
+            metrics: Arc::new(Metrics::new(&Routes::default()).expect("metrics register once")),
             cache: None,
             request_log: None,
             peers: reqwest::Client::new(),

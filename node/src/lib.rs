@@ -9,6 +9,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod providers;
+pub mod recent;
 pub mod request_log;
 pub mod secrets;
 pub mod server;

@@ -19,6 +19,7 @@ use prometheus::{
 };
 
 use crate::cluster::ClusterView;
+use crate::recent::{Recent, Sample};
 
 /// Request durations, in seconds: from a cached or instant answer to a
 /// long generation.
@@ -48,12 +49,17 @@ pub struct Metrics {
     gossip_bytes: IntCounterVec,
     gossip_packets: IntCounterVec,
     gossip_auth_failures: IntCounter,
+    request_log_dropped: IntCounter,
+    /// The last ten minutes, for the status page's charts.
+    recent: Recent,
     /// Scrapes bring the gossip counters up to date one at a time.
     scrape: Mutex<()>,
 }
 
 impl Metrics {
-    pub fn new() -> prometheus::Result<Self> {
+    /// The node's metrics, with a recent history of `routes`' aliases and
+    /// deployments.
+    pub fn new(routes: &Routes) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("chorus".into()), None)?;
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
@@ -145,6 +151,18 @@ impl Metrics {
             "Gossip datagrams dropped because their seal did not verify.",
         )?;
         registry.register(Box::new(gossip_auth_failures.clone()))?;
+        let request_log_dropped = IntCounter::new(
+            "request_log_dropped_total",
+            "Request log records dropped because the writer could not keep up.",
+        )?;
+        registry.register(Box::new(request_log_dropped.clone()))?;
+        let recent = Recent::new(
+            routes.aliases(),
+            routes
+                .deployments()
+                .iter()
+                .map(|deployment| deployment.name()),
+        );
         Ok(Metrics {
             registry,
             requests,
@@ -160,13 +178,24 @@ impl Metrics {
             gossip_bytes,
             gossip_packets,
             gossip_auth_failures,
+            request_log_dropped,
+            recent,
             scrape: Mutex::new(()),
         })
     }
 
-    /// A request refused before routing, with its error code.
-    pub fn rejected(&self, code: &str) {
+    /// A request refused before any call, with its error code, and its
+    /// alias when it named one.
+    pub fn rejected(&self, code: &str, alias: Option<&str>, latency: Duration) {
         self.rejections.with_label_values(&[code]).inc();
+        if let Some(alias) = alias {
+            let sample = Sample {
+                rejected: true,
+                latency: Some(latency),
+                ..Sample::default()
+            };
+            self.recent.add(alias, None, sample, unix_millis());
+        }
     }
 
     /// A request looked up in the response cache.
@@ -185,6 +214,21 @@ impl Metrics {
         self.duration
             .with_label_values(&[alias])
             .observe(duration.as_secs_f64());
+        let sample = Sample {
+            latency: Some(duration),
+            ..Sample::default()
+        };
+        self.recent.add(alias, None, sample, unix_millis());
+    }
+
+    /// The counter of request log records dropped, for the log to count in.
+    pub fn request_log_dropped(&self) -> IntCounter {
+        self.request_log_dropped.clone()
+    }
+
+    /// The last ten minutes of traffic.
+    pub fn recent(&self) -> &Recent {
+        &self.recent
     }
 
     /// The gateway's own share of an answered request.
@@ -267,6 +311,16 @@ impl RequestObserver for Metrics {
                 .with_label_values(&[request.alias, deployment])
                 .inc_by(cost as f64 / 1_000_000.0);
         }
+        let sample = Sample {
+            // A client that went away is no error of the gateway's.
+            error: request.status >= 400 && request.status != 499,
+            rejected: false,
+            cost_micros: request.cost_micros.unwrap_or(0),
+            latency: Some(request.duration),
+            ttft: request.ttft,
+        };
+        self.recent
+            .add(request.alias, request.deployment, sample, unix_millis());
     }
 }
 
@@ -287,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_finished_request_feeds_its_series() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(&Routes::default()).unwrap();
         metrics.finished(&FinishedRequest {
             alias: "fast",
             deployment: Some("up/m"),
@@ -299,7 +353,11 @@ mod tests {
             usage: Some(Usage::new(10, 20)),
             cost_micros: Some(1_500),
         });
-        metrics.rejected("rate_limit_exceeded");
+        metrics.rejected(
+            "rate_limit_exceeded",
+            Some("fast"),
+            Duration::from_millis(1),
+        );
         let text = metrics.render(&Routes::default(), None);
         for line in [
             "chorus_requests_total{alias=\"fast\",deployment=\"up/m\",outcome=\"completed\",status=\"200\"} 1",

@@ -1,7 +1,7 @@
 //! The request log: one record per request this node answered or refused
 //! — who asked, for what, where it went, what it used and cost, how long
 //! it took, how it ended, and whether the cache answered — kept in the
-//! node's store for `[request_log] retention_days`.
+//! node's store for `[storage] request_log_days`.
 //!
 //! Records leave the request path through a bounded channel to one writer
 //! thread, which writes them in batches and drops those past retention;
@@ -13,12 +13,12 @@
 mod stats;
 mod trail;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_actors::clock::{millis, unix_millis};
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::RequestStore;
@@ -82,28 +82,38 @@ pub struct RequestLog {
 struct Inner {
     node: String,
     store: Arc<RequestStore>,
-    queue: SyncSender<RequestRecord>,
-    dropped: AtomicU64,
+    queue: SyncSender<Entry>,
+    /// Records dropped because the writer could not keep up.
+    dropped: IntCounter,
+}
+
+/// What the writer is handed.
+enum Entry {
+    Record(Box<RequestRecord>),
+    /// Answered once everything queued before it is written.
+    Flush(Sender<()>),
 }
 
 impl RequestLog {
-    /// Starts the writer thread for `store`, keeping `retention`.
+    /// Starts the writer thread for `store`, keeping `retention`; records
+    /// the writer cannot keep up with are counted in `dropped`.
     pub fn start(
         node: &str,
         store: Arc<RequestStore>,
         retention: Duration,
+        dropped: IntCounter,
     ) -> std::io::Result<Self> {
-        let (queue, records) = sync_channel(QUEUE);
+        let (queue, entries) = sync_channel(QUEUE);
         let writer_store = Arc::clone(&store);
         std::thread::Builder::new()
             .name("request-log".into())
-            .spawn(move || write(&writer_store, &records, retention))?;
+            .spawn(move || write(&writer_store, &entries, retention))?;
         Ok(RequestLog {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
                 store,
                 queue,
-                dropped: AtomicU64::new(0),
+                dropped,
             }),
         })
     }
@@ -115,23 +125,21 @@ impl RequestLog {
 
     /// Queues `record` for the writer; dropped, and counted, when the
     /// queue is full.
-    pub fn record(&self, record: RequestRecord) {
-        match self.inner.queue.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                if self.inner.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!("the request log cannot keep up; records are being dropped");
-                }
+    pub fn record(&self, record: Box<RequestRecord>) {
+        if self.inner.queue.try_send(Entry::Record(record)).is_err() {
+            if self.inner.dropped.get() == 0 {
+                tracing::warn!("the request log cannot keep up; records are being dropped");
             }
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::error!("the request log writer has stopped");
-            }
+            self.inner.dropped.inc();
         }
     }
 
-    /// Records dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+    /// Waits, at most `timeout`, until every record queued so far is
+    /// written: at shutdown. Blocks the thread.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done_tx, done_rx) = channel();
+        self.inner.queue.send(Entry::Flush(done_tx)).is_ok()
+            && done_rx.recv_timeout(timeout).is_ok()
     }
 
     pub fn store(&self) -> &Arc<RequestStore> {
@@ -141,26 +149,41 @@ impl RequestLog {
 
 /// The writer thread: batches of records to the store, and retention.
 /// Ends when every [`RequestLog`] is gone.
-fn write(store: &RequestStore, records: &Receiver<RequestRecord>, retention: Duration) {
+fn write(store: &RequestStore, entries: &Receiver<Entry>, retention: Duration) {
     let mut pruned_at = 0u64;
+    let mut pruned_before = 0u64;
     loop {
         let mut batch = Vec::new();
-        match records.recv_timeout(PRUNE_EVERY) {
-            Ok(record) => batch.push(record),
-            Err(RecvTimeoutError::Timeout) => {}
+        let mut flushes = Vec::new();
+        let first = match entries.recv_timeout(PRUNE_EVERY) {
+            Ok(entry) => Some(entry),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
+        };
+        for entry in first.into_iter().chain(entries.try_iter().take(BATCH)) {
+            match entry {
+                Entry::Record(record) => batch.push(*record),
+                Entry::Flush(done) => flushes.push(done),
+            }
         }
-        batch.extend(records.try_iter().take(BATCH - batch.len()));
         if !batch.is_empty() {
             if let Err(error) = store.put(&batch) {
                 tracing::warn!(%error, records = batch.len(), "request log records could not be written");
             }
         }
+        for done in flushes {
+            let _ = done.send(());
+        }
         let now_ms = unix_millis();
         if now_ms.saturating_sub(pruned_at) >= millis(PRUNE_EVERY) {
             pruned_at = now_ms;
-            if let Err(error) = store.prune(now_ms.saturating_sub(millis(retention))) {
-                tracing::warn!(%error, "old request log records could not be dropped");
+            // From where the last pruning stopped: one small range each time.
+            let before = now_ms.saturating_sub(millis(retention));
+            match store.prune(pruned_before, before) {
+                Ok(()) => pruned_before = before,
+                Err(error) => {
+                    tracing::warn!(%error, "old request log records could not be dropped")
+                }
             }
         }
     }

@@ -38,6 +38,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long request actors get to record their calls once connections closed.
 const REQUEST_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// The longest wait at shutdown for the request log's last records.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Gossip rounds peers get to take a leaving node's last counts.
 const FINAL_GOSSIP_ROUNDS: u32 = 3;
@@ -214,10 +216,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .storage
         .as_ref()
         .and_then(|storage| storage.request_log_retention);
+    let metrics = Arc::new(Metrics::new(&routes).context("cannot register the metrics")?);
     let request_log = match (&storage, retention) {
         (Some(storage), Some(retention)) => {
             let store = Arc::new(RequestStore::new(Arc::clone(storage)));
-            let log = RequestLog::start(&node_id, store, retention)
+            let log = RequestLog::start(&node_id, store, retention, metrics.request_log_dropped())
                 .context("cannot start the request log writer")?;
             Some(log)
         }
@@ -252,10 +255,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         ledger,
         requests: requests.clone(),
-        metrics: Arc::new(Metrics::new().context("cannot register the metrics")?),
+        metrics,
         cache,
-        request_log,
+        request_log: request_log.clone(),
         peers: reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client for peers")?,
     };
@@ -299,6 +304,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             running = requests.running(),
             "requests still running at shutdown"
         );
+    }
+    if let Some(log) = request_log {
+        let flushed = tokio::task::spawn_blocking(move || log.flush(LOG_FLUSH_LIMIT)).await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!("the request log's last records may not be written");
+        }
     }
     let for_peers = cluster.as_ref().map_or(Duration::ZERO, |cluster| {
         cluster.gossip_interval() * FINAL_GOSSIP_ROUNDS

@@ -69,8 +69,10 @@ async fn serve(
         Ok(response) => response,
         Err((error, alias)) => {
             let code = error.body.error.code.as_deref();
-            state.metrics.rejected(code.unwrap_or("unknown"));
             let latency = context.received_at.elapsed();
+            state
+                .metrics
+                .rejected(code.unwrap_or("unknown"), alias.as_deref(), latency);
             trail.refused(error.status.as_u16(), code, latency);
             tracing::info!(
                 target: "chorus::request",
@@ -107,31 +109,30 @@ async fn checked(
 ) -> Result<Response, Refusal> {
     let (caller, request, route) = check(dialect, state, headers, body, trail).await?;
     let refused = |error: ApiError| (error, Some(request.model.clone()));
-    let pending = match lookup(state, &caller, &request, headers)
+    // The answer's place in the cache, when the request takes part in it.
+    let taking_part = match lookup(state, &caller, &request, headers)
         .await
         .map_err(refused)?
     {
         Lookup::Hit { body, age, refresh } => match cache::replay(&request, body) {
             Ok(answer) => {
-                trail.cache("hit");
                 let response = served_from_cache(dialect, &request, answer, age, context, state);
                 trail.served_from_cache(response.status().as_u16(), context.received_at.elapsed());
                 return Ok(response);
             }
             Err(error) => {
                 tracing::warn!(request_id = %context.id, %error, "a cached answer could not be replayed; answering afresh");
-                state.metrics.cache_lookup(&request.model, false);
-                trail.cache("miss");
-                refresh
+                Some(refresh)
             }
         },
-        Lookup::Miss(pending) => {
-            state.metrics.cache_lookup(&request.model, false);
-            trail.cache("miss");
-            pending
-        }
+        Lookup::Miss(pending) => Some(pending),
         Lookup::Bypass => None,
     };
+    let pending = taking_part.and_then(|pending| {
+        state.metrics.cache_lookup(&request.model, false);
+        trail.missed_cache();
+        pending
+    });
     let fallbacks = Fallbacks::resolve(&route, &state.routes, |alias| caller.allows_model(alias));
     let admission = limits::admit(state, &caller, &request, &route).map_err(refused)?;
     let admitted = Admitted {
@@ -160,7 +161,6 @@ async fn check(
         .await
         .map_err(|e| (e, None))?;
     let request = dialect.parse(&bytes).map_err(|e| (e, None))?;
-    trail.request(&request);
     let Some(route) = state.routes.get(&request.model).cloned() else {
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -174,6 +174,8 @@ async fn check(
         .with_param("model");
         return Err((error, Some(request.model)));
     };
+    // Only an alias that exists: clients do not get to name log entries.
+    trail.request(&request);
     if !route.serves(request.endpoint) {
         let error = ApiError::new(
             StatusCode::BAD_REQUEST,

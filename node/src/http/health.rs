@@ -94,7 +94,7 @@ mod tests {
             cluster: Some(cluster.clone()),
             ledger,
             requests: RequestTracker::default(),
-            metrics: Arc::new(crate::metrics::Metrics::new().unwrap()),
+            metrics: Arc::new(crate::metrics::Metrics::new(&Routes::default()).unwrap()),
             cache: None,
             request_log: None,
             peers: reqwest::Client::new(),

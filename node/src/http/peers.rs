@@ -1,8 +1,9 @@
 //! Asking every other live node of the cluster the same question, for the
 //! views that answer for the whole cluster from each node's own records
 //! (the request log, `/v1/stats`). Each peer gets the caller's own admin
-//! credential and `scope=node`, so it answers for itself alone; a node
-//! that is dead, or does not answer in time, is named as missing.
+//! credential and `scope=node`, so it answers for itself alone, naming
+//! itself; a node that is dead, does not answer in time, or answers as
+//! another node (an address that leads elsewhere) is named as missing.
 
 use std::time::Duration;
 
@@ -56,7 +57,15 @@ pub async fn gather(state: &AppState, path: &str, query: &str, headers: &HeaderM
         }
     }
     for (node_id, answer) in join_all(asks).await {
-        match answer {
+        let own = answer.filter(|answer| {
+            let named = answer.get("node").and_then(Value::as_str);
+            if named != Some(node_id.as_str()) {
+                tracing::warn!(node_id = %node_id, answered_as = ?named,
+                    "a peer's address led to another node");
+            }
+            named == Some(node_id.as_str())
+        });
+        match own {
             Some(answer) => {
                 gathered.answers.push(answer);
                 gathered.answered.push(node_id);

@@ -6,7 +6,7 @@
 //! ```text
 //! GET /admin/requests?key=&team=&alias=&status=429|4xx&since_ms=&until_ms=&limit=&before=
 //!     {"data": [records, newest first], "next_before": cursor or null, "nodes": …}
-//! GET /v1/stats?since_ms=&until_ms=        (default: the last 24 hours)
+//! GET /v1/stats?key=&team=&alias=&status=&since_ms=&until_ms=   (default: the last 24 hours)
 //!     {"totals": …, "by_key": […], "by_team": […], "by_model": […], "nodes": …}
 //! ```
 
@@ -78,7 +78,7 @@ pub async fn list(
     })
     .await?;
     if query.scope.is_some() {
-        return Ok(Json(json!({ "data": records })));
+        return Ok(Json(json!({ "node": log.node(), "data": records })));
     }
     let gathered = peers::gather(
         &state,
@@ -114,6 +114,13 @@ pub async fn stats(
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Answer {
     let (log, query) = admitted(&state, &headers, query)?;
+    if query.limit.is_some() || query.before.is_some() {
+        return Err(invalid(
+            "limit",
+            "`/v1/stats` adds every record up: it takes no `limit` or `before`",
+        ));
+    }
+    let filter = Filter::new(&query)?;
     let until_ms = query.until_ms.unwrap_or_else(unix_millis);
     let since_ms = query
         .since_ms
@@ -122,18 +129,32 @@ pub async fn stats(
     let mut stats = blocking(move || {
         let mut stats = Stats::default();
         store.scan(since_ms, until_ms, None, |record| {
-            stats.add(&record);
+            if filter.matches(&record) {
+                stats.add(&record);
+            }
             true
         })?;
         Ok(stats)
     })
     .await?;
     if query.scope.is_some() {
-        return Ok(Json(json!(stats)));
+        let mut stats = json!(stats);
+        stats["node"] = json!(log.node());
+        return Ok(Json(stats));
     }
-    // Peers are asked for the same range, fixed here.
-    let range = format!("since_ms={since_ms}&until_ms={until_ms}");
-    let gathered = peers::gather(&state, "/v1/stats", &range, &headers).await;
+    // Peers are asked for the same range, fixed here, and the same filters.
+    let mut asked = format!("since_ms={since_ms}&until_ms={until_ms}");
+    for (name, value) in [
+        ("key", &query.key),
+        ("team", &query.team),
+        ("alias", &query.alias),
+        ("status", &query.status),
+    ] {
+        if let Some(value) = value {
+            asked.push_str(&format!("&{name}={}", encode(value)));
+        }
+    }
+    let gathered = peers::gather(&state, "/v1/stats", &asked, &headers).await;
     for answer in &gathered.answers {
         if let Ok(theirs) = serde_json::from_value::<Stats>(answer.clone()) {
             stats.merge(theirs);
@@ -184,6 +205,18 @@ fn invalid(param: &str, message: &str) -> ApiError {
             .with_code("invalid_query")
             .with_param(param),
     )
+}
+
+/// A query value, percent-encoded.
+fn encode(value: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse("http://x/") else {
+        return String::new();
+    };
+    url.query_pairs_mut().append_pair("v", value);
+    url.query()
+        .unwrap_or("")
+        .trim_start_matches("v=")
+        .to_owned()
 }
 
 /// A `next_before` cursor: `<time_ms>:<id>`.

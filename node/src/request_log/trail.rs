@@ -1,7 +1,11 @@
 //! One request's record, filled in as the request goes: who asked and
 //! for what as the handler learns it, then how it ended — refused,
 //! answered from the cache, or told by the request actor through
-//! [`Recorder`] — and written to the log once, at the end.
+//! [`Recorder`] — and written to the log once, at the end. A request
+//! dropped on the way (its client gone before an answer, or an actor
+//! that never answered) is still written, as cancelled or failed.
+//! Requests without a valid key are counted in the metrics only: the log
+//! is no place for a flood of strangers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,9 +81,9 @@ impl Trail {
         });
     }
 
-    /// `hit` or `miss`, for a request that took part in the cache.
-    pub fn cache(&mut self, result: &str) {
-        self.fill(|record| record.cache = Some(result.to_owned()));
+    /// The request took part in the cache, which did not hold its answer.
+    pub fn missed_cache(&mut self) {
+        self.fill(|record| record.cache = Some("miss".into()));
     }
 
     /// Ends a request refused before any call.
@@ -96,6 +100,7 @@ impl Trail {
     /// Ends a request answered from the cache: no call, no cost.
     pub fn served_from_cache(&mut self, status: u16, latency: Duration) {
         self.fill(|record| {
+            record.cache = Some("hit".into());
             record.status = status;
             record.outcome = "cached".into();
             record.latency_ms = latency.as_secs_f64() * 1000.0;
@@ -105,7 +110,9 @@ impl Trail {
 
     fn write(&mut self) {
         if let Some((log, record)) = self.0.take() {
-            log.record(*record);
+            if record.key.is_some() {
+                log.record(record);
+            }
         }
     }
 
@@ -120,6 +127,27 @@ impl Trail {
                 record: Mutex::new(Some(record)),
             }),
         }
+    }
+}
+
+impl Drop for Trail {
+    /// The client went away while the handler was still at work.
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            let latency = Duration::from_millis(unix_millis().saturating_sub(self.arrived_ms()));
+            self.fill(|record| {
+                record.status = 499;
+                record.outcome = "cancelled".into();
+                record.latency_ms = latency.as_secs_f64() * 1000.0;
+            });
+            self.write();
+        }
+    }
+}
+
+impl Trail {
+    fn arrived_ms(&self) -> u64 {
+        self.0.as_ref().map_or(0, |(_, record)| record.time_ms)
     }
 }
 
@@ -149,6 +177,22 @@ impl RequestObserver for Recorder {
         record.cost_micros = request.cost_micros.unwrap_or(0);
         record.latency_ms = request.duration.as_secs_f64() * 1000.0;
         record.ttft_ms = request.ttft.map(|ttft| ttft.as_secs_f64() * 1000.0);
-        self.log.record(*record);
+        self.log.record(record);
+    }
+}
+
+impl Drop for Recorder {
+    /// The request actor never said how the request ended: it could not
+    /// start, or stopped without an answer; the client got a 503.
+    fn drop(&mut self) {
+        let held = self.record.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut record) = held {
+            record.status = 503;
+            record.outcome = "failed".into();
+            record.code = Some("gateway_unavailable".into());
+            let latency_ms = unix_millis().saturating_sub(record.time_ms);
+            record.latency_ms = latency_ms as f64;
+            self.log.record(record);
+        }
     }
 }

@@ -41,12 +41,12 @@ impl RequestStore {
             .map_err(|e| store_error("write the request log to", e))
     }
 
-    /// Drops every record that arrived before `before_ms`.
-    pub fn prune(&self, before_ms: u64) -> Result<(), StoreError> {
+    /// Drops the records that arrived from `from_ms` to before `before_ms`.
+    pub fn prune(&self, from_ms: u64, before_ms: u64) -> Result<(), StoreError> {
         let family = self.storage.family(REQUESTS)?;
         self.storage
             .db
-            .delete_range_cf(family, 0u64.to_be_bytes(), before_ms.to_be_bytes())
+            .delete_range_cf(family, from_ms.to_be_bytes(), before_ms.to_be_bytes())
             .map_err(|e| store_error("drop old records from the request log in", e))
     }
 
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(ids(&store, 0, u64::MAX, None, 2), ["d", "c"]);
         let cursor = (200, "c".to_owned());
         assert_eq!(ids(&store, 0, u64::MAX, Some(&cursor), 2), ["b", "a"]);
-        store.prune(200).unwrap();
+        store.prune(0, 200).unwrap();
         assert_eq!(ids(&store, 0, u64::MAX, None, 10), ["d", "c", "b"]);
     }
 }
