@@ -4,16 +4,17 @@
 //! node's store for `[storage] request_log_days`.
 //!
 //! Records leave the request path through a bounded channel to one writer
-//! thread, which writes them in batches and drops those past retention;
-//! a request never waits on the disk. When the writer falls that far
-//! behind, records are dropped and counted rather than held in memory.
+//! thread, which wakes every 100 ms to write what came in one batch, and
+//! drops records past retention: a request never waits on the disk, and
+//! never wakes the writer. Should the writer fall that far behind,
+//! records are dropped and counted rather than held in memory.
 //! Each node keeps its own; the admin API and `/v1/stats` gather every
 //! live node's.
 
 mod stats;
 mod trail;
 
-use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +27,11 @@ use crate::storage::RequestStore;
 pub use stats::Stats;
 pub use trail::{Trail, Who};
 
-/// Records waiting for the writer at most.
-const QUEUE: usize = 16_384;
-/// Records written in one batch at most.
-const BATCH: usize = 512;
+/// Records waiting for the writer at most: seconds of traffic at the
+/// writer's pace.
+const QUEUE: usize = 65_536;
+/// How often the writer wakes to write what came.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// How often the writer drops records past retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -153,17 +155,20 @@ fn write(store: &RequestStore, entries: &Receiver<Entry>, retention: Duration) {
     let mut pruned_at = 0u64;
     let mut pruned_before = 0u64;
     loop {
+        // Asleep rather than waiting on the channel: senders never wake it.
+        std::thread::sleep(DRAIN_EVERY);
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
-        let first = match entries.recv_timeout(PRUNE_EVERY) {
-            Ok(entry) => Some(entry),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        for entry in first.into_iter().chain(entries.try_iter().take(BATCH)) {
-            match entry {
-                Entry::Record(record) => batch.push(*record),
-                Entry::Flush(done) => flushes.push(done),
+        let mut senders_gone = false;
+        loop {
+            match entries.try_recv() {
+                Ok(Entry::Record(record)) => batch.push(*record),
+                Ok(Entry::Flush(done)) => flushes.push(done),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    senders_gone = true;
+                    break;
+                }
             }
         }
         if !batch.is_empty() {
@@ -185,6 +190,9 @@ fn write(store: &RequestStore, entries: &Receiver<Entry>, retention: Duration) {
                     tracing::warn!(%error, "old request log records could not be dropped")
                 }
             }
+        }
+        if senders_gone {
+            return;
         }
     }
 }

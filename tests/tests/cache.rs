@@ -372,3 +372,25 @@ async fn only_the_alias_own_finished_answers_are_kept() {
     let (cache, _) = ask(&node, &no_usage, &[]).await;
     assert_eq!(cache, "hit");
 }
+
+#[tokio::test]
+async fn a_shared_cache_answers_every_team() {
+    let upstream = MockUpstream::start(&[]);
+    let store = scratch_dir();
+    let node = Node::start(&(config(&upstream, &store) + "\n[cache]\nshared = true\n")).await;
+    let (status, team) = node
+        .admin(Method::POST, "/admin/teams", Some(json!({"name": "green"})))
+        .await;
+    assert_eq!(status, 201, "{team}");
+    let green = node
+        .create_key(json!({"name": "green-1", "team": "green"}))
+        .await;
+    let request = body("fast", json!({"temperature": 0}));
+    assert_eq!(
+        cache_header(&send(&node, TEST_KEY, &request, &[]).await),
+        "miss"
+    );
+    let other_team = send(&node, &green, &request, &[]).await;
+    assert_eq!(cache_header(&other_team), "hit", "shared across teams");
+    assert_eq!(upstream_requests(&upstream).await, 1);
+}

@@ -231,3 +231,38 @@ async fn the_log_and_stats_of_three_nodes_add_up_to_the_requests_sent() {
     assert_eq!(stats["nodes"]["missing"], json!(["c"]), "{stats}");
     assert!(stats["totals"]["requests"].as_u64().unwrap() < total);
 }
+
+#[tokio::test]
+async fn records_survive_the_node_stopping_and_starting_again() {
+    let data = scratch_dir();
+    let config = format!(
+        r#"
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock" }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+
+[storage]
+path = "{}"
+"#,
+        data.display()
+    );
+    let mut node = Node::start(&config).await;
+    for _ in 0..5 {
+        assert_eq!(chat(&node, TEST_KEY, body("fast", json!({}))).await.0, 200);
+    }
+    assert!(node.terminate().success());
+    let node = Node::start(&config).await;
+    let records = all_records(&node, "").await;
+    assert_eq!(records.len(), 5, "{records:?}");
+}
