@@ -9,6 +9,9 @@
 #   CHORUS_BASELINE_BIN  another `chorus` binary (an earlier build, say) run
 #                        the same way as another target, `baseline`, so a
 #                        change is compared with what it changed in one run
+#   CHORUS_BASELINE_STORAGE  lines added to the baseline's [storage] section,
+#                        e.g. `request_log_days = 0` to run the same build
+#                        without its request log
 #
 # Chorus runs twice per scenario: with a bootstrap key (`chorus`), and with
 # a virtual key held to every kind of limit, all set too high to refuse
@@ -121,6 +124,14 @@ if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
   baseline_gossip="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   sed -e "s|$work/store|$work/baseline-store|" -e "s|127.0.0.1:$gossip_port|127.0.0.1:$baseline_gossip|" \
     -e 's|node_id = "bench-1"|node_id = "bench-baseline"|' "$work/chorus.toml" > "$work/baseline.toml"
+  if [ -n "${CHORUS_BASELINE_STORAGE:-}" ]; then
+    python3 - "$work/baseline.toml" "$CHORUS_BASELINE_STORAGE" <<'PY'
+import sys
+path, extra = sys.argv[1], sys.argv[2]
+text = open(path).read()
+open(path, "w").write(text.replace("[storage]\n", "[storage]\n" + extra + "\n", 1))
+PY
+  fi
   start baseline "$CHORUS_BASELINE_BIN" serve --config "$work/baseline.toml" --listen 127.0.0.1:0
   baseline="$(address_of baseline)"
 fi

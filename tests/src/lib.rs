@@ -480,6 +480,30 @@ deployments = [{{ provider = "fault-{fault}", model = "gpt-4o-mini" }}]
     config
 }
 
+/// A standalone node on the built-in mock: alias `fast` at USD 10 / 20 per
+/// million prompt / completion tokens, the test key and the admin token.
+/// Sections can follow.
+pub fn mock_config() -> String {
+    format!(
+        r#"
+[server]
+admin_token = "{ADMIN_TOKEN}"
+
+[[providers]]
+name = "builtin"
+format = "mock"
+
+[[models]]
+alias = "fast"
+deployments = [{{ provider = "builtin", model = "mock", input_per_mtok = 10, output_per_mtok = 20 }}]
+
+[[keys]]
+name = "test"
+key = "{TEST_KEY}"
+"#
+    )
+}
+
 /// A minimal chat request body for `model`.
 pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use chorus_tests::{
-    binary, cluster_config, eventually, free_udp_port, scratch_dir, Node, ADMIN_TOKEN, TEST_KEY,
+    binary, cluster_config, eventually, free_udp_port, mock_config, scratch_dir, Node, ADMIN_TOKEN,
+    TEST_KEY,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -235,28 +236,7 @@ async fn the_log_and_stats_of_three_nodes_add_up_to_the_requests_sent() {
 #[tokio::test]
 async fn records_survive_the_node_stopping_and_starting_again() {
     let data = scratch_dir();
-    let config = format!(
-        r#"
-[server]
-admin_token = "{ADMIN_TOKEN}"
-
-[[providers]]
-name = "builtin"
-format = "mock"
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock" }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-
-[storage]
-path = "{}"
-"#,
-        data.display()
-    );
+    let config = mock_config() + &format!("\n[storage]\npath = \"{}\"\n", data.display());
     let mut node = Node::start(&config).await;
     for _ in 0..5 {
         assert_eq!(chat(&node, TEST_KEY, body("fast", json!({}))).await.0, 200);

@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use chorus_tests::{eventually, scratch_dir, start_cluster, Node, ADMIN_TOKEN, TEST_KEY};
+use chorus_tests::{
+    eventually, mock_config, scratch_dir, start_cluster, Node, ADMIN_TOKEN, TEST_KEY,
+};
 use serde_json::json;
 
 const SECRET: &str = "status-page-secret-0123456789";
@@ -89,27 +91,7 @@ async fn the_page_asks_for_the_token_then_shows_every_node_alive_or_dead() {
 
 #[tokio::test]
 async fn the_page_charts_the_last_minutes_of_each_alias_and_deployment() {
-    let node = Node::start(&format!(
-        r#"
-[server]
-admin_token = "{ADMIN_TOKEN}"
-
-[[providers]]
-name = "builtin"
-format = "mock"
-token_delay_ms = 2
-output_tokens = 8
-
-[[models]]
-alias = "fast"
-deployments = [{{ provider = "builtin", model = "mock", input_per_mtok = 10, output_per_mtok = 20 }}]
-
-[[keys]]
-name = "test"
-key = "{TEST_KEY}"
-"#
-    ))
-    .await;
+    let node = Node::start(&mock_config()).await;
     let client = reqwest::Client::new();
     for i in 0..12 {
         let body = json!({"model": "fast", "stream": i % 2 == 0,
