@@ -14,29 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-6}"
 duration="${2:-6}"
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-bin="$target_dir/release"
-cargo build --release --quiet --workspace --bins
-
-work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-start() { # name command...
-  local name="$1"; shift
-  "$@" >"$work/$name.out" 2>/dev/null &
-  pids+=($!)
-}
-address_of() { # name
-  for _ in $(seq 1 100); do
-    if grep -q "http://" "$work/$1.out" 2>/dev/null; then sed -n 's|.*http://||p' "$work/$1.out" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "failed to start: $1" >&2; exit 1
-}
-free_udp_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source bench/processes.sh
 
 start mock "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1
 upstream="$(address_of mock)"
@@ -49,7 +27,7 @@ path = "$work/store-$side"
 $extra
 [cluster]
 node_id = "ab-$side"
-listen = "127.0.0.1:$(free_udp_port)"
+listen = "127.0.0.1:$(free_port udp)"
 secret = "ab-bench-secret-0123456789"
 [[providers]]
 name = "fast"

@@ -26,31 +26,7 @@ need_command haproxy haproxy
 need_command curl curl
 install_needed
 duration="${1:-10}"
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-bin="$target_dir/release"
-cargo build --release --quiet --workspace --bins
-
-work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-# Starts a process in the background, its output in $work/NAME.out. Not in
-# a subshell: its pid must reach the cleanup.
-start() { # name command...
-  local name="$1"; shift
-  "$@" >"$work/$name.out" 2>/dev/null &
-  pids+=($!)
-}
-
-# Echoes the ADDR of the "... listening on http://ADDR" line NAME printed.
-address_of() { # name
-  for _ in $(seq 1 100); do
-    if grep -q "http://" "$work/$1.out" 2>/dev/null; then sed -n 's|.*http://||p' "$work/$1.out" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "failed to start: $1" >&2; exit 1
-}
+source bench/processes.sh
 
 # Two upstreams: one with no delays (throughput, pure overhead), one with a
 # 20 ms time to first token and 2 ms between tokens (streaming TTFT).
@@ -59,7 +35,7 @@ start mock-paced "$bin/mock-upstream" --listen 127.0.0.1:0 --threads 1 --ttft-ms
 fast_upstream="$(address_of mock-fast)"
 paced_upstream="$(address_of mock-paced)"
 # HAProxy in HTTP mode, keep-alive both ways: what any HTTP proxy costs.
-haproxy_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+haproxy_port="$(free_port tcp)"
 cat >"$work/haproxy.cfg" <<CFG
 global
     maxconn 4096
@@ -84,7 +60,7 @@ haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.05; done
 
-gossip_port="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+gossip_port="$(free_port udp)"
 cat >"$work/chorus.toml" <<TOML
 [storage]
 path = "$work/store"
@@ -121,7 +97,7 @@ limited_key="$(curl -sf "http://$node/admin/keys" -H "Authorization: Bearer over
   python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
 baseline=""
 if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
-  baseline_gossip="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  baseline_gossip="$(free_port udp)"
   sed -e "s|$work/store|$work/baseline-store|" -e "s|127.0.0.1:$gossip_port|127.0.0.1:$baseline_gossip|" \
     -e 's|node_id = "bench-1"|node_id = "bench-baseline"|' "$work/chorus.toml" > "$work/baseline.toml"
   if [ -n "${CHORUS_BASELINE_STORAGE:-}" ]; then
