@@ -133,8 +133,14 @@ impl ResponseCache {
         }
     }
 
-    /// Looks `request` up for a caller in `scope` (its team or key).
-    pub async fn lookup(&self, scope: &str, request: &ChatRequest, asked: Directives) -> Lookup {
+    /// Looks `request` up for a caller in `scope` (its team or key), which
+    /// is made only for a request that takes part.
+    pub async fn lookup(
+        &self,
+        scope: impl FnOnce() -> String,
+        request: &ChatRequest,
+        asked: Directives,
+    ) -> Lookup {
         let policy = self
             .policies
             .get(&request.model)
@@ -148,8 +154,11 @@ impl ResponseCache {
         if !takes_part {
             return Lookup::Bypass;
         }
-        let scope = if self.shared { SHARED_SCOPE } else { scope };
-        let key = cache_key(scope, request);
+        let key = if self.shared {
+            cache_key(SHARED_SCOPE, request)
+        } else {
+            cache_key(&scope(), request)
+        };
         let pending = (!asked.no_store).then(|| Pending {
             store: Arc::clone(&self.store),
             key,

@@ -156,7 +156,7 @@ async fn check(
     trail: &mut Trail,
 ) -> Result<(Caller, ChatRequest, Arc<AliasRoute>), Refusal> {
     let caller = state.authenticate(headers).map_err(|e| (e, None))?;
-    trail.caller(caller.who());
+    trail.caller(|| caller.who());
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
@@ -225,7 +225,7 @@ async fn lookup(
             message,
         )
     })?;
-    Ok(cache.lookup(&caller.cache_scope(), request, asked).await)
+    Ok(cache.lookup(|| caller.cache_scope(), request, asked).await)
 }
 
 /// Answers from the cache: no call, nothing against the key's limits or
@@ -295,7 +295,8 @@ async fn call(
     // A stream kept for the cache keeps its usage, which a client that did
     // not ask for it must not see.
     let hide_usage = pending.is_some() && request.stream && !request.include_usage;
-    let alias = request.model.clone();
+    // Only a request whose answer is kept needs its alias again.
+    let alias = pending.as_ref().map(|_| request.model.clone());
     let endpoint = request.endpoint;
     let (reply_tx, reply_rx) = oneshot::channel();
     let args = RequestArgs {
@@ -318,7 +319,7 @@ async fn call(
         Ok(Ok(reply)) => {
             // A fallback's answer is not the alias's own.
             let keep = pending
-                .filter(|_| reply.alias == alias)
+                .filter(|_| alias.as_deref() == Some(reply.alias.as_str()))
                 .map(|pending| Keep {
                     pending,
                     endpoint,

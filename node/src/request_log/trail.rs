@@ -66,8 +66,10 @@ impl Trail {
         }
     }
 
-    pub fn caller(&mut self, who: Who) {
+    /// Who sent the request; `who` is asked only when there is a log.
+    pub fn caller(&mut self, who: impl FnOnce() -> Who) {
         self.fill(|record| {
+            let who = who();
             record.key = Some(who.key);
             record.key_name = Some(who.name);
             record.team = who.team;
