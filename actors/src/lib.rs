@@ -57,7 +57,7 @@ pub use gossip::{GossipArgs, GossipBus, GossipRead};
 pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore, RunId, StoreChange, StoreError};
 pub use limits::{Admission, Holder, Limiter, Refusal, Reservation};
 pub use observe::{FinishedRequest, RequestObserver, Unobserved};
-pub use provider::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
+pub use provider::{EventStream, Fit, Provider, ProviderError, UpstreamCall, UpstreamReply};
 pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
 pub use routes::{AliasRoute, RouteOptions, Routes};
 pub use stats::{ClusterDeploymentStats, DeploymentStats, Health};

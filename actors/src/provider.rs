@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_proto::sse::SseEvent;
-use chorus_proto::Endpoint;
+use chorus_proto::{ApiFormat, ChatRequest, Endpoint};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
@@ -20,19 +20,26 @@ pub struct UpstreamCall {
     pub endpoint: Endpoint,
     /// The request body with `model` set to the upstream model.
     pub body: Vec<u8>,
+    /// The format `body` is in, and the answer must come back in: the
+    /// provider's own for a client that spoke it (passed through as it
+    /// is), otherwise OpenAI's (for the provider to translate, both ways).
+    pub format: ApiFormat,
+    /// The client's headers that the provider's API defines
+    /// (`anthropic-beta`, …), lowercase, to send along.
+    pub client_headers: Vec<(String, String)>,
     pub stream: bool,
 }
 
-/// The SSE events the upstream sends, in order, as OpenAI chunk events:
+/// The SSE events the upstream sends, in order, in the call's format:
 /// each kept as it came, so all but `model` can be forwarded byte for
 /// byte.
 pub type EventStream = BoxStream<'static, Result<SseEvent, ProviderError>>;
 
-/// A successful (2xx) upstream answer.
+/// A successful (2xx) upstream answer, in the call's format.
 pub enum UpstreamReply {
-    /// The whole JSON body of a non-streaming completion.
+    /// The whole JSON body of a non-streaming answer.
     Complete(Bytes),
-    /// The events of a streaming completion, as they arrive.
+    /// The events of a streaming answer, as they arrive.
     Stream(EventStream),
 }
 
@@ -80,6 +87,12 @@ pub enum ProviderError {
 
 /// An upstream that chat completions can be sent to.
 pub trait Provider: Send + Sync + 'static {
+    /// The API format the upstream speaks; a call in another format is
+    /// sent in OpenAI's, for the provider to translate.
+    fn format(&self) -> ApiFormat {
+        ApiFormat::OpenAi
+    }
+
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>>;
 
     /// Whether the provider's API has `endpoint`: routing only sends it
@@ -94,5 +107,28 @@ pub trait Provider: Send + Sync + 'static {
     /// estimated.
     fn reports_stream_usage(&self) -> bool {
         false
+    }
+}
+
+/// What a request asks of a provider: the endpoint, and the format when
+/// the request cannot be translated out of its client's. Routing only
+/// chooses deployments whose provider meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    pub endpoint: Endpoint,
+    pub format: Option<ApiFormat>,
+}
+
+impl Fit {
+    pub fn of(request: &ChatRequest) -> Self {
+        Fit {
+            endpoint: request.endpoint,
+            format: request.required_format(),
+        }
+    }
+
+    pub fn met_by(&self, provider: &dyn Provider) -> bool {
+        provider.serves(self.endpoint)
+            && self.format.is_none_or(|format| provider.format() == format)
     }
 }

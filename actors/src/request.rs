@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_proto::rewrite::rewrite_model;
-use chorus_proto::{sse, ChatRequest, Usage};
+use chorus_proto::anthropic::passthrough::rewrite_message;
+use chorus_proto::rewrite::{rewrite_model, StreamRewriter};
+use chorus_proto::{ApiFormat, ChatRequest, Usage};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
@@ -71,12 +72,16 @@ pub struct Reply {
     /// Time spent waiting on the upstream before this reply was ready, so
     /// the HTTP layer can tell the gateway's own share of the latency.
     pub upstream_elapsed: Duration,
+    /// The format of the body: the client's own when it passed through,
+    /// else OpenAI's, for the HTTP layer to write in the client's.
+    pub format: ApiFormat,
     pub body: ReplyBody,
 }
 
 #[derive(Debug)]
 pub enum ReplyBody {
-    /// A complete `chat.completion`, `model` already set to the alias.
+    /// A complete answer (a `chat.completion`, a `message`, …), `model`
+    /// already set to the alias.
     Complete(Bytes),
     /// SSE frames to write as they come; the channel closes after `[DONE]`
     /// or after an `error` event.
@@ -468,16 +473,30 @@ async fn call(
     let ask_for_usage =
         request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
     let hide_usage = ask_for_usage && !record.facts.pass_usage_chunk;
+    let provider = deployment.provider();
+    let body = match request.upstream_body(provider.format(), &spec.upstream_model, ask_for_usage) {
+        Ok(body) => body,
+        Err(reason) => {
+            let refusal = ProviderError::Refused(reason.to_error_body().to_json().into());
+            return Some((refusal, reply_tx));
+        }
+    };
+    let format = body.format;
     let call = UpstreamCall {
         request_id: record.facts.request_id.to_owned(),
         endpoint: request.endpoint,
-        body: request.upstream_body(&spec.upstream_model, ask_for_usage),
+        body: body.bytes,
+        format,
+        client_headers: request
+            .forwarded_headers(provider.format())
+            .cloned()
+            .collect(),
         stream: request.stream,
     };
     let _in_flight = deployment.start_call(unix_millis());
     let (first_by, first_timeout) = limits.first_by(record.started);
     let answer = tokio::select! {
-        answer = tokio::time::timeout_at(first_by.into(), deployment.provider().send(call)) => {
+        answer = tokio::time::timeout_at(first_by.into(), provider.send(call)) => {
             answer.unwrap_or(Err(ProviderError::Timeout(first_timeout)))
         }
         () = reply_tx.closed() => {
@@ -491,6 +510,7 @@ async fn call(
         deployment: deployment.name().to_owned(),
         attempts: record.attempt,
         upstream_elapsed,
+        format,
         body,
     };
     let alias = record.alias;
@@ -498,7 +518,11 @@ async fn call(
         Err(cause) => Some((cause, reply_tx)),
         Ok(UpstreamReply::Complete(body)) => {
             let mut text = String::new();
-            let rewritten = match rewrite_model(&body, alias, false, &mut text) {
+            let rewritten = match format {
+                ApiFormat::OpenAi => rewrite_model(&body, alias, false, &mut text),
+                ApiFormat::Anthropic => rewrite_message(&body, alias, &mut text),
+            };
+            let rewritten = match rewritten {
                 Ok(rewritten) => rewritten,
                 Err(detail) => return Some((ProviderError::Malformed(detail), reply_tx)),
             };
@@ -524,6 +548,7 @@ async fn call(
                 record,
                 alias,
                 limits,
+                format,
                 hide_usage,
             };
             let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
@@ -603,6 +628,8 @@ struct Stream<'a> {
     record: &'a CallRecord<'a>,
     alias: &'a str,
     limits: CallLimits,
+    /// The stream's format, which its events and an error event are in.
+    format: ApiFormat,
     /// The client did not ask for usage: hold the usage chunk back.
     hide_usage: bool,
 }
@@ -610,10 +637,11 @@ struct Stream<'a> {
 impl Stream<'_> {
     /// Forwards upstream events to the client as they arrive, `model`
     /// rewritten. Nothing is sent — not even the response headers — until
-    /// the first chunk with content (a role-only first chunk waits for
-    /// it), so a stream that fails before then can be retried or fall back
-    /// unseen. A stream counts as complete only when the upstream sent
-    /// `[DONE]`; any other end after content (closed early, broken,
+    /// the first event with content (a role-only first chunk, Anthropic's
+    /// `message_start`, wait for it), so a stream that fails before then
+    /// can be retried or fall back unseen. A stream counts as complete
+    /// only when the upstream ended it (`[DONE]`, `message_stop`); any
+    /// other end after content (closed early, broken,
     /// stalled, garbage, past the deadline) reaches the client as an SSE
     /// `error` event, never as a normal finish. A client that goes away,
     /// or stops reading for the idle timeout, cancels the stream.
@@ -624,6 +652,7 @@ impl Stream<'_> {
         frames_tx: mpsc::Sender<Bytes>,
     ) -> Pumped {
         let mut held: Vec<Bytes> = Vec::new();
+        let mut rewriter = StreamRewriter::new(self.format, self.hide_usage);
         let mut ttft = None;
         let mut usage = None;
         let mut text = String::new();
@@ -652,18 +681,14 @@ impl Stream<'_> {
                         }
                         continue;
                     }
-                    Some(data) if data.trim_ascii() == sse::DONE.as_bytes() => {
-                        (event.raw().clone(), true)
-                    }
                     Some(data) => {
-                        let rewritten =
-                            match rewrite_model(data, self.alias, self.hide_usage, &mut text) {
-                                Ok(rewritten) => rewritten,
-                                Err(detail) => {
-                                    let cause = ProviderError::Malformed(detail);
-                                    return self.fail(client, cause, ttft, text, &frames_tx).await;
-                                }
-                            };
+                        let rewritten = match rewriter.event(data, self.alias, &mut text) {
+                            Ok(rewritten) => rewritten,
+                            Err(detail) => {
+                                let cause = ProviderError::Malformed(detail);
+                                return self.fail(client, cause, ttft, text, &frames_tx).await;
+                            }
+                        };
                         self.record
                             .note_usage_error(rewritten.usage_error.as_deref());
                         usage = rewritten.usage.or(usage);
@@ -681,7 +706,7 @@ impl Stream<'_> {
                             held.push(frame);
                             continue;
                         }
-                        (frame, false)
+                        (frame, rewritten.ends_stream)
                     }
                 },
                 Ok(Some(Err(cause))) => {
@@ -732,7 +757,9 @@ impl Stream<'_> {
             return Pumped::Early(cause, reply_tx);
         }
         let error = self.record.error(cause);
-        let frame = sse::error_frame(&error.to_error_body());
+        let frame = self
+            .format
+            .error_frame(error.status(), &error.to_error_body());
         if frames_tx
             .send_timeout(frame, self.limits.idle)
             .await

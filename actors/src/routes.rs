@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_proto::{ChatRequest, Endpoint, Price};
+use chorus_proto::{ChatRequest, Price};
 
 use crate::deployment::DeploymentHandle;
 use crate::limits;
+use crate::provider::Fit;
 use crate::routing::balance::{self, Balancer, BalancerOptions, DEFAULT_STRATEGY};
 use crate::routing::{FallbackNames, Need, RetryPolicy, Target};
 
@@ -109,6 +110,8 @@ impl AliasRoute {
 
     /// The highest prompt and completion prices among the deployments: what
     /// a request is reserved at before it is known which one serves it.
+    /// A prompt token is priced at the most it may cost, which is a cache
+    /// write where those cost more than fresh input.
     pub fn highest_price(&self) -> Price {
         self.targets
             .iter()
@@ -116,22 +119,25 @@ impl AliasRoute {
             .fold(Price::default(), |highest, price| Price {
                 input_micros_per_mtok: highest
                     .input_micros_per_mtok
-                    .max(price.input_micros_per_mtok),
+                    .max(price.input_micros_per_mtok)
+                    .max(price.cache_read_micros_per_mtok)
+                    .max(price.cache_write_micros_per_mtok),
                 output_micros_per_mtok: highest
                     .output_micros_per_mtok
                     .max(price.output_micros_per_mtok),
+                ..Price::default()
             })
+    }
+
+    /// Whether any of its deployments can take a request that asks `fit`.
+    pub fn serves(&self, fit: Fit) -> bool {
+        self.targets
+            .iter()
+            .any(|target| fit.met_by(target.deployment.provider().as_ref()))
     }
 
     /// What routing needs to know of `request`; the token estimate only
     /// when something reads it.
-    /// Whether any of its deployments serves `endpoint`.
-    pub fn serves(&self, endpoint: Endpoint) -> bool {
-        self.targets
-            .iter()
-            .any(|target| target.deployment.provider().serves(endpoint))
-    }
-
     pub fn need(&self, request: &ChatRequest) -> Need {
         let (prompt_tokens, max_output_tokens) = if self.reads_tokens {
             limits::estimate::request_tokens(request, self)

@@ -44,6 +44,7 @@ pub fn priced(name: &str, input: u64, output: u64) -> DeploymentHandle {
         price: Price {
             input_micros_per_mtok: input,
             output_micros_per_mtok: output,
+            ..Price::default()
         },
         ..spec(name)
     };

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+pub mod mock_messages;
+
 pub const KEY: &str = "sk-bench";
 pub const ADMIN_TOKEN: &str = "admin-bench-0123456789";
 /// The deployment every bench node serves.

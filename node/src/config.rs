@@ -18,10 +18,11 @@ mod providers;
 mod server;
 mod storage;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chorus_proto::CacheRates;
 use serde::Deserialize;
 
 pub use cache::{CacheConfig, CachePolicy};
@@ -134,7 +135,11 @@ pub fn validate(
     let providers = providers::check(&raw.providers, &mut checker);
     // Deployments may name any provider the file defines, even one with
     // problems of its own: those are reported where they are.
-    let defined: HashSet<&str> = raw.providers.iter().map(|p| p.name.as_str()).collect();
+    let defined: HashMap<&str, CacheRates> = raw
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), providers::cache_rates(&p.format)))
+        .collect();
     let models = models::check(&raw.models, &defined, &mut checker);
     let keys = keys::check(&raw.keys, &mut checker);
     let cluster = raw

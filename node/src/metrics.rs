@@ -99,7 +99,7 @@ impl Metrics {
         registry.register(Box::new(overhead.clone()))?;
         let tokens = counter(
             "tokens_total",
-            "Tokens counted on calls, by alias, deployment and type (prompt, completion).",
+            "Tokens counted on calls, by alias, deployment and type: prompt (every input token), completion, and the parts of the prompt read from (cache_read) and written to (cache_write) a provider's prompt cache.",
             &["alias", "deployment", "type"],
         )?;
         let cost = CounterVec::new(
@@ -305,6 +305,16 @@ impl RequestObserver for Metrics {
             self.tokens
                 .with_label_values(&[request.alias, deployment, "completion"])
                 .inc_by(usage.completion_tokens);
+            for (kind, tokens) in [
+                ("cache_read", usage.cache_read_tokens),
+                ("cache_write", usage.cache_write_tokens),
+            ] {
+                if tokens > 0 {
+                    self.tokens
+                        .with_label_values(&[request.alias, deployment, kind])
+                        .inc_by(tokens);
+                }
+            }
         }
         if let Some(cost) = request.cost_micros {
             self.cost

@@ -63,8 +63,15 @@ pub struct RequestRecord {
     pub outcome: String,
     /// The error code of a refusal.
     pub code: Option<String>,
+    /// Every input token, cached ones included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Of `prompt_tokens`, those written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Whether the tokens were counted by Chorus, not reported upstream.
     pub usage_estimated: bool,
     /// What it cost at the deployment's prices, in micro-USD.

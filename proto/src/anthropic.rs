@@ -1,21 +1,23 @@
 //! Anthropic's Messages API in OpenAI terms, both ways: requests, replies,
-//! stream events and errors. An `anthropic` upstream is called with a
-//! translated OpenAI request and its answers come back as OpenAI
-//! completions and chunks, so routing, limits and accounting see one
-//! format; `POST /v1/messages` does the reverse for Anthropic clients.
+//! stream events and errors. An Anthropic client's request to an
+//! `anthropic` upstream passes through untranslated ([`passthrough`]);
+//! otherwise an `anthropic` upstream is called with a translated OpenAI
+//! request and its answers come back as OpenAI completions and chunks,
+//! and `POST /v1/messages` to any other upstream does the reverse.
 //!
 //! What has no counterpart and changes the answer is refused with a 400
 //! naming the parameter ([`RequestError::Untranslatable`]): `n` > 1, JSON
 //! mode, log probabilities, a temperature above 1, audio and files towards
 //! Anthropic; documents, server tools and non-text tool results away from
-//! it. What only tunes one side is left out of the other: `top_k`, `seed`,
-//! penalties, `cache_control`, extended `thinking` and the thinking blocks
-//! of past turns (every request is routed in the OpenAI format, so these
-//! are lost even when the provider is Anthropic).
+//! it (such a request still passes through to Anthropic upstreams). What
+//! only tunes one side is left out of the other when translating: `top_k`,
+//! `seed`, penalties, `cache_control`, extended `thinking` and the
+//! thinking blocks of past turns.
 //!
 //! [`RequestError::Untranslatable`]: crate::chat::RequestError::Untranslatable
 
 pub mod error;
+pub mod passthrough;
 pub mod reply;
 pub mod request;
 pub mod stream;
@@ -45,7 +47,8 @@ pub fn stop_reason(finish_reason: &str) -> &'static str {
 }
 
 /// Anthropic's `usage` (input tokens apart from cache reads and writes) as
-/// one prompt figure and one completion figure. Missing fields count 0.
+/// one prompt figure that holds them all, with the cache reads and writes
+/// among it told apart, and one completion figure. Missing fields count 0.
 pub fn usage(usage: Option<&serde_json::Value>) -> crate::Usage {
     let field = |name: &str| {
         usage
@@ -53,10 +56,14 @@ pub fn usage(usage: Option<&serde_json::Value>) -> crate::Usage {
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0)
     };
+    let (read, written) = (
+        field("cache_read_input_tokens"),
+        field("cache_creation_input_tokens"),
+    );
     let prompt = field("input_tokens")
-        .saturating_add(field("cache_creation_input_tokens"))
-        .saturating_add(field("cache_read_input_tokens"));
-    crate::Usage::new(prompt, field("output_tokens"))
+        .saturating_add(written)
+        .saturating_add(read);
+    crate::Usage::new(prompt, field("output_tokens")).with_cache(read, written)
 }
 
 #[cfg(test)]
@@ -81,7 +88,10 @@ mod tests {
     fn usage_counts_cached_input_as_prompt() {
         let reported = serde_json::json!({"input_tokens": 10, "cache_read_input_tokens": 5,
             "cache_creation_input_tokens": 2, "output_tokens": 7});
-        assert_eq!(usage(Some(&reported)), crate::Usage::new(17, 7));
+        assert_eq!(
+            usage(Some(&reported)),
+            crate::Usage::new(17, 7).with_cache(5, 2)
+        );
         assert_eq!(usage(None), crate::Usage::new(0, 0));
     }
 }

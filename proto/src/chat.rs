@@ -3,9 +3,12 @@
 //! so it reaches the upstream unchanged, and the response rewrite that puts
 //! the client's alias back into `model`.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::endpoint::{input_text, Endpoint};
+use crate::format::ApiFormat;
+use crate::rewrite::set_members;
 
 /// A request as the client sent it, to any [`Endpoint`] (chat completions
 /// unless said otherwise). Only `model`, the input (`messages`, `prompt`
@@ -21,6 +24,31 @@ pub struct ChatRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: whether the client wants the final usage chunk.
     pub include_usage: bool,
+    /// The body as the client sent it, for an upstream of its format.
+    sent: Option<SentBody>,
+    /// Why the client's body cannot be translated to another format, when
+    /// it cannot: then only upstreams of its own format can take it.
+    untranslatable: Option<RequestError>,
+    /// The client's headers that some API defines (`anthropic-beta`, …),
+    /// lowercase, for the upstreams of that API.
+    forwarded_headers: Vec<(String, String)>,
+}
+
+/// A client's body, kept as the bytes that came.
+#[derive(Clone)]
+struct SentBody {
+    format: ApiFormat,
+    bytes: Bytes,
+}
+
+/// A request's body for one upstream.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    pub bytes: Vec<u8>,
+    /// The format the body is in, and the upstream's answer will be: the
+    /// client's own when the upstream speaks it (a pass-through), else
+    /// OpenAI's, for a provider that speaks another to translate.
+    pub format: ApiFormat,
 }
 
 /// Why a request body is not a chat completion request. Each variant maps to
@@ -134,7 +162,68 @@ impl ChatRequest {
             model,
             stream,
             include_usage,
+            sent: None,
+            untranslatable: None,
+            forwarded_headers: Vec::new(),
         })
+    }
+
+    /// The request, remembering the body the client sent in `format`:
+    /// an upstream of that format gets those bytes with only `model` set.
+    pub fn sent_as(self, format: ApiFormat, bytes: Bytes) -> Self {
+        ChatRequest {
+            sent: Some(SentBody { format, bytes }),
+            ..self
+        }
+    }
+
+    /// The request, which cannot be translated out of the client's format
+    /// for this reason: its OpenAI body is only good for estimating
+    /// tokens, and only upstreams of the client's format may take it.
+    pub fn untranslatable(self, reason: RequestError) -> Self {
+        ChatRequest {
+            untranslatable: Some(reason),
+            ..self
+        }
+    }
+
+    /// The request with the client's headers that an API defines.
+    pub fn with_forwarded_headers(self, headers: Vec<(String, String)>) -> Self {
+        ChatRequest {
+            forwarded_headers: headers,
+            ..self
+        }
+    }
+
+    /// The format the client spoke.
+    pub fn client_format(&self) -> ApiFormat {
+        self.sent
+            .as_ref()
+            .map_or(ApiFormat::OpenAi, |sent| sent.format)
+    }
+
+    /// The only format an upstream may speak to take the request, when it
+    /// cannot be translated; `None` when any may.
+    pub fn required_format(&self) -> Option<ApiFormat> {
+        self.untranslatable.as_ref().map(|_| self.client_format())
+    }
+
+    /// Why the request cannot be translated out of the client's format.
+    pub fn untranslatable_reason(&self) -> Option<&RequestError> {
+        self.untranslatable.as_ref()
+    }
+
+    /// The body the client sent, in [`ChatRequest::client_format`], when
+    /// it was kept.
+    pub fn sent_body(&self) -> Option<&[u8]> {
+        self.sent.as_ref().map(|sent| &sent.bytes[..])
+    }
+
+    /// The client's headers that upstreams of `format` get.
+    pub fn forwarded_headers(&self, format: ApiFormat) -> impl Iterator<Item = &(String, String)> {
+        self.forwarded_headers
+            .iter()
+            .filter(move |(name, _)| ApiFormat::of_forwarded_header(name) == Some(format))
     }
 
     /// Any field of the body as the client sent it.
@@ -178,14 +267,64 @@ impl ChatRequest {
             .find_map(|field| self.body.get(*field).and_then(Value::as_u64))
     }
 
-    /// The body to send upstream: the client's, byte-for-byte in meaning,
-    /// with `model` replaced by the deployment's upstream model. With
-    /// `ask_for_usage`, the upstream is also asked to end the stream with a
-    /// usage chunk (`stream_options.include_usage`), keeping any other
-    /// stream option; the client's own choice stays in
+    /// The body for an upstream that speaks `format`, with `model` set to
+    /// its `upstream_model`. A client that spoke `format` has its own
+    /// bytes sent with only `model` changed (and, for OpenAI, the stream
+    /// options below); any other upstream gets the OpenAI body, for its
+    /// provider to translate, or the reason the request cannot be.
+    ///
+    /// With `ask_for_usage`, an OpenAI upstream is also asked to end the
+    /// stream with a usage chunk (`stream_options.include_usage`), keeping
+    /// any other stream option; the client's own choice stays in
     /// [`ChatRequest::include_usage`], and the request itself is left as
     /// it was for an attempt on another upstream.
-    pub fn upstream_body(&mut self, upstream_model: &str, ask_for_usage: bool) -> Vec<u8> {
+    pub fn upstream_body(
+        &mut self,
+        format: ApiFormat,
+        upstream_model: &str,
+        ask_for_usage: bool,
+    ) -> Result<UpstreamBody, RequestError> {
+        match &self.sent {
+            Some(sent) if sent.format == format => {
+                if let Some(bytes) = self.spliced(&sent.bytes, upstream_model, ask_for_usage) {
+                    return Ok(UpstreamBody { bytes, format });
+                }
+            }
+            Some(_) => {
+                if let Some(reason) = &self.untranslatable {
+                    return Err(reason.clone());
+                }
+            }
+            None => {}
+        }
+        Ok(UpstreamBody {
+            bytes: self.reserialised(upstream_model, ask_for_usage),
+            format: ApiFormat::OpenAi,
+        })
+    }
+
+    /// `sent` with `model` (and the stream options) set in place; `None`
+    /// when the bytes do not read as one object, as they did when parsed.
+    fn spliced(&self, sent: &[u8], upstream_model: &str, ask_for_usage: bool) -> Option<Vec<u8>> {
+        let model = serde_json::to_vec(upstream_model).ok()?;
+        let stream_options = ask_for_usage.then(|| {
+            let mut options = match self.body.get("stream_options") {
+                Some(Value::Object(options)) => options.clone(),
+                _ => Map::new(),
+            };
+            options.insert("include_usage".to_owned(), Value::Bool(true));
+            serde_json::to_vec(&options).unwrap_or_default()
+        });
+        let mut set: Vec<(&str, &[u8])> = vec![("model", &model)];
+        if let Some(options) = &stream_options {
+            set.push(("stream_options", options));
+        }
+        set_members(sent, &set)
+    }
+
+    /// The OpenAI body serialised afresh: for a request translated from
+    /// another format, or made in code.
+    fn reserialised(&mut self, upstream_model: &str, ask_for_usage: bool) -> Vec<u8> {
         let stream_options = ask_for_usage.then(|| self.body.get("stream_options").cloned());
         if ask_for_usage {
             let options = self
@@ -243,6 +382,59 @@ mod tests {
         ChatRequest::parse(value.to_string().as_bytes())
     }
 
+    fn body(request: &mut ChatRequest, model: &str, ask_for_usage: bool) -> Vec<u8> {
+        let body = request.upstream_body(ApiFormat::OpenAi, model, ask_for_usage);
+        body.unwrap().bytes
+    }
+
+    #[test]
+    fn a_client_of_the_upstreams_format_is_sent_its_own_bytes() {
+        let sent = br#"{"model": "fast", "temperature": 1.10, "top_p": 1e-1,
+            "messages": [{"role": "user", "content": "hi"}], "stream": true}"#;
+        let mut request = ChatRequest::parse(sent)
+            .unwrap()
+            .sent_as(ApiFormat::OpenAi, Bytes::from_static(sent));
+        let out = request
+            .upstream_body(ApiFormat::OpenAi, "gpt-4o", false)
+            .unwrap();
+        assert_eq!(out.format, ApiFormat::OpenAi);
+        let expected = String::from_utf8_lossy(sent).replace("\"fast\"", "\"gpt-4o\"");
+        assert_eq!(String::from_utf8(out.bytes).unwrap(), expected);
+        let out = request
+            .upstream_body(ApiFormat::OpenAi, "gpt-4o", true)
+            .unwrap();
+        let out = String::from_utf8(out.bytes).unwrap();
+        assert!(out.contains("1.10") && out.contains("1e-1"), "{out}");
+        assert!(
+            out.ends_with(r#","stream_options":{"include_usage":true}}"#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_untranslatable_request_goes_only_to_its_own_format() {
+        let sent = br#"{"model": "fast", "max_tokens": 5, "messages": []}"#;
+        let reason = RequestError::Untranslatable {
+            field: "messages",
+            reason: "documents".into(),
+        };
+        let mut request = parse(json!({"model": "fast", "messages": [{"role": "user"}]}))
+            .unwrap()
+            .sent_as(ApiFormat::Anthropic, Bytes::from_static(sent))
+            .untranslatable(reason.clone());
+        assert_eq!(request.required_format(), Some(ApiFormat::Anthropic));
+        let own = request
+            .upstream_body(ApiFormat::Anthropic, "claude", false)
+            .unwrap();
+        assert_eq!(own.format, ApiFormat::Anthropic);
+        assert_eq!(
+            own.bytes,
+            br#"{"model": "claude", "max_tokens": 5, "messages": []}"#
+        );
+        let other = request.upstream_body(ApiFormat::OpenAi, "gpt", false);
+        assert_eq!(other.unwrap_err(), reason);
+    }
+
     #[test]
     fn keeps_unknown_fields_and_replaces_only_model() {
         let original = json!({
@@ -255,7 +447,7 @@ mod tests {
         });
         let mut request = parse(original.clone()).unwrap();
         let sent: Value =
-            serde_json::from_slice(&request.upstream_body("gpt-4o-mini", false)).unwrap();
+            serde_json::from_slice(&body(&mut request, "gpt-4o-mini", false)).unwrap();
         let mut expected = original;
         expected["model"] = json!("gpt-4o-mini");
         assert_eq!(sent, expected);
@@ -305,14 +497,14 @@ mod tests {
             "stream_options":{"continuous_usage_stats":true}}),
         )
         .unwrap();
-        let sent: Value = serde_json::from_slice(&request.upstream_body("up", true)).unwrap();
+        let sent: Value = serde_json::from_slice(&body(&mut request, "up", true)).unwrap();
         assert_eq!(
             sent["stream_options"],
             json!({"continuous_usage_stats":true,"include_usage":true})
         );
         assert!(!request.include_usage, "the client's own choice is kept");
         // The next attempt may go to an upstream that is not asked.
-        let sent: Value = serde_json::from_slice(&request.upstream_body("up", false)).unwrap();
+        let sent: Value = serde_json::from_slice(&body(&mut request, "up", false)).unwrap();
         assert_eq!(
             sent["stream_options"],
             json!({"continuous_usage_stats":true})

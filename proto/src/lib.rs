@@ -9,13 +9,15 @@ pub mod codec;
 pub mod counter;
 pub mod endpoint;
 pub mod error;
+pub mod format;
 pub mod gossip;
 pub mod mock;
 pub mod rewrite;
 pub mod sse;
 pub mod usage;
 
-pub use chat::{ChatRequest, RequestError};
+pub use chat::{ChatRequest, RequestError, UpstreamBody};
 pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorDetail, ErrorType};
-pub use usage::{Price, Usage};
+pub use format::ApiFormat;
+pub use usage::{CacheRates, Price, Usage};

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::format::ApiFormat;
 use crate::usage::Usage;
 
 /// A completion or stream chunk with `model` set to the client's alias.
@@ -29,6 +30,9 @@ pub struct RewrittenBody {
     /// that only names the role, which a gateway may hold back until
     /// content follows.
     pub starts_reply: bool,
+    /// Whether it is the event that ends a complete stream: OpenAI's
+    /// `[DONE]`, Anthropic's `message_stop`.
+    pub ends_stream: bool,
 }
 
 /// The top level of a completion, chunk or embeddings list. `model` and
@@ -119,6 +123,7 @@ pub fn rewrite_model(
             usage,
             usage_error,
             starts_reply: true,
+            ends_stream: false,
         });
     }
     let starts_reply = match &body.choices {
@@ -143,7 +148,53 @@ pub fn rewrite_model(
         usage,
         usage_error,
         starts_reply,
+        ends_stream: false,
     })
+}
+
+/// Reads a stream's events in the format the upstream answered in, each
+/// rewritten as [`rewrite_model`] rewrites a chunk.
+#[derive(Debug)]
+pub enum StreamRewriter {
+    /// OpenAI chunks, then `[DONE]`.
+    OpenAi { hide_usage: bool },
+    /// Anthropic's events, passed through to an Anthropic client.
+    Anthropic(crate::anthropic::passthrough::EventReader),
+}
+
+impl StreamRewriter {
+    /// A reader for a stream in `format`. `hide_usage` holds OpenAI's
+    /// usage chunk back; Anthropic's events carry usage the client always
+    /// gets.
+    pub fn new(format: ApiFormat, hide_usage: bool) -> Self {
+        match format {
+            ApiFormat::OpenAi => StreamRewriter::OpenAi { hide_usage },
+            ApiFormat::Anthropic => StreamRewriter::Anthropic(Default::default()),
+        }
+    }
+
+    /// One event's data with `model` set to `alias`; `text` collects what
+    /// it says, for estimating tokens.
+    pub fn event(
+        &mut self,
+        data: &[u8],
+        alias: &str,
+        text: &mut String,
+    ) -> Result<RewrittenBody, String> {
+        match self {
+            StreamRewriter::OpenAi { .. } if data.trim_ascii() == crate::sse::DONE.as_bytes() => {
+                Ok(RewrittenBody {
+                    json: Some(data.to_vec()),
+                    usage: None,
+                    usage_error: None,
+                    starts_reply: true,
+                    ends_stream: true,
+                })
+            }
+            StreamRewriter::OpenAi { hide_usage } => rewrite_model(data, alias, *hide_usage, text),
+            StreamRewriter::Anthropic(reader) => reader.event(data, alias, text),
+        }
+    }
 }
 
 /// A chunk choice that carries none of the reply: it only opens the
@@ -203,8 +254,37 @@ fn raw_text(raw: &RawValue, out: &mut String) {
     }
 }
 
+/// `object`, the text of a JSON object, with each top-level member named
+/// in `set` given that value (JSON text): in place when the member is
+/// there, appended when not. Every other byte stays as it was, so what a
+/// client sent reaches an upstream unchanged but for these members.
+/// `None` when `object` is not a JSON object.
+pub fn set_members(object: &[u8], set: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+    let members: BTreeMap<Cow<str>, &RawValue> = serde_json::from_slice(object).ok()?;
+    let mut cuts = Vec::with_capacity(set.len());
+    let mut appended = Vec::new();
+    for (key, value) in set {
+        match members.get(*key) {
+            Some(raw) => cuts.push((span_of(object, raw), value.to_vec())),
+            None => {
+                if !(members.is_empty() && appended.is_empty()) {
+                    appended.push(b',');
+                }
+                appended.extend(serde_json::to_vec(key).ok()?);
+                appended.push(b':');
+                appended.extend_from_slice(value);
+            }
+        }
+    }
+    if !appended.is_empty() {
+        let close = object.iter().rposition(|&b| b == b'}')?;
+        cuts.push((close..close, appended));
+    }
+    Some(splice(object, cuts))
+}
+
 /// Where `part`, borrowed from `whole`, lies in it.
-fn span_of(whole: &[u8], part: &RawValue) -> Range<usize> {
+pub(crate) fn span_of(whole: &[u8], part: &RawValue) -> Range<usize> {
     let start = (part.get().as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
     start..start + part.get().len()
 }
@@ -249,7 +329,7 @@ fn member_span(json: &[u8], value_span: Range<usize>, key: &[u8]) -> Option<Rang
 }
 
 /// `json` with each range replaced by its bytes; ranges do not overlap.
-fn splice(json: &[u8], mut cuts: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
+pub(crate) fn splice(json: &[u8], mut cuts: Vec<(Range<usize>, Vec<u8>)>) -> Vec<u8> {
     cuts.sort_by_key(|(range, _)| range.start);
     let mut out = Vec::with_capacity(json.len() + 32);
     let mut at = 0;

@@ -124,6 +124,61 @@ def test_messages_stream(claude_client, model):
     assert final.usage.input_tokens == whole.usage.input_tokens
 
 
+# Extended thinking with tools and prompt caching, passed through to an
+# Anthropic upstream: what the SDK sends arrives as it was sent but for the
+# model, and the signed thinking block comes back, is sent back with the
+# tool result, and the cached prefix is read on the second turn.
+
+
+def sent_as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def thinking_turn(claude_client, request, stream):
+    if not stream:
+        return claude_client.messages.create(**request), []
+    with claude_client.messages.stream(**request) as events:
+        kinds = [event.type for event in events]
+        return events.get_final_message(), kinds
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_thinking_and_tool_use_loop_passes_through(claude_client, node, stream):
+    history = [{"role": "user", "content": "What is the weather in Paris?"}]
+    request = dict(
+        model="claude",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        system=[{"type": "text", "text": "You are a terse assistant. " * 60, "cache_control": {"type": "ephemeral"}}],
+        tools=[{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+        metadata={"user_id": f"session-{stream}"},
+        messages=history,
+    )
+    first, kinds = thinking_turn(claude_client, request, stream)
+    received = last_upstream_request(node)["body"]
+    received.pop("stream", None)
+    assert received == {**sent_as_json(request), "model": "claude-sonnet-4-5"}
+    assert first.model == "claude"
+    assert first.stop_reason == "tool_use"
+    thinking, tool = first.content[0], first.content[-1]
+    assert thinking.type == "thinking" and thinking.signature and thinking.thinking
+    assert tool.type == "tool_use" and tool.name == "weather"
+    if stream:
+        assert "thinking" in kinds and "signature" in kinds
+    assert first.usage.cache_creation_input_tokens > 300 or first.usage.cache_read_input_tokens > 300
+
+    history.append({"role": "assistant", "content": [block.model_dump(mode="json", exclude_none=True) for block in first.content]})
+    history.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "Sunny, 21 °C"}]})
+    second, _ = thinking_turn(claude_client, request, stream)
+    received = last_upstream_request(node)["body"]
+    received.pop("stream", None)
+    assert received == {**sent_as_json(request), "model": "claude-sonnet-4-5"}
+    assert received["messages"][1]["content"][0]["signature"] == thinking.signature
+    assert second.stop_reason == "end_turn"
+    assert second.content[-1].type == "text" and second.content[-1].text
+    assert second.usage.cache_read_input_tokens > 300
+
+
 def test_tool_use_and_its_result(claude_client):
     asked = [{"role": "user", "content": "What is the weather in Paris?"}]
     message = claude_client.messages.create(model="gpt", max_tokens=64, tools=[WEATHER], messages=asked)

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use fastrand::Rng;
 
-use chorus_proto::{ChatRequest, Endpoint};
+use chorus_proto::ChatRequest;
 
 use super::candidate::{Candidate, Need, Target};
 use super::fallback::{FallbackKind, Fallbacks};
 use super::retry::Failure;
 use crate::clock::millis;
 use crate::deployment::DeploymentHandle;
-use crate::provider::ProviderError;
+use crate::provider::{Fit, ProviderError};
 use crate::routes::AliasRoute;
 
 /// A 429 without `retry-after` cools its deployment down this long.
@@ -42,8 +42,8 @@ pub struct Unavailable {
 pub struct AttemptPlan {
     route: Arc<AliasRoute>,
     need: Need,
-    /// Only deployments whose provider serves it are chosen.
-    endpoint: Endpoint,
+    /// Only deployments whose provider meets it are chosen.
+    fit: Fit,
     /// Indices into the current route's targets, in the order tried.
     tried: Vec<usize>,
     /// Calls made for the request, on every alias.
@@ -62,7 +62,7 @@ impl AttemptPlan {
     pub fn new(route: Arc<AliasRoute>, request: &ChatRequest, fallbacks: Fallbacks) -> Self {
         AttemptPlan {
             need: route.need(request),
-            endpoint: request.endpoint,
+            fit: Fit::of(request),
             visited: Vec::new(),
             route,
             tried: Vec::with_capacity(1),
@@ -217,7 +217,7 @@ impl AttemptPlan {
         if let [only] = route.targets.as_slice() {
             // The common alias of one deployment: nothing to rank.
             if !(untried && self.tried.contains(&0))
-                && usable(only, at_ms, &self.need, self.endpoint)
+                && usable(only, at_ms, &self.need, self.fit)
                 && (at_ms > now_ms || only.deployment.breaker().claim(now_ms))
             {
                 return Some(self.take(&route, 0));
@@ -226,7 +226,7 @@ impl AttemptPlan {
         }
         let mut indices: Vec<usize> = (0..route.targets.len())
             .filter(|index| !(untried && self.tried.contains(index)))
-            .filter(|&index| usable(&route.targets[index], at_ms, &self.need, self.endpoint))
+            .filter(|&index| usable(&route.targets[index], at_ms, &self.need, self.fit))
             .collect();
         while !indices.is_empty() {
             let position = if indices.len() == 1 {
@@ -274,11 +274,11 @@ impl AttemptPlan {
     }
 }
 
-/// Whether `target` could take a call at `at_ms`: breaker and cooldown,
-/// then quota.
-fn usable(target: &Target, at_ms: u64, need: &Need, endpoint: Endpoint) -> bool {
+/// Whether `target` could take a call at `at_ms`: the request's fit, then
+/// breaker and cooldown, then quota.
+fn usable(target: &Target, at_ms: u64, need: &Need, fit: Fit) -> bool {
     let deployment = &target.deployment;
-    deployment.provider().serves(endpoint)
+    fit.met_by(deployment.provider().as_ref())
         && deployment.breaker().is_usable(at_ms)
         && deployment.quota_allows(need.tokens(), at_ms)
 }

@@ -153,10 +153,17 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
     match path {
         Path::Direct => {
             let deployment = &route.targets.first().context("no deployment")?.deployment;
+            let body = request.upstream_body(
+                deployment.provider().format(),
+                &deployment.spec().upstream_model,
+                false,
+            )?;
             let call = UpstreamCall {
                 request_id: "bench".into(),
                 endpoint: request.endpoint,
-                body: request.upstream_body(&deployment.spec().upstream_model, false),
+                body: body.bytes,
+                format: body.format,
+                client_headers: Vec::new(),
                 stream: false,
             };
             match deployment.provider().send(call).await? {

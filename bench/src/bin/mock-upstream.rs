@@ -4,9 +4,10 @@
 //! It answers `POST /v1/chat/completions`, `/v1/completions`,
 //! `/v1/embeddings` and Anthropic's `/v1/messages` (streaming and not) with the same deterministic completions as the
 //! node's built-in mock, with real SSE framing and `usage`. Messages
-//! requests are checked as strictly as Anthropic checks them (see
-//! `messages_check`), so a translation that Anthropic would refuse fails
-//! here too. Latency, time to first token, inter-token delay and
+//! requests are checked as strictly as Anthropic checks them, so a
+//! translation that Anthropic would refuse fails here too, and answered
+//! with signed thinking and prompt-cache usage where asked for
+//! (`chorus_bench::mock_messages`). Latency, time to first token, inter-token delay and
 //! output length are flags, overridable per request with `x-mock-*` headers.
 //! `x-mock-fault` injects failures: `500`, `429` (with `retry-after`),
 //! `400` (a request error no retry can fix), `context` and `content-filter`
@@ -17,8 +18,9 @@
 //! (Anthropic's 529). Errors come in the format of the endpoint called.
 //! `GET /mock/stats` counts requests and streams (including streams the
 //! client abandoned); `GET /mock/last-request` shows the last request's
-//! body and credential headers — unauthenticated, so a test tool only:
-//! never point it at real keys.
+//! body (parsed, and as text), credential headers and `anthropic-*` and
+//! `openai-*` headers — unauthenticated, so a test tool only: never point
+//! it at real keys.
 //!
 //! Built on bare hyper so it is never the bottleneck of a benchmark.
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use bytes::BytesMut;
+use chorus_bench::mock_messages::{self, CacheUse, PromptCache};
 use chorus_proto::anthropic::{self, stream::ToEvents};
 use chorus_proto::mock::{MockCompletion, MockReply};
 use chorus_proto::{sse, ChatRequest, Endpoint, ErrorBody, ErrorType};
@@ -120,6 +123,8 @@ struct Mock {
     stats: Stats,
     /// The last request: its body and credential headers.
     last_request: Mutex<serde_json::Value>,
+    /// Prompt prefixes cached by Messages requests.
+    prompt_cache: PromptCache,
 }
 
 /// Returned by the service to make hyper drop the connection without a response.
@@ -154,6 +159,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         stats: Stats::default(),
         last_request: Mutex::new(serde_json::Value::Null),
+        prompt_cache: PromptCache::default(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -246,11 +252,21 @@ async fn chat(
     };
     let header = |name| header_text(&parts.headers, name);
     if let Ok(mut last) = mock.last_request.lock() {
+        let api_headers: serde_json::Map<String, serde_json::Value> = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                name.as_str().starts_with("anthropic-") || name.as_str().starts_with("openai-")
+            })
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.into())))
+            .collect();
         *last = json!({
             "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            "body_text": String::from_utf8_lossy(&body),
             "authorization": header("authorization"),
             "x-api-key": header("x-api-key"),
             "anthropic-version": header("anthropic-version"),
+            "headers": api_headers,
         });
     }
     let error = |status, body: ErrorBody| Ok(error_body_response(format, status, &body));
@@ -317,15 +333,29 @@ async fn chat(
         Ok(chat) => chat,
         Err(message) => return Ok(error_response(format, StatusCode::BAD_REQUEST, &message)),
     };
+    // What a Messages request asked beyond the completion.
+    let mut thinking = false;
+    let mut cache = CacheUse::default();
+    let mut prompt_tokens = 0;
     let reply = match format {
         Format::OpenAi => MockReply::to(&chat, knobs.output_tokens),
         Format::Anthropic => {
             let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
+            if let Ok(serde_json::Value::Object(messages)) = serde_json::from_slice(&body) {
+                thinking = mock_messages::thinking_on(&messages);
+                cache = mock.prompt_cache.use_for(&messages);
+            }
+            prompt_tokens = completion.usage.prompt_tokens;
             if chat.stream {
                 MockReply::Chunks(completion.chunk_payloads(true))
             } else {
                 let message = anthropic::reply::to_message(&completion.completion_json());
-                MockReply::Whole(message.unwrap_or_default())
+                let mut message: serde_json::Value = message
+                    .ok()
+                    .and_then(|message| serde_json::from_slice(&message).ok())
+                    .unwrap_or_default();
+                mock_messages::patch_message(&mut message, thinking, cache);
+                MockReply::Whole(message.to_string().into_bytes())
             }
         }
     };
@@ -349,7 +379,9 @@ async fn chat(
     };
     let frames = match format {
         Format::OpenAi => openai_frames(&payloads, header("x-mock-sse-extras").is_some()),
-        Format::Anthropic => anthropic_frames(&payloads),
+        Format::Anthropic => {
+            mock_messages::patch_stream(anthropic_frames(&payloads), prompt_tokens, thinking, cache)
+        }
     };
     let usage_last = format == Format::OpenAi && chat.include_usage;
     Ok(stream_response(
@@ -367,95 +399,12 @@ fn messages_request(headers: &HeaderMap, body: &[u8]) -> Result<ChatRequest, Str
     let Some(messages) = value.as_object() else {
         return Err("the body must be a JSON object".into());
     };
-    messages_check(messages)?;
-    let chat = anthropic::request::to_chat(messages).map_err(|e| e.to_string())?;
+    mock_messages::check(messages)?;
+    // Blocks with no chat counterpart (documents, server tools) still
+    // get an answer: one made from the request's text.
+    let chat = anthropic::request::to_chat(messages)
+        .unwrap_or_else(|_| anthropic::request::to_chat_text(messages));
     ChatRequest::from_body(chat).map_err(|e| e.to_string())
-}
-
-/// What Anthropic refuses: unknown top-level fields, no `max_tokens`,
-/// turns that do not alternate from `user`, unknown block types, blank
-/// text (in the system prompt too), tool results that answer no tool use
-/// of the turn before, and tool inputs that are not objects.
-fn messages_check(messages: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
-    const FIELDS: [&str; 12] = [
-        "model",
-        "messages",
-        "max_tokens",
-        "system",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop_sequences",
-        "stream",
-        "tools",
-        "tool_choice",
-        "metadata",
-    ];
-    if let Some(extra) = messages.keys().find(|key| !FIELDS.contains(&key.as_str())) {
-        return Err(format!("{extra}: Extra inputs are not permitted"));
-    }
-    if !messages
-        .get("max_tokens")
-        .is_some_and(serde_json::Value::is_u64)
-    {
-        return Err("max_tokens: Field required".into());
-    }
-    let blank =
-        |block: &serde_json::Value| block["text"].as_str().is_none_or(|t| t.trim().is_empty());
-    if let Some(serde_json::Value::Array(system)) = messages.get("system") {
-        if system
-            .iter()
-            .any(|block| block["type"] != "text" || blank(block))
-        {
-            return Err("system: text content blocks must be non-empty".into());
-        }
-    }
-    let turns = messages
-        .get("messages")
-        .and_then(serde_json::Value::as_array)
-        .filter(|turns| !turns.is_empty())
-        .ok_or("messages: at least one message is required")?;
-    let mut tool_uses: Vec<&str> = Vec::new();
-    for (index, turn) in turns.iter().enumerate() {
-        let expected = if index % 2 == 0 { "user" } else { "assistant" };
-        if turn["role"] != expected {
-            return Err(format!(
-                "messages.{index}.role: roles must alternate, starting with `user`"
-            ));
-        }
-        let blocks = match &turn["content"] {
-            serde_json::Value::String(_) => continue,
-            serde_json::Value::Array(blocks) => blocks,
-            _ => {
-                return Err(format!(
-                    "messages.{index}.content: must be a string or blocks"
-                ))
-            }
-        };
-        let mut used = Vec::new();
-        for block in blocks {
-            match (expected, block["type"].as_str()) {
-                (_, Some("text")) if !blank(block) => {}
-                ("user", Some("image")) => {}
-                ("user", Some("tool_result")) => {
-                    let id = block["tool_use_id"].as_str().unwrap_or("");
-                    if !tool_uses.contains(&id) {
-                        return Err(format!(
-                            "messages.{index}: tool_result `{id}` answers no tool_use of the previous turn"
-                        ));
-                    }
-                }
-                ("assistant", Some("tool_use")) if block["input"].is_object() => {
-                    used.push(block["id"].as_str().unwrap_or(""));
-                }
-                (_, kind) => {
-                    return Err(format!("messages.{index}: invalid content block {kind:?}"))
-                }
-            }
-        }
-        tool_uses = used;
-    }
-    Ok(())
 }
 
 /// The stream's frames. With `extras` (header `x-mock-sse-extras`), as

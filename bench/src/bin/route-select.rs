@@ -117,6 +117,7 @@ fn deployment(index: usize, ledger: &Ledger) -> DeploymentHandle {
         price: Price {
             input_micros_per_mtok: 100_000 * step,
             output_micros_per_mtok: 400_000 * step,
+            ..Price::default()
         },
         timeout: Duration::from_secs(5),
         quota,

@@ -19,6 +19,8 @@ const SUMS: &[(&str, &str)] = &[
     ("cache_hits", "CACHE HITS"),
     ("prompt_tokens", "PROMPT TOKENS"),
     ("completion_tokens", "COMPLETION TOKENS"),
+    ("cache_read_tokens", "CACHE READ"),
+    ("cache_write_tokens", "CACHE WRITE"),
     ("cost_usd", "COST USD"),
 ];
 

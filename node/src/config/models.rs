@@ -9,7 +9,7 @@ use chorus_actors::routes::Timeouts;
 use chorus_actors::routing::balance::{BalancerOptions, DEFAULT_STRATEGY, STRATEGIES};
 use chorus_actors::routing::{FallbackNames, RetryPolicy};
 use chorus_actors::{Quota, RouteOptions};
-use chorus_proto::Price;
+use chorus_proto::{CacheRates, Price};
 use serde::Deserialize;
 
 use super::cache::{self, CachePolicy};
@@ -83,6 +83,14 @@ pub struct RawDeployment {
     /// USD per million completion tokens, kept to the micro-dollar. Default 0.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// USD per million prompt tokens read from the provider's prompt
+    /// cache. Default: as the provider's format bills them, 0.1 ×
+    /// `input_per_mtok` for `anthropic`, 0.5 × for the others.
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the provider's prompt
+    /// cache. Default: 1.25 × `input_per_mtok` for `anthropic` (its
+    /// 5-minute cache), 1 × for the others (OpenAI caches for free).
+    pub cache_write_per_mtok: Option<f64>,
     /// Its share of this alias's traffic under `weighted`, and of ties
     /// under the other strategies. Default 1.
     pub weight: Option<u32>,
@@ -124,10 +132,11 @@ fn micros(usd_per_mtok: f64) -> Option<u64> {
         .then(|| (usd_per_mtok * 1_000_000.0).round() as u64)
 }
 
-/// The models that check out, given the providers that did.
+/// The models that check out, given the providers the file defines and
+/// what each bills for cached tokens.
 pub fn check(
     raw: &[RawModel],
-    providers: &HashSet<&str>,
+    providers: &HashMap<&str, CacheRates>,
     checker: &mut Checker,
 ) -> Vec<ModelConfig> {
     if raw.is_empty() {
@@ -286,12 +295,13 @@ fn check_routing(
 fn check_deployment(
     deployment: &RawDeployment,
     at: &dyn Fn(&str) -> String,
-    providers: &HashSet<&str>,
+    providers: &HashMap<&str, CacheRates>,
     seen: &mut HashMap<String, DeploymentConfig>,
     checker: &mut Checker,
 ) -> Option<DeploymentConfig> {
     let mut valid = true;
-    if !providers.contains(deployment.provider.as_str()) {
+    let rates = providers.get(deployment.provider.as_str()).copied();
+    if rates.is_none() {
         checker.problem(
             at("provider"),
             format!(
@@ -317,6 +327,12 @@ fn check_deployment(
     };
     let input = price("input_per_mtok", deployment.input_per_mtok);
     let output = price("output_per_mtok", deployment.output_per_mtok);
+    let cache_read = deployment
+        .cache_read_per_mtok
+        .map(|usd| price("cache_read_per_mtok", usd));
+    let cache_write = deployment
+        .cache_write_per_mtok
+        .map(|usd| price("cache_write_per_mtok", usd));
     for (field, quota) in [("rpm", deployment.rpm), ("tpm", deployment.tpm)] {
         if quota == Some(0) {
             checker.problem(at(field), "must be at least 1");
@@ -326,9 +342,15 @@ fn check_deployment(
     let checked = DeploymentConfig {
         provider: deployment.provider.clone(),
         model: deployment.model.clone(),
-        price: Price {
-            input_micros_per_mtok: input?,
-            output_micros_per_mtok: output?,
+        price: {
+            let defaults = Price::with_default_cache(input?, output?, rates?);
+            Price {
+                cache_read_micros_per_mtok: cache_read
+                    .unwrap_or(Some(defaults.cache_read_micros_per_mtok))?,
+                cache_write_micros_per_mtok: cache_write
+                    .unwrap_or(Some(defaults.cache_write_micros_per_mtok))?,
+                ..defaults
+            }
         },
         quota: Quota {
             rpm: deployment.rpm,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chorus_proto::mock::MAX_OUTPUT_TOKENS;
+use chorus_proto::CacheRates;
 use serde::Deserialize;
 
 use super::checker::Checker;
@@ -134,6 +135,16 @@ impl std::fmt::Debug for ProviderKind {
 }
 
 /// The providers that check out; every problem of the others is noted.
+/// What a provider of `format` bills for cached prompt tokens, as its
+/// deployments' default cache prices: Anthropic's rates for `anthropic`,
+/// OpenAI's for every OpenAI-compatible server and the mock.
+pub fn cache_rates(format: &str) -> CacheRates {
+    match format {
+        "anthropic" => CacheRates::ANTHROPIC,
+        _ => CacheRates::OPENAI,
+    }
+}
+
 pub fn check(raw: &[RawProvider], checker: &mut Checker) -> Vec<ProviderConfig> {
     let mut providers = Vec::with_capacity(raw.len());
     let mut names = std::collections::HashSet::new();

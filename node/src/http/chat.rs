@@ -18,10 +18,10 @@ use axum::Extension;
 use bytes::Bytes;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{
-    Admission, AliasRoute, Reply, ReplyBody, RequestActor, RequestArgs, RequestObserver,
+    Admission, AliasRoute, Fit, Reply, ReplyBody, RequestActor, RequestArgs, RequestObserver,
 };
 use chorus_proto::cache::is_finished_answer;
-use chorus_proto::{ChatRequest, Endpoint, ErrorType};
+use chorus_proto::{ApiFormat, ChatRequest, Endpoint, ErrorType};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -160,7 +160,7 @@ async fn check(
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
-    let request = dialect.parse(&bytes).map_err(|e| (e, None))?;
+    let request = dialect.parse(bytes, headers).map_err(|e| (e, None))?;
     let Some(route) = state.routes.get(&request.model).cloned() else {
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -176,7 +176,35 @@ async fn check(
     };
     // Only an alias that exists: clients do not get to name log entries.
     trail.request(&request);
-    if !route.serves(request.endpoint) {
+    let fit = Fit::of(&request);
+    if route.serves(Fit {
+        format: None,
+        ..fit
+    }) && !route.serves(fit)
+    {
+        let reason = request
+            .untranslatable_reason()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "unsupported_parameter",
+            format!(
+                "the model `{}` has no deployment that speaks the client's API, and the request cannot be translated: {reason}",
+                request.model
+            ),
+        );
+        let error = match request
+            .untranslatable_reason()
+            .and_then(|reason| reason.param())
+        {
+            Some(param) => error.with_param(param),
+            None => error,
+        };
+        return Err((error, Some(request.model)));
+    }
+    if !route.serves(fit) {
         let error = ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorType::InvalidRequest,
@@ -238,7 +266,7 @@ fn served_from_cache(
     context: &RequestContext,
     state: &AppState,
 ) -> Response {
-    let mut response = write(dialect, answer);
+    let mut response = write(dialect, ApiFormat::OpenAi, answer);
     response.headers_mut().extend(
         cache::hit_headers(age)
             .into_iter()
@@ -317,9 +345,11 @@ async fn call(
     }
     let mut response = match reply_rx.await {
         Ok(Ok(reply)) => {
-            // A fallback's answer is not the alias's own.
+            // A fallback's answer is not the alias's own, and the cache
+            // keeps answers in OpenAI's format.
             let keep = pending
                 .filter(|_| alias.as_deref() == Some(reply.alias.as_str()))
+                .filter(|_| reply.format == ApiFormat::OpenAi)
                 .map(|pending| Keep {
                     pending,
                     endpoint,
@@ -346,11 +376,11 @@ fn gateway_unavailable() -> ApiError {
     )
 }
 
-/// An answer in OpenAI's format, before it is written in the client's.
+/// An answer before it is written in the client's format.
 pub enum Answer {
-    /// A whole completion or embeddings list, `model` the alias.
+    /// A whole completion, embeddings list or message, `model` the alias.
     Whole(Bytes),
-    /// SSE frames of chunks, ending with `[DONE]` or an `error` event.
+    /// SSE frames, ending with the end of the stream or an `error` event.
     Stream(BoxStream<'static, Bytes>),
 }
 
@@ -396,7 +426,7 @@ async fn respond(
             }
         }
     };
-    let mut response = write(dialect, answer);
+    let mut response = write(dialect, reply.format, answer);
     let headers = response.headers_mut();
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(value) = HeaderValue::from_str(&overhead_ms) {
@@ -409,11 +439,11 @@ async fn respond(
     response
 }
 
-/// `answer` as a response in the client's format.
-fn write(dialect: Dialect, answer: Answer) -> Response {
+/// `answer`, in `format`, as a response in the client's format.
+fn write(dialect: Dialect, format: ApiFormat, answer: Answer) -> Response {
     match answer {
         Answer::Whole(json) => {
-            let json = match dialect.complete(json) {
+            let json = match dialect.complete(format, json) {
                 Ok(json) => json,
                 Err(error) => return dialect.error(error),
             };
@@ -424,7 +454,7 @@ fn write(dialect: Dialect, answer: Answer) -> Response {
             response
         }
         Answer::Stream(frames) => {
-            let mut response = dialect.stream(frames).into_response();
+            let mut response = dialect.stream(format, frames).into_response();
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -30,7 +30,7 @@ pub async fn count_tokens(
 async fn count(state: &AppState, headers: &HeaderMap, body: Body) -> Result<u64, ApiError> {
     let caller = state.authenticate(headers)?;
     let bytes = read_body(body, headers, state.max_body_bytes).await?;
-    let request = Dialect::Anthropic.parse(&bytes)?;
+    let request = Dialect::Anthropic.parse(bytes, headers)?;
     if state.routes.get(&request.model).is_none() || !caller.allows_model(&request.model) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

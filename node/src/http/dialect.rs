@@ -2,7 +2,8 @@
 //! completions, embeddings) and Anthropic's messages. A request in any
 //! runs the same pipeline (keys, limits, routing, any provider); only
 //! reading the body and writing the answer, stream or error differ, and
-//! they are here.
+//! they are here. An answer already in the client's format (it passed
+//! through from an upstream that speaks it) is written as it came.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -10,10 +11,10 @@ use bytes::{Bytes, BytesMut};
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
 use chorus_proto::sse::{self, SseEvent};
-use chorus_proto::{ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
+use chorus_proto::{ApiFormat, ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use super::ApiError;
@@ -23,8 +24,9 @@ use super::ApiError;
 pub enum Dialect {
     /// An OpenAI endpoint: passed through as it is.
     OpenAi(Endpoint),
-    /// `POST /v1/messages`: translated to a chat request on the way in and
-    /// back into a message, events or an Anthropic error on the way out.
+    /// `POST /v1/messages`: passed through to Anthropic upstreams; for
+    /// any other, translated to a chat request on the way in and back into
+    /// a message, events or an Anthropic error on the way out.
     Anthropic,
 }
 
@@ -37,12 +39,25 @@ impl Dialect {
         }
     }
 
-    pub fn parse(self, body: &[u8]) -> Result<ChatRequest, ApiError> {
+    /// The API format the client speaks.
+    pub fn format(self) -> ApiFormat {
+        match self {
+            Dialect::OpenAi(_) => ApiFormat::OpenAi,
+            Dialect::Anthropic => ApiFormat::Anthropic,
+        }
+    }
+
+    /// The request in `body`, which is kept for upstreams of the client's
+    /// format, with the client's `headers` that some API defines.
+    pub fn parse(self, body: Bytes, headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
         let parsed = match self {
-            Dialect::OpenAi(endpoint) => ChatRequest::parse_at(endpoint, body),
-            Dialect::Anthropic => parse_messages(body),
+            Dialect::OpenAi(endpoint) => ChatRequest::parse_at(endpoint, &body),
+            Dialect::Anthropic => parse_messages(&body),
         };
-        parsed.map_err(|e| ApiError::bad_request(e.to_error_body()))
+        let request = parsed.map_err(|e| ApiError::bad_request(e.to_error_body()))?;
+        Ok(request
+            .sent_as(self.format(), body)
+            .with_forwarded_headers(forwarded_headers(headers)))
     }
 
     pub fn error(self, error: ApiError) -> Response {
@@ -52,10 +67,12 @@ impl Dialect {
         }
     }
 
-    /// A whole completion, `model` already the alias, in this format.
-    pub fn complete(self, completion: Bytes) -> Result<Bytes, ApiError> {
+    /// A whole answer in `format`, `model` already the alias, in this
+    /// dialect's.
+    pub fn complete(self, format: ApiFormat, completion: Bytes) -> Result<Bytes, ApiError> {
         match self {
-            Dialect::OpenAi(_) => Ok(completion),
+            _ if format == self.format() => Ok(completion),
+            Dialect::OpenAi(_) => Err(not_translated(format)),
             Dialect::Anthropic => {
                 reply::to_message(&completion)
                     .map(Bytes::from)
@@ -71,10 +88,14 @@ impl Dialect {
         }
     }
 
-    /// The body of a stream of OpenAI SSE frames, in this format.
-    pub fn stream(self, frames: BoxStream<'static, Bytes>) -> Body {
+    /// The body of a stream of SSE frames in `format`, in this dialect:
+    /// as it came when the formats are one, else translated.
+    pub fn stream(self, format: ApiFormat, frames: BoxStream<'static, Bytes>) -> Body {
         match self {
             Dialect::OpenAi(_) => Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
+            Dialect::Anthropic if format == ApiFormat::Anthropic => {
+                Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
+            }
             Dialect::Anthropic => {
                 let mut events = ToEvents::default();
                 let translated = frames
@@ -90,14 +111,47 @@ impl Dialect {
     }
 }
 
-/// A Messages request as the chat request the pipeline runs.
+/// A Messages request as the chat request the pipeline runs. One that
+/// has no OpenAI counterpart (documents, server tools, …) is still a
+/// request, for Anthropic upstreams only: its chat body is then its text
+/// alone, for estimating tokens.
 fn parse_messages(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let Value::Object(messages) = value else {
         return Err(RequestError::NotAnObject);
     };
-    ChatRequest::from_body(request::to_chat(&messages)?)
+    match request::to_chat(&messages) {
+        Ok(chat) => ChatRequest::from_body(chat),
+        Err(reason @ RequestError::Untranslatable { .. }) => {
+            ChatRequest::from_body(request::to_chat_text(&messages))
+                .map(|request| request.untranslatable(reason))
+        }
+        Err(invalid) => Err(invalid),
+    }
+}
+
+/// The client's headers that some API defines, lowercase, for upstreams
+/// of that API; values that are not text are left out.
+fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| ApiFormat::of_forwarded_header(name.as_str()).is_some())
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// An answer in a format this dialect cannot write; routing sends no
+/// request where it would come from.
+fn not_translated(format: ApiFormat) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorType::Upstream,
+        "upstream_malformed_response",
+        format!("the answer came in the {format:?} format, which this endpoint cannot write"),
+    )
 }
 
 /// The Anthropic events for one frame of the OpenAI stream.

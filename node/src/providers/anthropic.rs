@@ -1,21 +1,22 @@
-//! Anthropic's Messages API: the OpenAI body the request actor prepared is
-//! translated into a Messages request and sent with `x-api-key` and
-//! `anthropic-version`; the answer, whole or streamed, is translated back
-//! into an OpenAI completion or chunks, so the rest of the gateway sees
-//! one format. A 529 (overloaded) becomes a 503, which is retried.
+//! Anthropic's Messages API, called with `x-api-key`, `anthropic-version`
+//! and the client's `anthropic-*` headers. An Anthropic client's body is
+//! sent as it came and its answer comes back untranslated; an OpenAI body
+//! is translated into a Messages request, and the answer, whole or
+//! streamed, back into an OpenAI completion or chunks. A 529 (overloaded)
+//! becomes a 503, which is retried.
 
 use bytes::Bytes;
 use chorus_actors::{EventStream, Provider, ProviderError, UpstreamCall, UpstreamReply};
 use chorus_proto::anthropic::stream::ToChunks;
 use chorus_proto::anthropic::{self, reply};
 use chorus_proto::sse::SseEvent;
-use chorus_proto::Endpoint;
+use chorus_proto::{ApiFormat, Endpoint};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::header::HeaderMap;
 use serde_json::{Map, Value};
 
-use super::http::{post, read_completion, secret_headers, sse_events};
+use super::http::{post, read_completion, secret_headers, sse_events, with_client_headers};
 
 pub struct AnthropicProvider {
     http: reqwest::Client,
@@ -65,6 +66,10 @@ impl AnthropicProvider {
 }
 
 impl Provider for AnthropicProvider {
+    fn format(&self) -> ApiFormat {
+        ApiFormat::Anthropic
+    }
+
     /// Anthropic streams always end with usage; the translation turns it
     /// into the usage chunk, hidden from clients that did not ask.
     fn reports_stream_usage(&self) -> bool {
@@ -77,17 +82,26 @@ impl Provider for AnthropicProvider {
     }
 
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>> {
+        let passed_through = call.format == ApiFormat::Anthropic;
         let body = match call.endpoint {
+            _ if passed_through => Ok(call.body),
             Endpoint::ChatCompletions => self.messages_body(&call.body),
             other => Err(chat_only(other)),
         };
         let request = self
             .http
             .post(self.messages_url.clone())
-            .headers(self.headers.clone())
+            .headers(with_client_headers(&self.headers, &call.client_headers))
             .header("x-request-id", call.request_id);
         Box::pin(async move {
             let response = post(request.body(body?)).await.map_err(overloaded_as_503)?;
+            if passed_through {
+                return if call.stream {
+                    Ok(UpstreamReply::Stream(sse_events(response)))
+                } else {
+                    read_completion(response).await.map(UpstreamReply::Complete)
+                };
+            }
             let created = chorus_actors::clock::unix_millis() / 1_000;
             if !call.stream {
                 let message = read_completion(response).await?;

@@ -35,6 +35,31 @@ pub fn secret_headers(headers: impl IntoIterator<Item = (String, String)>) -> He
     map
 }
 
+/// The provider's headers with the client's that its API defines: a
+/// client's version replaces the provider's default, and a client's beta
+/// flags (`*-beta`, comma-separated lists) are joined by the provider's
+/// configured ones rather than replaced.
+pub fn with_client_headers(provider: &HeaderMap, client: &[(String, String)]) -> HeaderMap {
+    let mut headers = provider.clone();
+    for (name, value) in client {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) else {
+            continue;
+        };
+        let joined = provider
+            .get(&name)
+            .filter(|_| name.as_str().ends_with("-beta"))
+            .and_then(|configured| configured.to_str().ok())
+            .and_then(|configured| {
+                HeaderValue::from_str(&format!("{},{configured}", value.to_str().ok()?)).ok()
+            });
+        headers.insert(name, joined.unwrap_or(value));
+    }
+    headers
+}
+
 /// Sends the request; a 2xx answer comes back to be read, any other
 /// status as [`ProviderError::Status`] with the start of its body.
 pub async fn post(request: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
@@ -135,4 +160,33 @@ fn describe(error: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_headers_join_beta_flags_and_replace_the_rest() {
+        let provider = secret_headers([
+            ("anthropic-version".to_owned(), "2023-06-01".to_owned()),
+            ("anthropic-beta".to_owned(), "configured-1".to_owned()),
+            ("x-api-key".to_owned(), "sk-ant".to_owned()),
+        ]);
+        let client = [
+            (
+                "anthropic-beta".to_owned(),
+                "interleaved-thinking-2025-05-14".to_owned(),
+            ),
+            ("anthropic-version".to_owned(), "2024-01-01".to_owned()),
+        ];
+        let headers = with_client_headers(&provider, &client);
+        assert_eq!(
+            headers["anthropic-beta"],
+            "interleaved-thinking-2025-05-14,configured-1"
+        );
+        assert_eq!(headers["anthropic-version"], "2024-01-01");
+        assert_eq!(headers["x-api-key"], "sk-ant");
+        assert_eq!(with_client_headers(&provider, &[]), provider);
+    }
 }

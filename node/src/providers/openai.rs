@@ -7,7 +7,7 @@ use chorus_proto::Endpoint;
 use futures::future::BoxFuture;
 use http::header::{HeaderMap, AUTHORIZATION};
 
-use super::http::{post, read_completion, secret_headers, sse_events};
+use super::http::{post, read_completion, secret_headers, sse_events, with_client_headers};
 use crate::config::endpoint_url;
 
 pub struct OpenAiProvider {
@@ -56,7 +56,7 @@ impl Provider for OpenAiProvider {
         let request = self
             .http
             .post(url.clone())
-            .headers(self.headers.clone())
+            .headers(with_client_headers(&self.headers, &call.client_headers))
             .header("x-request-id", call.request_id)
             .body(call.body);
         Box::pin(async move {

@@ -19,8 +19,14 @@ pub struct StatsRow {
     /// Requests that ended with a status of 400 or more.
     pub errors: u64,
     pub cache_hits: u64,
+    /// Every input token, cached ones included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from and written to prompt caches.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     pub cost_micros: u64,
 }
 
@@ -43,6 +49,12 @@ impl StatsRow {
         self.completion_tokens = self
             .completion_tokens
             .saturating_add(record.completion_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(record.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(record.cache_write_tokens);
         self.cost_micros = self.cost_micros.saturating_add(record.cost_micros);
     }
 
@@ -55,6 +67,12 @@ impl StatsRow {
         self.completion_tokens = self
             .completion_tokens
             .saturating_add(other.completion_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
         self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
     }
 
@@ -146,6 +164,8 @@ pub(crate) mod tests {
             code: None,
             prompt_tokens: 10,
             completion_tokens: 5,
+            cache_read_tokens: 4,
+            cache_write_tokens: 0,
             usage_estimated: false,
             cost_micros: 1_500,
             latency_ms: 12.0,
@@ -173,6 +193,7 @@ pub(crate) mod tests {
         assert_eq!(a.by_key["k1"].name.as_deref(), Some("k1-name"));
         assert_eq!(a.by_team.len(), 1, "a key without a team is in no team row");
         assert_eq!(a.by_model["fast"].prompt_tokens, 20);
+        assert_eq!(a.by_model["fast"].cache_read_tokens, 8);
         let shown = a.to_json();
         assert_eq!(shown["by_model"][0]["model"], "fast");
         assert_eq!(shown["totals"]["cost_usd"], 0.003);

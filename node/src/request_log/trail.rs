@@ -50,6 +50,8 @@ impl Trail {
                 code: None,
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
                 usage_estimated: false,
                 cost_micros: 0,
                 latency_ms: 0.0,
@@ -174,6 +176,8 @@ impl RequestObserver for Recorder {
         if let Some(usage) = request.usage {
             record.prompt_tokens = usage.prompt_tokens;
             record.completion_tokens = usage.completion_tokens;
+            record.cache_read_tokens = usage.cache_read_tokens;
+            record.cache_write_tokens = usage.cache_write_tokens;
             record.usage_estimated = usage.estimated;
         }
         record.cost_micros = request.cost_micros.unwrap_or(0);

@@ -38,7 +38,7 @@ pub fn to_completion(message: &[u8], created: u64) -> Result<Vec<u8>, String> {
         "created": created,
         "model": message.get("model"),
         "choices": [{"index": 0, "message": reply, "logprobs": null, "finish_reason": finish_reason(stop)}],
-        "usage": usage(message.get("usage")),
+        "usage": usage(message.get("usage")).openai_details(),
     });
     serde_json::to_vec(&completion).map_err(|e| e.to_string())
 }

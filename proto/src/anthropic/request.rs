@@ -251,6 +251,58 @@ pub fn to_chat(messages: &Map<String, Value>) -> Result<Map<String, Value>, Requ
     Ok(out)
 }
 
+/// A Messages body that [`to_chat`] cannot translate, as an OpenAI chat
+/// body of its text alone: the system prompt, each turn's text (tool
+/// results' and documents' text too), `max_tokens` and `stream`. Good for
+/// estimating tokens and nothing else: such a request only ever passes
+/// through, untranslated, to Anthropic upstreams.
+pub fn to_chat_text(messages: &Map<String, Value>) -> Map<String, Value> {
+    let mut chat = Map::new();
+    for field in ["model", "max_tokens", "stream"] {
+        if let Some(value) = messages.get(field) {
+            chat.insert(field.into(), value.clone());
+        }
+    }
+    let mut text = String::new();
+    blocks_text(messages.get("system"), &mut text);
+    let mut turns = vec![json!({"role": "system", "content": text})];
+    for turn in array(messages.get("messages")) {
+        let mut text = String::new();
+        blocks_text(turn.get("content"), &mut text);
+        let role = match turn.get("role").and_then(Value::as_str) {
+            Some("assistant") => "assistant",
+            _ => "user",
+        };
+        turns.push(json!({"role": role, "content": text}));
+    }
+    chat.insert("messages".into(), Value::Array(turns));
+    if chat.get("stream") == Some(&Value::Bool(true)) {
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    chat
+}
+
+/// Appends the text of a string or of blocks, nested blocks included.
+fn blocks_text(content: Option<&Value>, out: &mut String) {
+    match content {
+        Some(Value::String(text)) => out.push_str(text),
+        Some(Value::Array(blocks)) => {
+            for block in blocks {
+                for field in ["text", "thinking"] {
+                    if let Some(text) = block.get(field).and_then(Value::as_str) {
+                        out.push_str(text);
+                    }
+                }
+                if let Some(input) = block.get("input").filter(|input| input.is_object()) {
+                    out.push_str(&input.to_string());
+                }
+                blocks_text(block.get("content"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Messages turns, with consecutive turns of one role merged: Anthropic
 /// wants them to alternate, and OpenAI's tool results, one message each,
 /// belong in a single user turn.

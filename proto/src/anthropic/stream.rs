@@ -135,7 +135,7 @@ impl ToChunks {
             "created": self.created,
             "model": self.model,
             "choices": [],
-            "usage": usage(Some(&Value::Object(reported))),
+            "usage": usage(Some(&Value::Object(reported))).openai_details(),
         })
         .to_string()
     }

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chat::ChatRequest;
 use crate::endpoint::Endpoint;
+use crate::format::ApiFormat;
 
 /// Fields that never change the answer: how it is delivered (`stream`,
 /// `stream_options`), who asked (`user`, `metadata`) and whether the
@@ -22,14 +23,34 @@ pub struct CacheKey(pub [u8; 32]);
 /// shared: one team, or everyone). The body is normalised only as far as
 /// it cannot change the answer: the fields above left out, whitespace
 /// gone. Field order is kept — the order of a JSON schema's properties is
-/// the order a structured answer comes in. `model` is the alias.
+/// the order a structured answer comes in. `model` is the alias. A client
+/// of another format is keyed by the body it sent, which may hold what
+/// its OpenAI translation leaves out (`thinking`, `cache_control`, …).
 pub fn cache_key(scope: &str, request: &ChatRequest) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(scope.as_bytes());
     hasher.update([0]);
     hasher.update(request.endpoint.path().as_bytes());
     hasher.update([0]);
-    hasher.update(serde_json::to_vec(&KeptFields(request.body())).unwrap_or_default());
+    let sent = match request.client_format() {
+        ApiFormat::OpenAi => None,
+        other => request
+            .sent_body()
+            .and_then(|body| serde_json::from_slice::<Map<String, Value>>(body).ok())
+            .map(|mut body| {
+                body.insert("model".into(), request.model.clone().into());
+                (other, body)
+            }),
+    };
+    let kept = match &sent {
+        Some((format, body)) => {
+            hasher.update(format!("{format:?}").as_bytes());
+            hasher.update([0]);
+            KeptFields(body)
+        }
+        None => KeptFields(request.body()),
+    };
+    hasher.update(serde_json::to_vec(&kept).unwrap_or_default());
     CacheKey(hasher.finalize().into())
 }
 

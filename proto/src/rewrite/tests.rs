@@ -192,3 +192,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out, Value::Object(expected));
     }
 }
+
+#[test]
+fn set_members_changes_only_what_it_sets() {
+    let sent = br#"{ "model" : "fast", "temperature": 1.10, "n": 1e2, "x": 123456789012345678901234567890 }"#;
+    let out = set_members(sent, &[("model", br#""gpt-4o""#)]).unwrap();
+    assert_eq!(
+        out,
+        br#"{ "model" : "gpt-4o", "temperature": 1.10, "n": 1e2, "x": 123456789012345678901234567890 }"#
+    );
+    let out = set_members(sent, &[("stream_options", br#"{"include_usage":true}"#)]).unwrap();
+    assert!(out
+        .ends_with(br#"123456789012345678901234567890 ,"stream_options":{"include_usage":true}}"#));
+    assert_eq!(
+        set_members(b"{}", &[("a", b"1"), ("b", b"2")]).unwrap(),
+        br#"{"a":1,"b":2}"#
+    );
+    assert!(set_members(b"[1]", &[("a", b"1")]).is_none());
+}
