@@ -474,7 +474,8 @@ async fn call(
         request.stream && !request.include_usage && deployment.provider().reports_stream_usage();
     let hide_usage = ask_for_usage && !record.facts.pass_usage_chunk;
     let provider = deployment.provider();
-    let body = match request.upstream_body(provider.format(), &spec.upstream_model, ask_for_usage) {
+    let upstream_model = request.upstream_model(&spec.upstream_model);
+    let body = match request.upstream_body(provider.format(), &upstream_model, ask_for_usage) {
         Ok(body) => body,
         Err(reason) => {
             let refusal = ProviderError::Refused(reason.to_error_body().to_json().into());
@@ -513,7 +514,7 @@ async fn call(
         format,
         body,
     };
-    let alias = record.alias;
+    let alias = request.answer_model(record.alias);
     match answer {
         Err(cause) => Some((cause, reply_tx)),
         Ok(UpstreamReply::Complete(body)) => {

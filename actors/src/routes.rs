@@ -1,5 +1,9 @@
 //! The model table: which deployments serve each alias a client may ask
-//! for, and how the alias chooses among them.
+//! for, and how the alias chooses among them. An alias may be a pattern
+//! with one `*` (`claude-*`, `anthropic/*`): it serves every model name it
+//! matches that no exact alias names, and a `*` in its deployments' models
+//! stands for what the name's `*` matched, so agents' dated model names
+//! route without an alias each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,6 +160,19 @@ impl AliasRoute {
     }
 }
 
+/// Whether `alias` is a pattern: it holds a `*`.
+pub fn is_pattern(alias: &str) -> bool {
+    alias.contains('*')
+}
+
+/// What the `*` of `pattern` stands for in `name`, when `pattern` (one
+/// `*`, matching one or more characters) matches it.
+pub fn pattern_match<'a>(pattern: &str, name: &'a str) -> Option<&'a str> {
+    let (prefix, suffix) = pattern.split_once('*')?;
+    let middle = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (!middle.is_empty()).then_some(middle)
+}
+
 /// Every alias of the node, and every distinct deployment once.
 #[derive(Debug, Default)]
 pub struct Routes {
@@ -184,11 +201,75 @@ impl Routes {
         self.aliases.get(alias)
     }
 
+    /// The route a client's model name takes: the exact alias, else the
+    /// first pattern, in configuration order, that matches it, with what
+    /// its `*` matched.
+    pub fn resolve<'a>(&self, model: &'a str) -> Option<(&Arc<AliasRoute>, Option<&'a str>)> {
+        if let Some(route) = self.aliases.get(model) {
+            return Some((route, None));
+        }
+        self.alias_order.iter().find_map(|alias| {
+            let matched = pattern_match(alias, model)?;
+            Some((self.aliases.get(alias)?, Some(matched)))
+        })
+    }
+
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
         self.alias_order.iter().map(String::as_str)
     }
 
     pub fn deployments(&self) -> &[DeploymentHandle] {
         &self.deployments
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{deployment, ledger};
+
+    #[test]
+    fn a_pattern_matches_what_no_exact_alias_names() {
+        assert_eq!(
+            pattern_match("claude-*", "claude-sonnet-4-5-20250929"),
+            Some("sonnet-4-5-20250929")
+        );
+        assert_eq!(
+            pattern_match("anthropic/*", "anthropic/claude-opus-4-1"),
+            Some("claude-opus-4-1")
+        );
+        assert_eq!(pattern_match("*-latest", "gpt-latest"), Some("gpt"));
+        assert_eq!(
+            pattern_match("claude-*", "claude-"),
+            None,
+            "the star matches something"
+        );
+        assert_eq!(pattern_match("claude-*", "gpt-4o"), None);
+        let ledger = ledger("test");
+        let route =
+            |alias: &str| AliasRoute::with_defaults(alias.into(), vec![deployment(alias, &ledger)]);
+        let routes = Routes::new(
+            vec![route("claude-*"), route("claude-haiku"), route("*")],
+            Vec::new(),
+        );
+        let resolved = |name| {
+            routes
+                .resolve(name)
+                .map(|(route, matched)| (route.alias.as_str(), matched))
+        };
+        assert_eq!(
+            resolved("claude-haiku"),
+            Some(("claude-haiku", None)),
+            "exact wins"
+        );
+        assert_eq!(
+            resolved("claude-opus-4-1"),
+            Some(("claude-*", Some("opus-4-1")))
+        );
+        assert_eq!(
+            resolved("gpt-4o"),
+            Some(("*", Some("gpt-4o"))),
+            "in configuration order"
+        );
     }
 }

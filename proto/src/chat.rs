@@ -19,7 +19,8 @@ use crate::rewrite::set_members;
 pub struct ChatRequest {
     body: Map<String, Value>,
     pub endpoint: Endpoint,
-    /// The alias the client asked for.
+    /// The alias the request routes by: the model the client asked for,
+    /// or the pattern alias that matched it.
     pub model: String,
     pub stream: bool,
     /// `stream_options.include_usage`: whether the client wants the final usage chunk.
@@ -32,6 +33,17 @@ pub struct ChatRequest {
     /// The client's headers that some API defines (`anthropic-beta`, …),
     /// lowercase, for the upstreams of that API.
     forwarded_headers: Vec<(String, String)>,
+    /// When a pattern alias matched the client's model name.
+    pattern: Option<PatternMatch>,
+}
+
+/// A model name matched by a pattern alias (`claude-*`).
+#[derive(Debug, Clone)]
+struct PatternMatch {
+    /// The name the client asked for, which its answer carries.
+    asked: String,
+    /// What the pattern's `*` matched, for its deployments' models.
+    star: String,
 }
 
 /// A client's body, kept as the bytes that came.
@@ -165,7 +177,43 @@ impl ChatRequest {
             sent: None,
             untranslatable: None,
             forwarded_headers: Vec::new(),
+            pattern: None,
         })
+    }
+
+    /// The request, whose model name the pattern alias `alias` matched,
+    /// its `*` standing for `star`: it routes by `alias`, and its answer
+    /// carries the name the client asked for.
+    pub fn matched_by(self, alias: String, star: String) -> Self {
+        ChatRequest {
+            pattern: Some(PatternMatch {
+                asked: self.model,
+                star,
+            }),
+            model: alias,
+            ..self
+        }
+    }
+
+    /// The model an upstream is asked for: a deployment's, with a `*` in
+    /// it standing for what the request's pattern matched.
+    pub fn upstream_model<'a>(&self, deployment_model: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.pattern {
+            Some(pattern) if deployment_model.contains('*') => {
+                deployment_model.replace('*', &pattern.star).into()
+            }
+            _ => deployment_model.into(),
+        }
+    }
+
+    /// The model an answer from `serving_alias` carries: the name the
+    /// client asked for when that alias is the pattern that matched it,
+    /// else the alias (the request's own, or a fallback).
+    pub fn answer_model<'a>(&'a self, serving_alias: &'a str) -> &'a str {
+        match &self.pattern {
+            Some(pattern) if serving_alias == self.model => &pattern.asked,
+            _ => serving_alias,
+        }
     }
 
     /// The request, remembering the body the client sent in `format`:
@@ -409,6 +457,22 @@ mod tests {
             out.ends_with(r#","stream_options":{"include_usage":true}}"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_pattern_routes_by_its_alias_and_answers_with_the_asked_name() {
+        let request = parse(json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user"}]}))
+            .unwrap()
+            .matched_by("claude-*".into(), "sonnet-4-5".into());
+        assert_eq!(request.model, "claude-*");
+        assert_eq!(request.upstream_model("claude-*"), "claude-sonnet-4-5");
+        assert_eq!(
+            request.upstream_model("anthropic.claude-*-v1"),
+            "anthropic.claude-sonnet-4-5-v1"
+        );
+        assert_eq!(request.upstream_model("fixed"), "fixed");
+        assert_eq!(request.answer_model("claude-*"), "claude-sonnet-4-5");
+        assert_eq!(request.answer_model("fallback"), "fallback");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chorus_bench::mock_messages::{SIGNATURE, THINKING};
 use chorus_tests::{
-    eventually, scratch_dir, sse_events, standard_config, MockUpstream, Node, TEST_KEY,
+    eventually, scratch_dir, sse_events, standard_config, MockUpstream, Node, ScratchDir, TEST_KEY,
 };
 use serde_json::Value;
 
@@ -55,6 +55,14 @@ fallbacks = ["claude"]
 deployments = [{{ provider = "claude-cut", model = "{UPSTREAM_MODEL}" }}]
 
 [[models]]
+alias = "claude-*"
+deployments = [{{ provider = "claude-up", model = "claude-*" }}]
+
+[[models]]
+alias = "anthropic/*"
+deployments = [{{ provider = "claude-up", model = "*" }}]
+
+[[models]]
 alias = "gpt-only"
 deployments = [{{ provider = "up", model = "gpt-4o" }}]
 "#,
@@ -90,6 +98,13 @@ fn claude_code_turn(model: &str, stream: bool) -> String {
     )
 }
 
+/// A node on [`config`], and its store, removed when dropped.
+async fn start(upstream: &MockUpstream) -> (Node, ScratchDir) {
+    let store = scratch_dir();
+    let node = Node::start(&config(upstream, &store)).await;
+    (node, store)
+}
+
 fn messages(node: &Node, body: String) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(node.url("/v1/messages"))
@@ -113,8 +128,7 @@ fn cost(usage: &Value) -> u64 {
 #[tokio::test]
 async fn a_claude_code_turn_passes_through_both_ways_and_is_priced_with_its_cache() {
     let upstream = MockUpstream::start(&[]);
-    let store = scratch_dir();
-    let node = Node::start(&config(&upstream, &store)).await;
+    let (node, _store) = start(&upstream).await;
     let sent = claude_code_turn("claude", false);
 
     let response = messages(&node, sent.clone()).send().await.unwrap();
@@ -205,8 +219,7 @@ async fn a_claude_code_turn_passes_through_both_ways_and_is_priced_with_its_cach
 #[tokio::test]
 async fn a_streamed_turn_comes_back_byte_for_byte_but_the_model() {
     let upstream = MockUpstream::start(&[]);
-    let store = scratch_dir();
-    let node = Node::start(&config(&upstream, &store)).await;
+    let (node, _store) = start(&upstream).await;
     let response = messages(&node, claude_code_turn("claude", true))
         .send()
         .await
@@ -281,8 +294,7 @@ async fn a_streamed_turn_comes_back_byte_for_byte_but_the_model() {
 #[tokio::test]
 async fn a_stream_cut_before_content_falls_back_unseen() {
     let upstream = MockUpstream::start(&[]);
-    let store = scratch_dir();
-    let node = Node::start(&config(&upstream, &store)).await;
+    let (node, _store) = start(&upstream).await;
     // Without thinking, the first frame is `message_start` and `ping`
     // alone: held back, so the cut after it is not the client's to see.
     let body = r#"{"model": "claude-cut", "max_tokens": 16, "stream": true,
@@ -314,8 +326,7 @@ async fn a_stream_cut_before_content_falls_back_unseen() {
 #[tokio::test]
 async fn what_only_anthropic_can_take_is_refused_where_no_anthropic_deployment_is() {
     let upstream = MockUpstream::start(&[]);
-    let store = scratch_dir();
-    let node = Node::start(&config(&upstream, &store)).await;
+    let (node, _store) = start(&upstream).await;
     let response = messages(&node, claude_code_turn("gpt-only", false))
         .send()
         .await
@@ -332,8 +343,7 @@ async fn what_only_anthropic_can_take_is_refused_where_no_anthropic_deployment_i
 #[tokio::test]
 async fn an_openai_body_reaches_an_openai_upstream_with_its_numbers_as_written() {
     let upstream = MockUpstream::start(&[]);
-    let store = scratch_dir();
-    let node = Node::start(&config(&upstream, &store)).await;
+    let (node, _store) = start(&upstream).await;
     let sent = r#"{"model": "fast", "temperature": 1.10, "top_p": 1e-1, "seed": 12345678901234567890123,
         "messages": [{"role": "user", "content": "Hi"}], "openai_future_field": {"x": 1.50}}"#;
     let response = reqwest::Client::new()
@@ -355,5 +365,70 @@ async fn an_openai_body_reaches_an_openai_upstream_with_its_numbers_as_written()
     assert!(
         received["headers"].get("anthropic-beta").is_none(),
         "an OpenAI upstream gets OpenAI's headers only"
+    );
+}
+
+#[tokio::test]
+async fn dated_model_names_route_through_patterns_and_come_back_as_asked() {
+    let upstream = MockUpstream::start(&[]);
+    let (node, _store) = start(&upstream).await;
+    for (asked, upstream_model) in [
+        ("claude-opus-4-1-20250805", "claude-opus-4-1-20250805"),
+        ("anthropic/claude-haiku-4-5", "claude-haiku-4-5"),
+    ] {
+        for stream in [false, true] {
+            let body = format!(
+                r#"{{"model": "{asked}", "max_tokens": 16, "stream": {stream},
+                "messages": [{{"role": "user", "content": "Hello"}}]}}"#
+            );
+            let response = messages(&node, body).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{asked}");
+            let text = response.text().await.unwrap();
+            let model = if stream {
+                let start: Value = serde_json::from_str(&sse_events(&text)[0].1).unwrap();
+                start["message"]["model"].clone()
+            } else {
+                serde_json::from_str::<Value>(&text).unwrap()["model"].clone()
+            };
+            assert_eq!(model, asked, "the answer carries the name asked for");
+            let received = upstream.last_request().await;
+            assert_eq!(received["body"]["model"], upstream_model);
+        }
+    }
+    // An exact alias wins over a pattern that also matches it.
+    let exact =
+        r#"{"model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    messages(&node, exact.to_owned()).send().await.unwrap();
+    assert_eq!(
+        upstream.last_request().await["body"]["model"],
+        UPSTREAM_MODEL
+    );
+    // Patterns are not model names: the list leaves them out, and what no
+    // pattern matches is unknown.
+    let models = node.get_v1("/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"claude") && !ids.iter().any(|id| id.contains('*')),
+        "{ids:?}"
+    );
+    let unknown = r#"{"model": "gemini-2.5-pro", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let response = messages(&node, unknown.to_owned()).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // Metrics and the request log name the pattern, never the client's name.
+    let metrics = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("alias=\"claude-*\""), "{metrics}");
+    assert!(
+        !metrics.contains("claude-opus-4-1-20250805"),
+        "labels stay bounded"
     );
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use std::time::Duration;
 
-use chorus_actors::routes::Timeouts;
+use chorus_actors::routes::{is_pattern, Timeouts};
 use chorus_actors::routing::balance::{BalancerOptions, DEFAULT_STRATEGY, STRATEGIES};
 use chorus_actors::routing::{FallbackNames, RetryPolicy};
 use chorus_actors::{Quota, RouteOptions};
@@ -157,6 +157,22 @@ pub fn check(
                 format!("alias `{}` is defined twice", model.alias),
             );
             valid = false;
+        } else if model.alias.matches('*').count() > 1 {
+            checker.problem(
+                at("alias".into()),
+                "a pattern alias holds one `*`, e.g. `claude-*`",
+            );
+            valid = false;
+        }
+        let pattern = is_pattern(&model.alias);
+        for (position, deployment) in model.deployments.iter().enumerate() {
+            if !pattern && deployment.model.contains('*') {
+                checker.problem(
+                    at(format!("deployments[{position}].model")),
+                    "a `*` in a deployment's model stands for what a pattern alias matched: only a pattern alias (`claude-*`) may have one",
+                );
+                valid = false;
+            }
         }
         if model.deployments.is_empty() {
             checker.problem(at("deployments".into()), "list at least one deployment");
@@ -207,6 +223,13 @@ fn check_fallbacks(raw: &[RawModel], aliases: &HashSet<&str>, checker: &mut Chec
                 let at = format!("models[{index}].{field}[{position}]");
                 if *alias == model.alias {
                     checker.problem(at, "an alias cannot fall back to itself");
+                } else if is_pattern(alias) {
+                    checker.problem(
+                        at,
+                        format!(
+                            "`{alias}` is a pattern: fall back to an alias that names one model"
+                        ),
+                    );
                 } else if !aliases.contains(alias.as_str()) {
                     checker.problem(
                         at,

@@ -90,6 +90,10 @@ fn names_the_field_at_fault() {
         (with_models("[[models]]\nalias = \"a\"\nretry_backoff_ms = 9000\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].retry_backoff_ms", "max_retry_wait_ms"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", rpm = 0 }]"), "models[0].deployments[0].rpm", "at least 1"),
         (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", tpm = 5 }]\n[[models]]\nalias = \"b\"\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[1].deployments[0].model", "other prices or quotas"),
+        (with_models("[[models]]\nalias = \"a-*-*\"\ndeployments = [{ provider = \"up\", model = \"m\" }]"), "models[0].alias", "one `*`"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m-*\" }]"), "models[0].deployments[0].model", "only a pattern alias"),
+        (with_models("[[models]]\nalias = \"a\"\nfallbacks = [\"c-*\"]\ndeployments = [{ provider = \"up\", model = \"m\" }]\n[[models]]\nalias = \"c-*\"\ndeployments = [{ provider = \"up\", model = \"c-*\" }]"), "models[0].fallbacks[0]", "is a pattern"),
+        (with_models("[[models]]\nalias = \"a\"\ndeployments = [{ provider = \"up\", model = \"m\", cache_read_per_mtok = -2 }]"), "models[0].deployments[0].cache_read_per_mtok", "price must be"),
     ];
     for (text, field, problem) in cases {
         let err = check(&text).unwrap_err();

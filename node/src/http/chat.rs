@@ -161,18 +161,27 @@ async fn check(
         .await
         .map_err(|e| (e, None))?;
     let request = dialect.parse(bytes, headers).map_err(|e| (e, None))?;
-    let Some(route) = state.routes.get(&request.model).cloned() else {
-        let error = ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorType::InvalidRequest,
-            "model_not_found",
-            format!(
-                "the model `{}` does not exist: GET /v1/models lists the ones served here",
-                request.model
-            ),
-        )
-        .with_param("model");
-        return Err((error, Some(request.model)));
+    let (route, request) = match state.routes.resolve(&request.model) {
+        Some((route, None)) => (Arc::clone(route), request),
+        // A pattern alias: the request routes, counts and logs by it.
+        Some((route, Some(star))) => {
+            let star = star.to_owned();
+            let alias = route.alias.clone();
+            (Arc::clone(route), request.matched_by(alias, star))
+        }
+        None => {
+            let error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorType::InvalidRequest,
+                "model_not_found",
+                format!(
+                    "the model `{}` does not exist: GET /v1/models lists the ones served here",
+                    request.model
+                ),
+            )
+            .with_param("model");
+            return Err((error, Some(request.model)));
+        }
     };
     // Only an alias that exists: clients do not get to name log entries.
     trail.request(&request);

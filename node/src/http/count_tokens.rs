@@ -31,7 +31,11 @@ async fn count(state: &AppState, headers: &HeaderMap, body: Body) -> Result<u64,
     let caller = state.authenticate(headers)?;
     let bytes = read_body(body, headers, state.max_body_bytes).await?;
     let request = Dialect::Anthropic.parse(bytes, headers)?;
-    if state.routes.get(&request.model).is_none() || !caller.allows_model(&request.model) {
+    let alias = state
+        .routes
+        .resolve(&request.model)
+        .map(|(route, _)| &route.alias);
+    if !alias.is_some_and(|alias| caller.allows_model(alias)) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorType::InvalidRequest,

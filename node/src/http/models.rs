@@ -1,5 +1,6 @@
 //! `GET /v1/models`: the aliases this node serves that the caller's key
-//! may use, in OpenAI's list shape.
+//! may use, in OpenAI's list shape. Pattern aliases (`claude-*`) are not
+//! model names and are left out.
 
 use axum::extract::State;
 use axum::Json;
@@ -7,6 +8,7 @@ use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
+use chorus_actors::routes::is_pattern;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -16,7 +18,7 @@ pub async fn list(
     let data: Vec<Value> = state
         .routes
         .aliases()
-        .filter(|alias| caller.allows_model(alias))
+        .filter(|alias| !is_pattern(alias) && caller.allows_model(alias))
         .map(|alias| json!({"id": alias, "object": "model", "created": 0, "owned_by": "chorus"}))
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
