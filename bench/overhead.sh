@@ -78,12 +78,19 @@ base_url = "http://$fast_upstream/v1"
 name = "paced"
 format = "openai"
 base_url = "http://$paced_upstream/v1"
+[[providers]]
+name = "claude-fast"
+format = "anthropic"
+base_url = "http://$fast_upstream/v1"
 [[models]]
 alias = "fast"
 deployments = [{ provider = "fast", model = "mock" }]
 [[models]]
 alias = "paced"
 deployments = [{ provider = "paced", model = "mock" }]
+[[models]]
+alias = "claude-fast"
+deployments = [{ provider = "claude-fast", model = "mock" }]
 [[keys]]
 name = "bench"
 key = "sk-bench"
@@ -113,9 +120,9 @@ PY
 fi
 
 results="$work/results.jsonl"
-load() { # label target-addr model key extra-args...
+load() { # label target-addr model key extra-args...; $path is the endpoint
   local label="$1" addr="$2" model="$3" key="$4"; shift 4
-  "$bin/chorus-load" --url "http://$addr/v1/chat/completions" --model "$model" \
+  "$bin/chorus-load" --url "http://$addr${path:-/v1/chat/completions}" --model "$model" \
     --header "Authorization: Bearer $key" --duration "$duration" --warmup 2 \
     --label "$label" --json "$@" >>"$results"
 }
@@ -136,6 +143,12 @@ trio "sequential-stream" "$fast_upstream" "" fast --mode sequential --stream
 trio "closed-32-stream" "$fast_upstream" "" fast --mode closed --connections 32 --stream
 trio "rate-500-stream-paced" "$paced_upstream" "/paced" paced --mode rate --rate 500 --connections 128 --stream
 trio "sequential-stream-paced" "$paced_upstream" "/paced" paced --mode sequential --stream
+# Anthropic's Messages API to an `anthropic` deployment: passed through
+# since 2026-12 (translated both ways before, as a baseline build shows).
+messages=(--body-format messages --header "anthropic-version: 2023-06-01")
+path=/v1/messages trio "sequential-messages" "$fast_upstream" "" claude-fast --mode sequential "${messages[@]}"
+path=/v1/messages trio "closed-32-messages" "$fast_upstream" "" claude-fast --mode closed --connections 32 "${messages[@]}"
+path=/v1/messages trio "closed-32-messages-stream" "$fast_upstream" "" claude-fast --mode closed --connections 32 --stream "${messages[@]}"
 
 mkdir -p bench/results
 stamp="$(date -u +%Y-%m-%dT%H%MZ)"

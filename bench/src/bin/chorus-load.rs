@@ -99,6 +99,11 @@ struct Args {
     /// Model named in the request body.
     #[arg(long, default_value = "fast")]
     model: String,
+    /// The body's API: `chat` (OpenAI chat completions) or `messages`
+    /// (Anthropic's, with `max_tokens` 16; send `anthropic-version` with
+    /// `--header`).
+    #[arg(long, value_enum, default_value_t = BodyFormat::Chat)]
+    body_format: BodyFormat,
     /// Free text printed with the result, to tell runs apart.
     #[arg(long)]
     label: Option<String>,
@@ -111,6 +116,13 @@ struct Args {
 }
 
 /// How load is applied; see the module documentation.
+/// The API a request body is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BodyFormat {
+    Chat,
+    Messages,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Sequential,
@@ -403,11 +415,15 @@ fn plan_from_args(args: &Args) -> Result<Plan> {
         .parse()?;
 
     let headers = request_headers(&args.headers, authority.as_str())?;
-    let body = json!({
+    let mut body = json!({
         "model": args.model,
         "messages": [{"role": "user", "content": PROMPT}],
         "stream": args.stream,
     });
+    if args.body_format == BodyFormat::Messages {
+        // The mock's default reply length, which a Messages body must state.
+        body["max_tokens"] = 16.into();
+    }
 
     let warmup = Duration::try_from_secs_f64(args.warmup).context("`--warmup` must be >= 0")?;
     let duration =
