@@ -191,27 +191,7 @@ async fn check(
         ..fit
     }) && !route.serves(fit)
     {
-        let reason = request
-            .untranslatable_reason()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let error = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequest,
-            "unsupported_parameter",
-            format!(
-                "the model `{}` has no deployment that speaks the client's API, and the request cannot be translated: {reason}",
-                request.model
-            ),
-        );
-        let error = match request
-            .untranslatable_reason()
-            .and_then(|reason| reason.param())
-        {
-            Some(param) => error.with_param(param),
-            None => error,
-        };
-        return Err((error, Some(request.model)));
+        return Err((untranslatable(&request), Some(request.model)));
     }
     if !route.serves(fit) {
         let error = ApiError::new(
@@ -241,6 +221,26 @@ async fn check(
         return Err((error, Some(request.model)));
     }
     Ok((caller, request, route))
+}
+
+/// The 400 for a request that only deployments of its client's format
+/// could take, to an alias with none: nothing was sent.
+fn untranslatable(request: &ChatRequest) -> ApiError {
+    let reason = request.untranslatable_reason();
+    let error = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorType::InvalidRequest,
+        "unsupported_parameter",
+        format!(
+            "the model `{}` has no deployment that speaks the client's API, and the request cannot be translated: {}",
+            request.model,
+            reason.map(ToString::to_string).unwrap_or_default()
+        ),
+    );
+    match reason.and_then(|reason| reason.param()) {
+        Some(param) => error.with_param(param),
+        None => error,
+    }
 }
 
 /// The request in the response cache, when the node keeps one; a header
