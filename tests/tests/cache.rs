@@ -145,12 +145,7 @@ async fn a_deterministic_answer_is_served_from_the_cache_whole_and_streamed() {
     assert_eq!(cache, "miss");
     assert_eq!(upstream_requests(&upstream).await, 4);
 
-    let metrics = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     for line in [
         "chorus_cache_lookups_total{alias=\"fast\",result=\"hit\"} 3",
         "chorus_cache_lookups_total{alias=\"fast\",result=\"miss\"} 2",

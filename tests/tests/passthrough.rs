@@ -202,12 +202,7 @@ async fn a_claude_code_turn_passes_through_both_ways_and_is_priced_with_its_cach
     assert_eq!(stats["totals"]["cache_write_tokens"], written);
     assert_eq!(stats["totals"]["cache_read_tokens"], written);
     assert_eq!(stats["totals"]["cost_micros"], expected);
-    let metrics = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     for kind in ["cache_read", "cache_write"] {
         let line = format!(
             "chorus_tokens_total{{alias=\"claude\",deployment=\"{DEPLOYMENT}\",type=\"{kind}\"}} {written}"
@@ -420,12 +415,7 @@ async fn dated_model_names_route_through_patterns_and_come_back_as_asked() {
     let response = messages(&node, unknown.to_owned()).send().await.unwrap();
     assert_eq!(response.status(), 404);
     // Metrics and the request log name the pattern, never the client's name.
-    let metrics = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(metrics.contains("alias=\"claude-*\""), "{metrics}");
     assert!(
         !metrics.contains("claude-opus-4-1-20250805"),
