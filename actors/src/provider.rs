@@ -93,6 +93,12 @@ pub trait Provider: Send + Sync + 'static {
         ApiFormat::OpenAi
     }
 
+    /// Whether the upstream takes requests in `format` as they are: its
+    /// own, and for some OpenAI upstreams the Responses API too.
+    fn speaks(&self, format: ApiFormat) -> bool {
+        format == self.format()
+    }
+
     fn send(&self, call: UpstreamCall) -> BoxFuture<'static, Result<UpstreamReply, ProviderError>>;
 
     /// Whether the provider's API has `endpoint`: routing only sends it
@@ -128,7 +134,6 @@ impl Fit {
     }
 
     pub fn met_by(&self, provider: &dyn Provider) -> bool {
-        provider.serves(self.endpoint)
-            && self.format.is_none_or(|format| provider.format() == format)
+        provider.serves(self.endpoint) && self.format.is_none_or(|format| provider.speaks(format))
     }
 }

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_proto::anthropic::passthrough::rewrite_message;
-use chorus_proto::rewrite::{rewrite_model, StreamRewriter};
+use chorus_proto::rewrite::{rewrite_whole, StreamRewriter};
 use chorus_proto::{ApiFormat, ChatRequest, Usage};
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -475,7 +474,12 @@ async fn call(
     let hide_usage = ask_for_usage && !record.facts.pass_usage_chunk;
     let provider = deployment.provider();
     let upstream_model = request.upstream_model(&spec.upstream_model);
-    let body = match request.upstream_body(provider.format(), &upstream_model, ask_for_usage) {
+    // The client's own format when the upstream speaks it: a pass-through.
+    let format = match request.client_format() {
+        own if provider.speaks(own) => own,
+        _ => provider.format(),
+    };
+    let body = match request.upstream_body(format, &upstream_model, ask_for_usage) {
         Ok(body) => body,
         Err(reason) => {
             let refusal = ProviderError::Refused(reason.to_error_body().to_json().into());
@@ -519,11 +523,7 @@ async fn call(
         Err(cause) => Some((cause, reply_tx)),
         Ok(UpstreamReply::Complete(body)) => {
             let mut text = String::new();
-            let rewritten = match format {
-                ApiFormat::OpenAi => rewrite_model(&body, alias, false, &mut text),
-                ApiFormat::Anthropic => rewrite_message(&body, alias, &mut text),
-            };
-            let rewritten = match rewritten {
+            let rewritten = match rewrite_whole(format, &body, alias, &mut text) {
                 Ok(rewritten) => rewritten,
                 Err(detail) => return Some((ProviderError::Malformed(detail), reply_tx)),
             };
@@ -687,7 +687,9 @@ impl Stream<'_> {
                             Ok(rewritten) => rewritten,
                             Err(detail) => {
                                 let cause = ProviderError::Malformed(detail);
-                                return self.fail(client, cause, ttft, text, &frames_tx).await;
+                                return self
+                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .await;
                             }
                         };
                         self.record
@@ -702,7 +704,9 @@ impl Stream<'_> {
                                 let cause = ProviderError::Malformed(format!(
                                     "more than {MAX_HELD_FRAMES} chunks before any content"
                                 ));
-                                return self.fail(client, cause, ttft, text, &frames_tx).await;
+                                return self
+                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .await;
                             }
                             held.push(frame);
                             continue;
@@ -711,15 +715,21 @@ impl Stream<'_> {
                     }
                 },
                 Ok(Some(Err(cause))) => {
-                    return self.fail(client, cause, ttft, text, &frames_tx).await
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await
                 }
                 Ok(None) => {
                     let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
-                    return self.fail(client, cause, ttft, text, &frames_tx).await;
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await;
                 }
                 Err(_) => {
                     let cause = ProviderError::Timeout(timeout);
-                    return self.fail(client, cause, ttft, text, &frames_tx).await;
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await;
                 }
             };
             if let ClientSide::Waiting(reply_tx, mut opening) =
@@ -753,14 +763,13 @@ impl Stream<'_> {
         ttft: Option<Duration>,
         text: String,
         frames_tx: &mpsc::Sender<Bytes>,
+        rewriter: &StreamRewriter,
     ) -> Pumped {
         if let ClientSide::Waiting(reply_tx, _) = client {
             return Pumped::Early(cause, reply_tx);
         }
         let error = self.record.error(cause);
-        let frame = self
-            .format
-            .error_frame(error.status(), &error.to_error_body());
+        let frame = rewriter.error_frame(error.status(), &error.to_error_body());
         if frames_tx
             .send_timeout(frame, self.limits.idle)
             .await

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
             chat::route(Dialect::OpenAi(Endpoint::Embeddings)),
         )
         .route("/v1/messages", chat::route(Dialect::Anthropic))
+        .route("/v1/responses", chat::route(Dialect::Responses))
         .route(
             "/v1/messages/count_tokens",
             post(count_tokens::count_tokens),

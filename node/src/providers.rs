@@ -14,7 +14,7 @@ use crate::config::{ProviderConfig, ProviderKind};
 
 pub use anthropic::AnthropicProvider;
 pub use mock::MockProvider;
-pub use openai::OpenAiProvider;
+pub use openai::{OpenAiProvider, Speaks};
 
 /// Builds the provider for one config entry. `http` is shared by all HTTP
 /// providers so they share one connection pool.
@@ -25,12 +25,16 @@ pub fn build(config: &ProviderConfig, http: &reqwest::Client) -> Arc<dyn Provide
             api_key,
             headers,
             stream_usage,
+            responses,
         } => Arc::new(OpenAiProvider::new(
             http.clone(),
             base_url,
             api_key.as_deref(),
             headers,
-            *stream_usage,
+            Speaks {
+                stream_usage: *stream_usage,
+                responses: *responses,
+            },
         )),
         ProviderKind::Anthropic {
             messages_url,

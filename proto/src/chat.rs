@@ -271,7 +271,7 @@ impl ChatRequest {
     pub fn forwarded_headers(&self, format: ApiFormat) -> impl Iterator<Item = &(String, String)> {
         self.forwarded_headers
             .iter()
-            .filter(move |(name, _)| ApiFormat::of_forwarded_header(name) == Some(format))
+            .filter(move |(name, _)| format.forwards(name))
     }
 
     /// Any field of the body as the client sent it.

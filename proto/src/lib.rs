@@ -12,6 +12,7 @@ pub mod error;
 pub mod format;
 pub mod gossip;
 pub mod mock;
+pub mod responses;
 pub mod rewrite;
 pub mod sse;
 pub mod usage;

@@ -152,6 +152,21 @@ pub fn rewrite_model(
     })
 }
 
+/// A whole answer in `format` with `model` set to `alias`, its usage read
+/// and its text collected into `text`.
+pub fn rewrite_whole(
+    format: ApiFormat,
+    body: &[u8],
+    alias: &str,
+    text: &mut String,
+) -> Result<RewrittenBody, String> {
+    match format {
+        ApiFormat::OpenAi => rewrite_model(body, alias, false, text),
+        ApiFormat::Anthropic => crate::anthropic::passthrough::rewrite_message(body, alias, text),
+        ApiFormat::Responses => crate::responses::passthrough::rewrite_response(body, alias, text),
+    }
+}
+
 /// Reads a stream's events in the format the upstream answered in, each
 /// rewritten as [`rewrite_model`] rewrites a chunk.
 #[derive(Debug)]
@@ -160,16 +175,33 @@ pub enum StreamRewriter {
     OpenAi { hide_usage: bool },
     /// Anthropic's events, passed through to an Anthropic client.
     Anthropic(crate::anthropic::passthrough::EventReader),
+    /// The Responses API's events, passed through to its client.
+    Responses(crate::responses::passthrough::EventReader),
 }
 
 impl StreamRewriter {
     /// A reader for a stream in `format`. `hide_usage` holds OpenAI's
-    /// usage chunk back; Anthropic's events carry usage the client always
-    /// gets.
+    /// usage chunk back; Anthropic's and Responses events carry usage the
+    /// client always gets.
     pub fn new(format: ApiFormat, hide_usage: bool) -> Self {
         match format {
             ApiFormat::OpenAi => StreamRewriter::OpenAi { hide_usage },
             ApiFormat::Anthropic => StreamRewriter::Anthropic(Default::default()),
+            ApiFormat::Responses => StreamRewriter::Responses(Default::default()),
+        }
+    }
+
+    /// The SSE event that ends this stream when it broke after its client
+    /// got content, in its format: OpenAI's `error` event, Anthropic's
+    /// (which its SDK raises as the error `status` maps to), or the
+    /// Responses API's next in sequence.
+    pub fn error_frame(&self, status: u16, error: &crate::ErrorBody) -> bytes::Bytes {
+        match self {
+            StreamRewriter::OpenAi { .. } => crate::sse::error_frame(error),
+            StreamRewriter::Anthropic(_) => {
+                crate::anthropic::stream::error_event_for(status, error)
+            }
+            StreamRewriter::Responses(reader) => reader.error_frame(error),
         }
     }
 
@@ -193,6 +225,7 @@ impl StreamRewriter {
             }
             StreamRewriter::OpenAi { hide_usage } => rewrite_model(data, alias, *hide_usage, text),
             StreamRewriter::Anthropic(reader) => reader.event(data, alias, text),
+            StreamRewriter::Responses(reader) => reader.event(data, alias, text),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! for tests and benchmarks.
 //!
 //! It answers `POST /v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings` and Anthropic's `/v1/messages` (streaming and not) with the same deterministic completions as the
+//! `/v1/embeddings`, OpenAI's `/v1/responses` and Anthropic's
+//! `/v1/messages` (streaming and not) with the same deterministic completions as the
 //! node's built-in mock, with real SSE framing and `usage`. Messages
 //! requests are checked as strictly as Anthropic checks them, so a
 //! translation that Anthropic would refuse fails here too, and answered
@@ -36,7 +37,7 @@ use bytes::BytesMut;
 use chorus_bench::mock_messages::{self, CacheUse, PromptCache};
 use chorus_proto::anthropic::{self, stream::ToEvents};
 use chorus_proto::mock::{MockCompletion, MockReply};
-use chorus_proto::{sse, ChatRequest, Endpoint, ErrorBody, ErrorType};
+use chorus_proto::{responses, sse, ChatRequest, Endpoint, ErrorBody, ErrorType};
 use clap::Parser;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -108,6 +109,8 @@ enum Fault {
 enum Format {
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API.
+    Responses,
 }
 
 #[derive(Default)]
@@ -205,6 +208,9 @@ async fn handle(
         (&Method::POST, "/v1/messages") => {
             chat(mock, request, Format::Anthropic, Endpoint::ChatCompletions).await
         }
+        (&Method::POST, "/v1/responses") => {
+            chat(mock, request, Format::Responses, Endpoint::ChatCompletions).await
+        }
         (&Method::GET, "/v1/models") => Ok(json_response(
             StatusCode::OK,
             json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "mock-upstream"}]}),
@@ -285,7 +291,9 @@ async fn chat(
         }
         Some(Fault::ContextLength) => {
             let message = match format {
-                Format::OpenAi => "This model's maximum context length is 16 tokens (injected)",
+                Format::OpenAi | Format::Responses => {
+                    "This model's maximum context length is 16 tokens (injected)"
+                }
                 Format::Anthropic => "prompt is too long: 17 tokens > 16 maximum (injected)",
             };
             let body = ErrorBody::new(ErrorType::InvalidRequest, message)
@@ -328,6 +336,7 @@ async fn chat(
     let parsed = match format {
         Format::OpenAi => ChatRequest::parse_at(endpoint, &body).map_err(|e| e.to_string()),
         Format::Anthropic => messages_request(&parts.headers, &body),
+        Format::Responses => responses_request(&body),
     };
     let chat = match parsed {
         Ok(chat) => chat,
@@ -339,6 +348,19 @@ async fn chat(
     let mut prompt_tokens = 0;
     let reply = match format {
         Format::OpenAi => MockReply::to(&chat, knobs.output_tokens),
+        Format::Responses => {
+            let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
+            let envelope = responses_envelope(&mock, &body);
+            if chat.stream {
+                let events = responses_frames(&completion.chunk_payloads(true), envelope);
+                let frames = events.into_iter().map(|frame| frame.to_vec()).collect();
+                MockReply::Chunks(frames)
+            } else {
+                let completion = completion.completion_json();
+                let response = responses::reply::to_response(&completion, &envelope);
+                MockReply::Whole(response.unwrap_or_default())
+            }
+        }
         Format::Anthropic => {
             let completion = MockCompletion::for_request(&chat, knobs.output_tokens);
             if let Ok(serde_json::Value::Object(messages)) = serde_json::from_slice(&body) {
@@ -379,6 +401,7 @@ async fn chat(
     };
     let frames = match format {
         Format::OpenAi => openai_frames(&payloads, header("x-mock-sse-extras").is_some()),
+        Format::Responses => payloads.into_iter().map(Bytes::from).collect(),
         Format::Anthropic => {
             mock_messages::patch_stream(anthropic_frames(&payloads), prompt_tokens, thinking, cache)
         }
@@ -405,6 +428,45 @@ fn messages_request(headers: &HeaderMap, body: &[u8]) -> Result<ChatRequest, Str
     let chat = anthropic::request::to_chat(messages)
         .unwrap_or_else(|_| anthropic::request::to_chat_text(messages));
     ChatRequest::from_body(chat).map_err(|e| e.to_string())
+}
+
+/// A Responses request, checked as chat completions would take it, as
+/// the chat request the mock completion is made from.
+fn responses_request(body: &[u8]) -> Result<ChatRequest, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(fields) = value.as_object() else {
+        return Err("the body must be a JSON object".into());
+    };
+    let chat = responses::request::to_chat(fields).map_err(|e| e.to_string())?;
+    ChatRequest::from_body(chat).map_err(|e| e.to_string())
+}
+
+/// The envelope of the mock's next response, numbered by the requests it
+/// has taken, so a client can tell the upstream's ids from a gateway's.
+fn responses_envelope(mock: &Mock, body: &[u8]) -> responses::Envelope {
+    let fields = serde_json::from_slice(body).unwrap_or_default();
+    let number = mock.stats.requests.load(Ordering::Relaxed);
+    responses::Envelope::new(format!("resp_mock{number:08}"), 1_700_000_000, &fields)
+}
+
+/// The completion's chunks as Responses events, one frame of events per
+/// chunk so pacing applies as it does to OpenAI streams.
+fn responses_frames(payloads: &[Vec<u8>], envelope: responses::Envelope) -> Vec<Bytes> {
+    let mut events = responses::stream::ToResponseEvents::new(envelope);
+    let mut frames: Vec<Bytes> = payloads
+        .iter()
+        .map(|payload| {
+            let mut out = BytesMut::new();
+            // The mock's own chunks are always JSON.
+            let _ = events.chunk(payload, &mut out);
+            out.freeze()
+        })
+        .filter(|frame| !frame.is_empty())
+        .collect();
+    let mut end = BytesMut::new();
+    events.done(&mut end);
+    frames.push(end.freeze());
+    frames
 }
 
 /// The stream's frames. With `extras` (header `x-mock-sse-extras`), as
@@ -479,7 +541,7 @@ fn stream_response(
         Some(Fault::ErrorEvent) => {
             let mut error = ErrorBody::new(ErrorType::Upstream, "injected overload mid-stream");
             let frame = match format {
-                Format::OpenAi => sse::error_frame(&error),
+                Format::OpenAi | Format::Responses => sse::error_frame(&error),
                 Format::Anthropic => {
                     error.error.kind = "overloaded_error".into();
                     anthropic::stream::error_event_for(anthropic::error::OVERLOADED, &error)
@@ -633,7 +695,7 @@ fn error_response(format: Format, status: StatusCode, message: &str) -> Response
 
 fn error_body_response(format: Format, status: StatusCode, body: &ErrorBody) -> Response<Body> {
     let body = match format {
-        Format::OpenAi => body.to_json(),
+        Format::OpenAi | Format::Responses => body.to_json(),
         Format::Anthropic => anthropic::error::body(status.as_u16(), body)
             .to_string()
             .into_bytes(),

@@ -46,6 +46,11 @@ pub struct RawProvider {
     /// that did not ask receive. Set `false` for an upstream that refuses
     /// the option; usage is then estimated. Default true.
     pub stream_usage: Option<bool>,
+    /// `openai` only: the upstream also speaks OpenAI's Responses API
+    /// (`/v1/responses`), so Responses requests pass through to it as
+    /// they came instead of being translated to chat completions. Default
+    /// false.
+    pub responses: Option<bool>,
     /// Wait for headers, a whole body, or the next stream event, in ms. Default 60000.
     pub timeout_ms: Option<u64>,
     /// `mock` only: delay before each streamed token, in ms. Default 0.
@@ -70,6 +75,8 @@ pub enum ProviderKind {
         /// Sent with every call; values may be secrets.
         headers: Vec<(String, String)>,
         stream_usage: bool,
+        /// Speaks the Responses API too.
+        responses: bool,
     },
     Anthropic {
         /// `base_url` + `/messages`, parsed once here.
@@ -95,6 +102,7 @@ impl std::fmt::Debug for ProviderKind {
                 api_key,
                 headers,
                 stream_usage,
+                responses,
             } => f
                 .debug_struct("OpenAi")
                 .field("host", &base_url.host_str())
@@ -104,6 +112,7 @@ impl std::fmt::Debug for ProviderKind {
                     &headers.iter().map(|(name, _)| name).collect::<Vec<_>>(),
                 )
                 .field("stream_usage", stream_usage)
+                .field("responses", responses)
                 .finish(),
             ProviderKind::Anthropic {
                 messages_url,
@@ -222,6 +231,15 @@ fn kind(
             format,
         ) & only_for(checker, "max_tokens", provider.max_tokens.is_some(), format)
     };
+    let not_openai = |checker: &mut Checker| {
+        let format = "format `openai`";
+        only_for(
+            checker,
+            "stream_usage",
+            provider.stream_usage.is_some(),
+            format,
+        ) & only_for(checker, "responses", provider.responses.is_some(), format)
+    };
     match provider.format.as_str() {
         "openai" => {
             let fits = not_mock(checker) & not_anthropic(checker);
@@ -233,17 +251,12 @@ fn kind(
                 api_key: api_key?,
                 headers: headers?,
                 stream_usage: provider.stream_usage.unwrap_or(true),
+                responses: provider.responses.unwrap_or(false),
             })
             .filter(|_| fits)
         }
         "anthropic" => {
-            let fits = not_mock(checker)
-                & only_for(
-                    checker,
-                    "stream_usage",
-                    provider.stream_usage.is_some(),
-                    "format `openai`",
-                );
+            let fits = not_mock(checker) & not_openai(checker);
             let messages_url = http_url(provider, Some(ANTHROPIC_BASE_URL), at, checker)
                 .map(|base| endpoint_url(base, "messages"));
             let api_key = api_key(provider, at, checker);
@@ -279,12 +292,7 @@ fn kind(
             let fits = only_for(checker, "base_url", provider.base_url.is_some(), http_only)
                 & only_for(checker, "api_key", provider.api_key.is_some(), http_only)
                 & only_for(checker, "headers", !provider.headers.is_empty(), http_only)
-                & only_for(
-                    checker,
-                    "stream_usage",
-                    provider.stream_usage.is_some(),
-                    "format `openai`",
-                )
+                & not_openai(checker)
                 & not_anthropic(checker);
             let output_tokens = provider.output_tokens.unwrap_or(DEFAULT_MOCK_OUTPUT_TOKENS);
             let mut valid = fits;

@@ -206,6 +206,11 @@ fn an_anthropic_provider_defaults_its_url_version_and_max_tokens() {
             "only to format `openai`",
         ),
         (
+            "format = \"mock\"\nresponses = true",
+            "providers[0].responses",
+            "only to format `openai`",
+        ),
+        (
             "format = \"openai\"\nbase_url = \"http://x/v1\"\nanthropic_version = \"1\"",
             "providers[0].anthropic_version",
             "only to format `anthropic`",

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use super::body::read_body;
 use super::cache::{self, CACHE_HEADER};
-use super::dialect::Dialect;
+use super::dialect::{Dialect, Writer};
 use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
 use super::{limits, ApiError, AppState, Caller, RequestContext};
 use crate::cache::{Directives, Lookup, Pending};
@@ -108,6 +108,7 @@ async fn checked(
     trail: &mut Trail,
 ) -> Result<Response, Refusal> {
     let (caller, request, route) = check(dialect, state, headers, body, trail).await?;
+    let writer = dialect.writer(&request, &context.id);
     let refused = |error: ApiError| (error, Some(request.model.clone()));
     // The answer's place in the cache, when the request takes part in it.
     let taking_part = match lookup(state, &caller, &request, headers)
@@ -116,7 +117,7 @@ async fn checked(
     {
         Lookup::Hit { body, age, refresh } => match cache::replay(&request, body) {
             Ok(answer) => {
-                let response = served_from_cache(dialect, &request, answer, age, context, state);
+                let response = served_from_cache(&writer, &request, answer, age, context, state);
                 trail.served_from_cache(response.status().as_u16(), context.received_at.elapsed());
                 return Ok(response);
             }
@@ -143,7 +144,7 @@ async fn checked(
         pending,
         observer: trail.observer(&state.metrics),
     };
-    Ok(call(dialect, admitted, context, state).await)
+    Ok(call(writer, admitted, context, state).await)
 }
 
 /// Every check before the cache and the limits: the key, the body, the
@@ -268,14 +269,14 @@ async fn lookup(
 /// Answers from the cache: no call, nothing against the key's limits or
 /// budget, and the log line and metrics say so.
 fn served_from_cache(
-    dialect: Dialect,
+    writer: &Writer,
     request: &ChatRequest,
     answer: Answer,
     age: Duration,
     context: &RequestContext,
     state: &AppState,
 ) -> Response {
-    let mut response = write(dialect, ApiFormat::OpenAi, answer);
+    let mut response = write(writer, ApiFormat::OpenAi, answer);
     response.headers_mut().extend(
         cache::hit_headers(age)
             .into_iter()
@@ -312,7 +313,7 @@ struct Admitted {
 
 /// Runs the call in its own `RequestActor`, which also logs it.
 async fn call(
-    dialect: Dialect,
+    writer: Writer,
     admitted: Admitted,
     context: &RequestContext,
     state: &AppState,
@@ -350,7 +351,7 @@ async fn call(
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
-        return dialect.error(gateway_unavailable());
+        return writer.error(gateway_unavailable());
     }
     let mut response = match reply_rx.await {
         Ok(Ok(reply)) => {
@@ -364,12 +365,12 @@ async fn call(
                     endpoint,
                     hide_usage,
                 });
-            respond(dialect, reply, keep, context, &state.metrics).await
+            respond(writer, reply, keep, context, &state.metrics).await
         }
-        Ok(Err(error)) => dialect.error(ApiError::from(error)),
+        Ok(Err(error)) => writer.error(ApiError::from(error)),
         Err(_) => {
             tracing::error!(request_id = %context.id, "request actor stopped without an answer");
-            dialect.error(gateway_unavailable())
+            writer.error(gateway_unavailable())
         }
     };
     response.headers_mut().extend(rate_headers);
@@ -404,7 +405,7 @@ struct Keep {
 /// The upstream's answer, kept for the cache on the way when `keep` says
 /// where; only a finished answer is.
 async fn respond(
-    dialect: Dialect,
+    writer: Writer,
     reply: Reply,
     keep: Option<Keep>,
     context: &RequestContext,
@@ -435,7 +436,7 @@ async fn respond(
             }
         }
     };
-    let mut response = write(dialect, reply.format, answer);
+    let mut response = write(&writer, reply.format, answer);
     let headers = response.headers_mut();
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(value) = HeaderValue::from_str(&overhead_ms) {
@@ -449,12 +450,12 @@ async fn respond(
 }
 
 /// `answer`, in `format`, as a response in the client's format.
-fn write(dialect: Dialect, format: ApiFormat, answer: Answer) -> Response {
+fn write(writer: &Writer, format: ApiFormat, answer: Answer) -> Response {
     match answer {
         Answer::Whole(json) => {
-            let json = match dialect.complete(format, json) {
+            let json = match writer.complete(format, json) {
                 Ok(json) => json,
-                Err(error) => return dialect.error(error),
+                Err(error) => return writer.error(error),
             };
             let mut response = Body::from(json).into_response();
             response
@@ -463,7 +464,7 @@ fn write(dialect: Dialect, format: ApiFormat, answer: Answer) -> Response {
             response
         }
         Answer::Stream(frames) => {
-            let mut response = dialect.stream(format, frames).into_response();
+            let mut response = writer.stream(format, frames).into_response();
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -1,21 +1,24 @@
 //! The formats clients speak: OpenAI's (chat completions, text
-//! completions, embeddings) and Anthropic's messages. A request in any
-//! runs the same pipeline (keys, limits, routing, any provider); only
-//! reading the body and writing the answer, stream or error differ, and
-//! they are here. An answer already in the client's format (it passed
-//! through from an upstream that speaks it) is written as it came.
+//! completions, embeddings), OpenAI's Responses API and Anthropic's
+//! messages. A request in any runs the same pipeline (keys, limits,
+//! routing, any provider); only reading the body and writing the answer,
+//! stream or error differ, and they are here. An answer already in the
+//! client's format (it passed through from an upstream that speaks it)
+//! is written as it came.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
+use chorus_proto::responses::stream::ToResponseEvents;
+use chorus_proto::responses::{self, Envelope};
 use chorus_proto::sse::{self, SseEvent};
 use chorus_proto::{ApiFormat, ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ApiError;
 
@@ -28,6 +31,11 @@ pub enum Dialect {
     /// any other, translated to a chat request on the way in and back into
     /// a message, events or an Anthropic error on the way out.
     Anthropic,
+    /// `POST /v1/responses`: passed through to upstreams that speak the
+    /// Responses API; for any other, translated to a chat request on the
+    /// way in and back into a `response` or its events on the way out.
+    /// Its errors are OpenAI's.
+    Responses,
 }
 
 impl Dialect {
@@ -36,6 +44,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi(endpoint) => endpoint.path(),
             Dialect::Anthropic => "messages",
+            Dialect::Responses => "responses",
         }
     }
 
@@ -44,6 +53,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi(_) => ApiFormat::OpenAi,
             Dialect::Anthropic => ApiFormat::Anthropic,
+            Dialect::Responses => ApiFormat::Responses,
         }
     }
 
@@ -52,7 +62,12 @@ impl Dialect {
     pub fn parse(self, body: Bytes, headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
         let parsed = match self {
             Dialect::OpenAi(endpoint) => ChatRequest::parse_at(endpoint, &body),
-            Dialect::Anthropic => parse_messages(&body),
+            Dialect::Anthropic => parse_translated(&body, request::to_chat, request::to_chat_text),
+            Dialect::Responses => parse_translated(
+                &body,
+                responses::request::to_chat,
+                responses::request::to_chat_text,
+            ),
         };
         let request = parsed.map_err(|e| ApiError::bad_request(e.to_error_body()))?;
         Ok(request
@@ -62,69 +77,117 @@ impl Dialect {
 
     pub fn error(self, error: ApiError) -> Response {
         match self {
-            Dialect::OpenAi(_) => error.into_response(),
+            Dialect::OpenAi(_) | Dialect::Responses => error.into_response(),
             Dialect::Anthropic => error.into_anthropic_response(),
         }
     }
 
-    /// A whole answer in `format`, `model` already the alias, in this
-    /// dialect's.
-    pub fn complete(self, format: ApiFormat, completion: Bytes) -> Result<Bytes, ApiError> {
-        match self {
-            _ if format == self.format() => Ok(completion),
-            Dialect::OpenAi(_) => Err(not_translated(format)),
-            Dialect::Anthropic => {
-                reply::to_message(&completion)
-                    .map(Bytes::from)
-                    .map_err(|detail| {
-                        ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            ErrorType::Upstream,
-                            "upstream_malformed_response",
-                            format!("the completion could not be written as a message: {detail}"),
-                        )
-                    })
-            }
-        }
-    }
-
-    /// The body of a stream of SSE frames in `format`, in this dialect:
-    /// as it came when the formats are one, else translated.
-    pub fn stream(self, format: ApiFormat, frames: BoxStream<'static, Bytes>) -> Body {
-        match self {
-            Dialect::OpenAi(_) => Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)),
-            Dialect::Anthropic if format == ApiFormat::Anthropic => {
-                Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
-            }
-            Dialect::Anthropic => {
-                let mut events = ToEvents::default();
-                let translated = frames
-                    .map(move |frame| {
-                        Ok::<_, std::convert::Infallible>(anthropic_events(&mut events, frame))
-                    })
-                    .filter(|events| {
-                        std::future::ready(!matches!(events, Ok(bytes) if bytes.is_empty()))
-                    });
-                Body::from_stream(translated)
-            }
+    /// The writer of `request`'s answers: a Responses request's names the
+    /// response it becomes after `request_id`, made now.
+    pub fn writer(self, request: &ChatRequest, request_id: &str) -> Writer {
+        let envelope = (self == Dialect::Responses).then(|| {
+            let body = request.sent_body().unwrap_or_default();
+            let fields = serde_json::from_slice(body).unwrap_or_default();
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            Envelope::new(format!("resp_{request_id}"), created_at, &fields)
+        });
+        Writer {
+            dialect: self,
+            envelope,
         }
     }
 }
 
-/// A Messages request as the chat request the pipeline runs. One that
-/// has no OpenAI counterpart (documents, server tools, …) is still a
-/// request, for Anthropic upstreams only: its chat body is then its text
-/// alone, for estimating tokens.
-fn parse_messages(body: &[u8]) -> Result<ChatRequest, RequestError> {
+/// Writes one request's answer in its client's dialect.
+pub struct Writer {
+    dialect: Dialect,
+    /// What a Responses answer translated from a chat one is named by.
+    envelope: Option<Envelope>,
+}
+
+impl Writer {
+    pub fn error(&self, error: ApiError) -> Response {
+        self.dialect.error(error)
+    }
+
+    /// A whole answer in `format`, `model` already the alias, in the
+    /// client's dialect.
+    pub fn complete(&self, format: ApiFormat, completion: Bytes) -> Result<Bytes, ApiError> {
+        let translated = match (self.dialect, &self.envelope) {
+            _ if format == self.dialect.format() => return Ok(completion),
+            (_, _) if format != ApiFormat::OpenAi => return Err(not_translated(format)),
+            (Dialect::Anthropic, _) => reply::to_message(&completion),
+            (Dialect::Responses, Some(envelope)) => {
+                responses::reply::to_response(&completion, envelope)
+            }
+            (Dialect::OpenAi(_) | Dialect::Responses, _) => return Err(not_translated(format)),
+        };
+        translated.map(Bytes::from).map_err(|detail| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorType::Upstream,
+                "upstream_malformed_response",
+                format!(
+                    "the completion could not be written as the client's API's answer: {detail}"
+                ),
+            )
+        })
+    }
+
+    /// The body of a stream of SSE frames in `format`, in the client's
+    /// dialect: as it came when the formats are one, else translated.
+    pub fn stream(&self, format: ApiFormat, frames: BoxStream<'static, Bytes>) -> Body {
+        let translated = match (self.dialect, self.envelope.clone()) {
+            _ if format == self.dialect.format() || format != ApiFormat::OpenAi => {
+                return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
+            }
+            (Dialect::Anthropic, _) => {
+                let mut events = ToEvents::default();
+                frames
+                    .map(move |frame| anthropic_events(&mut events, frame))
+                    .boxed()
+            }
+            (Dialect::Responses, Some(envelope)) => {
+                let mut events = ToResponseEvents::new(envelope);
+                frames
+                    .map(move |frame| response_events(&mut events, frame))
+                    .boxed()
+            }
+            (Dialect::OpenAi(_) | Dialect::Responses, _) => {
+                return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
+            }
+        };
+        let translated = translated
+            .filter(|events| std::future::ready(!events.is_empty()))
+            .map(Ok::<_, std::convert::Infallible>);
+        Body::from_stream(translated)
+    }
+}
+
+/// A JSON request body's members.
+type Members = Map<String, Value>;
+
+/// A request in another API's body as the chat request the pipeline
+/// runs, by `to_chat`. One that chat completions cannot express (an
+/// Anthropic document, a built-in Responses tool, …) is still a request,
+/// for upstreams of the client's API only: its chat body is then its text
+/// alone (`to_chat_text`), for estimating tokens.
+fn parse_translated(
+    body: &[u8],
+    to_chat: fn(&Members) -> Result<Members, RequestError>,
+    to_chat_text: fn(&Members) -> Members,
+) -> Result<ChatRequest, RequestError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let Value::Object(messages) = value else {
+    let Value::Object(fields) = value else {
         return Err(RequestError::NotAnObject);
     };
-    match request::to_chat(&messages) {
+    match to_chat(&fields) {
         Ok(chat) => ChatRequest::from_body(chat),
         Err(reason @ RequestError::Untranslatable { .. }) => {
-            ChatRequest::from_body(request::to_chat_text(&messages))
+            ChatRequest::from_body(to_chat_text(&fields))
                 .map(|request| request.untranslatable(reason))
         }
         Err(invalid) => Err(invalid),
@@ -136,7 +199,7 @@ fn parse_messages(body: &[u8]) -> Result<ChatRequest, RequestError> {
 fn forwarded_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(name, _)| ApiFormat::of_forwarded_header(name.as_str()).is_some())
+        .filter(|(name, _)| ApiFormat::is_forwarded(name.as_str()))
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
@@ -152,6 +215,31 @@ fn not_translated(format: ApiFormat) -> ApiError {
         "upstream_malformed_response",
         format!("the answer came in the {format:?} format, which this endpoint cannot write"),
     )
+}
+
+/// The Responses events for one frame of the OpenAI stream: an `error`
+/// event ends the response as failed.
+fn response_events(events: &mut ToResponseEvents, frame: Bytes) -> Bytes {
+    let mut out = BytesMut::new();
+    let event = SseEvent::parse(frame);
+    match event.data() {
+        _ if event.name() == b"error" => {
+            let payload = event.data().map(|data| &data[..]).unwrap_or_default();
+            let error = ErrorBody::parse_lenient(payload)
+                .unwrap_or_else(|| ErrorBody::new(ErrorType::Upstream, "the stream broke"));
+            events.failed(&error, &mut out);
+        }
+        Some(data) if data == sse::DONE.as_bytes() => events.done(&mut out),
+        Some(payload) => {
+            if let Err(detail) = events.chunk(payload, &mut out) {
+                let error =
+                    ErrorBody::new(ErrorType::Upstream, format!("unreadable chunk: {detail}"));
+                events.failed(&error, &mut out);
+            }
+        }
+        None => {}
+    }
+    out.freeze()
 }
 
 /// The Anthropic events for one frame of the OpenAI stream.
