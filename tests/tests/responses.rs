@@ -103,7 +103,11 @@ async fn each_path_counts_the_tokens_its_usage_reports_at_the_deployments_prices
 async fn a_passed_through_stream_cut_before_content_falls_back_unseen() {
     let upstream = MockUpstream::start(&[]);
     let node = Node::start(&config(&upstream)).await;
-    let response = respond(&node, json!({"model": "cut", "input": "Hi", "stream": true})).await;
+    let response = respond(
+        &node,
+        json!({"model": "cut", "input": "Hi", "stream": true}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["x-chorus-deployment"],
@@ -111,13 +115,23 @@ async fn a_passed_through_stream_cut_before_content_falls_back_unseen() {
         "the fallback answered"
     );
     let events = sse_events(&response.text().await.unwrap());
-    let kinds: Vec<&str> = events.iter().filter_map(|(kind, _)| kind.as_deref()).collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|(kind, _)| kind.as_deref())
+        .collect();
     let created = kinds.iter().filter(|kind| **kind == "response.created");
     assert_eq!(created.count(), 1, "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"response.completed"), "{kinds:?}");
     assert!(!kinds.contains(&"error"), "{kinds:?}");
     let (_, first) = &events[0];
     let first: Value = serde_json::from_str(first).unwrap();
-    assert_eq!(first["response"]["model"], "native", "named by the alias that answered");
-    assert_eq!(upstream.stats().await["requests"], 2, "cut, then the fallback");
+    assert_eq!(
+        first["response"]["model"], "native",
+        "named by the alias that answered"
+    );
+    assert_eq!(
+        upstream.stats().await["requests"],
+        2,
+        "cut, then the fallback"
+    );
 }
