@@ -316,6 +316,20 @@ pub fn set_members(object: &[u8], set: &[(&str, &[u8])]) -> Option<Vec<u8>> {
     Some(splice(object, cuts))
 }
 
+/// `body` with the value of `model` (borrowed from it) replaced by the
+/// alias; unchanged when there is no `model`.
+pub(crate) fn with_model(
+    body: &[u8],
+    model: Option<&RawValue>,
+    alias: &str,
+) -> Result<Vec<u8>, String> {
+    let Some(model) = model else {
+        return Ok(body.to_vec());
+    };
+    let alias = serde_json::to_vec(alias).map_err(|e| e.to_string())?;
+    Ok(splice(body, vec![(span_of(body, model), alias)]))
+}
+
 /// Where `part`, borrowed from `whole`, lies in it.
 pub(crate) fn span_of(whole: &[u8], part: &RawValue) -> Range<usize> {
     let start = (part.get().as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);

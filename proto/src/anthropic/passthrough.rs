@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::usage;
-use crate::rewrite::{span_of, splice, RewrittenBody};
+use crate::rewrite::{with_model, RewrittenBody};
 
 /// A message, or the `message` of `message_start`.
 #[derive(Deserialize)]
@@ -132,16 +132,6 @@ impl EventReader {
             ends_stream: event.kind == "message_stop",
         })
     }
-}
-
-/// `body` with the value of `model` (borrowed from it) replaced by the
-/// alias; unchanged when there is no `model`.
-fn with_model(body: &[u8], model: Option<&RawValue>, alias: &str) -> Result<Vec<u8>, String> {
-    let Some(model) = model else {
-        return Ok(body.to_vec());
-    };
-    let alias = serde_json::to_vec(alias).map_err(|e| e.to_string())?;
-    Ok(splice(body, vec![(span_of(body, model), alias)]))
 }
 
 /// Merges a `usage` object's counts into `parts` and reads the whole: a

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::ErrorBody;
-use crate::rewrite::{span_of, splice, RewrittenBody};
+use crate::rewrite::{with_model, RewrittenBody};
 use crate::Usage;
 
 /// A response object, or a lifecycle event's `response`.
@@ -137,16 +137,6 @@ impl EventReader {
         frame.put_slice(b"\n\n");
         frame.freeze()
     }
-}
-
-/// `body` with the value of `model` (borrowed from it) replaced by the
-/// alias; unchanged when there is no `model`.
-fn with_model(body: &[u8], model: Option<&RawValue>, alias: &str) -> Result<Vec<u8>, String> {
-    let Some(model) = model else {
-        return Ok(body.to_vec());
-    };
-    let alias = serde_json::to_vec(alias).map_err(|e| e.to_string())?;
-    Ok(splice(body, vec![(span_of(body, model), alias)]))
 }
 
 /// The Responses API's `usage` as Chorus counts it: input tokens with the
