@@ -15,6 +15,7 @@ mod env;
 mod keys;
 mod models;
 mod providers;
+mod responses;
 mod server;
 mod storage;
 
@@ -45,6 +46,9 @@ pub struct Config {
     pub storage: Option<StorageConfig>,
     /// `None`: no response cache.
     pub cache: Option<CacheConfig>,
+    /// How long stored responses and conversations live; `None`: none
+    /// are stored.
+    pub responses_ttl: Option<std::time::Duration>,
 }
 
 /// One thing wrong with a config file.
@@ -96,6 +100,8 @@ pub struct RawConfig {
     pub storage: Option<storage::RawStorage>,
     /// Absent: the cache's defaults, when there is a `[storage]`.
     pub cache: Option<cache::RawCache>,
+    /// Absent: stored responses live 30 days, when there is a `[storage]`.
+    pub responses: Option<responses::RawResponses>,
 }
 
 /// Reads, parses and validates the config file, with `${VAR}` taken from
@@ -151,6 +157,8 @@ pub fn validate(
         .as_ref()
         .map(|storage| storage::check(storage, &mut checker));
     let cache = cache::check(raw.cache.as_ref(), raw.storage.is_some(), &mut checker);
+    let responses_ttl =
+        responses::check(raw.responses.as_ref(), raw.storage.is_some(), &mut checker);
     let problems = checker.into_problems();
     match (server, cluster, storage) {
         (Some(server), cluster, storage) if problems.is_empty() => Ok(Config {
@@ -161,6 +169,7 @@ pub fn validate(
             cluster: cluster.flatten(),
             storage: storage.flatten(),
             cache,
+            responses_ttl,
         }),
         _ => Err(ConfigError {
             file: file.to_owned(),

@@ -19,6 +19,8 @@ mod peers;
 mod request_id;
 mod requests;
 mod status;
+mod stored;
+mod thread;
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::request_log::RequestLog;
+use crate::stored::Stored;
 
 pub use auth::{authenticate_admin, Caller, KeyStore};
 pub use error::ApiError;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub cache: Option<Arc<ResponseCache>>,
     /// `None` when the node keeps no request log.
     pub request_log: Option<RequestLog>,
+    /// `None` when the node stores no responses.
+    pub stored: Option<Arc<Stored>>,
     /// Asks other nodes for their part of cluster-wide views.
     pub peers: reqwest::Client,
 }
@@ -77,6 +82,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/admin", admin::router())
+        .merge(stored::router())
         .route(
             "/v1/chat/completions",
             chat::route(Dialect::OpenAi(Endpoint::ChatCompletions)),
@@ -176,6 +182,7 @@ pub(crate) mod tests {
             metrics: Arc::new(Metrics::new(&Routes::default()).expect("metrics register once")),
             cache: None,
             request_log: None,
+            stored: None,
             peers: reqwest::Client::new(),
         }
     }

@@ -23,8 +23,10 @@ use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::http::{self, AppState, KeyStore};
 use crate::metrics::Metrics;
+use crate::peer_auth::PeerAuth;
 use crate::request_log::RequestLog;
-use crate::storage::{CacheStore, RequestStore, Storage};
+use crate::storage::{CacheStore, ItemStore, RequestStore, Storage};
+use crate::stored::{Peers, Stored};
 use crate::{logging, providers};
 
 /// The ledger's node id on a node without a `[cluster]` section.
@@ -226,6 +228,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let peer_client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client for peers")?;
+    let stored = match (&storage, config.responses_ttl) {
+        (Some(storage), Some(ttl)) => {
+            let peers = match (&cluster, &config.cluster) {
+                (Some(cluster), Some(cluster_config)) => Some(Peers {
+                    cluster: Arc::clone(cluster),
+                    client: peer_client.clone(),
+                    auth: PeerAuth::new(cluster_config.node_id.clone(), &cluster_config.secrets)?,
+                }),
+                _ => None,
+            };
+            let items = ItemStore::new(Arc::clone(storage));
+            Some(Arc::new(Stored::new(items, ttl, peers)))
+        }
+        _ => None,
+    };
     let ledger_flush = storage.map(|store| LedgerArgs {
         ledger: ledger.clone(),
         store,
@@ -258,11 +280,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         cache,
         request_log: request_log.clone(),
-        peers: reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("cannot build the HTTP client for peers")?,
+        stored,
+        peers: peer_client,
     };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {

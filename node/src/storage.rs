@@ -12,8 +12,11 @@
 //! - Column families `cache` and `cache_expiry` hold the response cache:
 //!   see [`cache`].
 //! - Column family `requests` holds the request log: see [`requests`].
+//! - Column families `items` and `items_expiry` hold stored responses and
+//!   conversations: see [`items`].
 
 mod cache;
+mod items;
 mod requests;
 
 use std::path::Path;
@@ -25,6 +28,7 @@ use chorus_proto::counter::{CounterKey, Tally};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 pub use cache::CacheStore;
+pub use items::ItemStore;
 pub use requests::{Cursor, RequestStore};
 
 const COUNTERS: &str = "counters";
@@ -65,6 +69,8 @@ impl Storage {
             cache::CACHE,
             cache::CACHE_EXPIRY,
             requests::REQUESTS,
+            items::ITEMS,
+            items::ITEMS_EXPIRY,
         ]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, path, families)

@@ -280,3 +280,21 @@ fn the_request_log_keeps_a_week_unless_told() {
     let huge = storage("request_log_days = 1000000000000000").unwrap_err();
     assert_eq!(huge.problems[0].field, "storage.request_log_days");
 }
+
+#[test]
+fn stored_responses_keep_thirty_days_with_a_store_and_none_without() {
+    let storage = "[storage]\npath = \"/var/lib/chorus\"\n";
+    let kept = |extra: &str| check(&format!("{extra}\n{}", with_models(MODEL)));
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    assert_eq!(kept(storage).unwrap().responses_ttl, Some(month));
+    assert_eq!(kept("").unwrap().responses_ttl, None, "no store");
+    let day = kept(&format!("{storage}[responses]\nttl_days = 1"));
+    assert_eq!(
+        day.unwrap().responses_ttl,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    let off = kept(&format!("{storage}[responses]\nttl_days = 0"));
+    assert_eq!(off.unwrap().responses_ttl, None);
+    let storeless = kept("[responses]\nttl_days = 2").unwrap_err();
+    assert_eq!(storeless.problems[0].field, "responses.ttl_days");
+}

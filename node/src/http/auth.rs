@@ -57,11 +57,20 @@ impl Caller {
     /// key's when it has no team.
     pub fn cache_scope(&self) -> String {
         match self {
-            Caller::Bootstrap { name } => format!("bootstrap:{name}"),
             Caller::Virtual { key, .. } => match &key.record.team {
                 Some(team) => format!("team:{team}"),
-                None => format!("key:{}", key.id),
+                None => self.owner(),
             },
+            Caller::Bootstrap { .. } => self.owner(),
+        }
+    }
+
+    /// The key the caller presents, as stored responses name their owner:
+    /// only the same key reads them back, not its team's others.
+    pub fn owner(&self) -> String {
+        match self {
+            Caller::Bootstrap { name } => format!("bootstrap:{name}"),
+            Caller::Virtual { key, .. } => format!("key:{}", key.id),
         }
     }
 

@@ -32,6 +32,7 @@ use super::body::read_body;
 use super::cache::{self, CACHE_HEADER};
 use super::dialect::{Dialect, Writer};
 use super::error::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER};
+use super::thread::{self, Thread};
 use super::{limits, ApiError, AppState, Caller, RequestContext};
 use crate::cache::{Directives, Lookup, Pending};
 use crate::metrics::Metrics;
@@ -107,8 +108,8 @@ async fn checked(
     body: Body,
     trail: &mut Trail,
 ) -> Result<Response, Refusal> {
-    let (caller, request, route) = check(dialect, state, headers, body, trail).await?;
-    let writer = dialect.writer(&request, &context.id);
+    let (caller, request, route, thread) = check(dialect, state, headers, body, trail).await?;
+    let writer = dialect.writer(thread);
     let refused = |error: ApiError| (error, Some(request.model.clone()));
     // The answer's place in the cache, when the request takes part in it.
     let taking_part = match lookup(state, &caller, &request, headers)
@@ -117,7 +118,8 @@ async fn checked(
     {
         Lookup::Hit { body, age, refresh } => match cache::replay(&request, body) {
             Ok(answer) => {
-                let response = served_from_cache(&writer, &request, answer, age, context, state);
+                let response =
+                    served_from_cache(&writer, &request, answer, age, context, state).await;
                 trail.served_from_cache(response.status().as_u16(), context.received_at.elapsed());
                 return Ok(response);
             }
@@ -147,20 +149,34 @@ async fn checked(
     Ok(call(writer, admitted, context, state).await)
 }
 
-/// Every check before the cache and the limits: the key, the body, the
-/// alias and the key's right to it.
+/// What passed [`check`]: who asks, what, of which alias, and for a
+/// Responses request its thread.
+type Checked = (Caller, ChatRequest, Arc<AliasRoute>, Option<Thread>);
+
+/// Every check before the cache and the limits: the key, the body (with
+/// the thread a Responses request continues read into it), the alias and
+/// the key's right to it.
 async fn check(
     dialect: Dialect,
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     trail: &mut Trail,
-) -> Result<(Caller, ChatRequest, Arc<AliasRoute>), Refusal> {
+) -> Result<Checked, Refusal> {
     let caller = state.authenticate(headers).map_err(|e| (e, None))?;
     trail.caller(|| caller.who());
     let bytes = read_body(body, headers, state.max_body_bytes)
         .await
         .map_err(|e| (e, None))?;
+    let (bytes, thread) = match dialect {
+        Dialect::Responses => {
+            let (bytes, thread) = thread::resolve(state.stored.as_ref(), &caller, bytes)
+                .await
+                .map_err(|e| (e, None))?;
+            (bytes, Some(thread))
+        }
+        _ => (bytes, None),
+    };
     let request = dialect.parse(bytes, headers).map_err(|e| (e, None))?;
     let (route, request) = match state.routes.resolve(&request.model) {
         Some((route, None)) => (Arc::clone(route), request),
@@ -221,13 +237,28 @@ async fn check(
         .with_param("model");
         return Err((error, Some(request.model)));
     }
-    Ok((caller, request, route))
+    Ok((caller, request, route, thread))
 }
 
 /// The 400 for a request that only deployments of its client's format
 /// could take, to an alias with none: nothing was sent.
 fn untranslatable(request: &ChatRequest) -> ApiError {
     let reason = request.untranslatable_reason();
+    // A thread this cluster does not hold, which no upstream can look up.
+    let missing = match reason.and_then(|reason| reason.param()) {
+        Some("previous_response_id") => Some(("previous_response_id", "previous_response")),
+        Some("conversation") => Some(("conversation", "conversation")),
+        _ => None,
+    };
+    if let (Some((param, kind)), Some(reason)) = (missing, reason) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::InvalidRequest,
+            &format!("{kind}_not_found"),
+            reason.to_string(),
+        )
+        .with_param(param);
+    }
     let error = ApiError::new(
         StatusCode::BAD_REQUEST,
         ErrorType::InvalidRequest,
@@ -268,7 +299,7 @@ async fn lookup(
 
 /// Answers from the cache: no call, nothing against the key's limits or
 /// budget, and the log line and metrics say so.
-fn served_from_cache(
+async fn served_from_cache(
     writer: &Writer,
     request: &ChatRequest,
     answer: Answer,
@@ -276,7 +307,7 @@ fn served_from_cache(
     context: &RequestContext,
     state: &AppState,
 ) -> Response {
-    let mut response = write(writer, ApiFormat::OpenAi, answer);
+    let mut response = write(writer, ApiFormat::OpenAi, answer).await;
     response.headers_mut().extend(
         cache::hit_headers(age)
             .into_iter()
@@ -436,7 +467,7 @@ async fn respond(
             }
         }
     };
-    let mut response = write(&writer, reply.format, answer);
+    let mut response = write(&writer, reply.format, answer).await;
     let headers = response.headers_mut();
     let overhead_ms = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
     if let Ok(value) = HeaderValue::from_str(&overhead_ms) {
@@ -449,14 +480,16 @@ async fn respond(
     response
 }
 
-/// `answer`, in `format`, as a response in the client's format.
-fn write(writer: &Writer, format: ApiFormat, answer: Answer) -> Response {
+/// `answer`, in `format`, as a response in the client's format, stored
+/// first when it is a Responses answer to keep.
+async fn write(writer: &Writer, format: ApiFormat, answer: Answer) -> Response {
     match answer {
         Answer::Whole(json) => {
             let json = match writer.complete(format, json) {
                 Ok(json) => json,
                 Err(error) => return writer.error(error),
             };
+            writer.keep(&json).await;
             let mut response = Body::from(json).into_response();
             response
                 .headers_mut()

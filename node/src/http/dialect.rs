@@ -6,6 +6,8 @@
 //! client's format (it passed through from an upstream that speaks it)
 //! is written as it came.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -20,7 +22,9 @@ use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
+use super::thread::{Keeper, Thread};
 use super::ApiError;
+use crate::stored::records::new_id;
 
 /// The format of a client's request and of everything it gets back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,20 +86,23 @@ impl Dialect {
         }
     }
 
-    /// The writer of `request`'s answers: a Responses request's names the
-    /// response it becomes after `request_id`, made now.
-    pub fn writer(self, request: &ChatRequest, request_id: &str) -> Writer {
-        let envelope = (self == Dialect::Responses).then(|| {
-            let body = request.sent_body().unwrap_or_default();
-            let fields = serde_json::from_slice(body).unwrap_or_default();
-            let created_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs());
-            Envelope::new(format!("resp_{request_id}"), created_at, &fields)
-        });
+    /// The writer of a request's answers; a Responses request's `thread`
+    /// names the response it becomes, made now, and keeps it when asked.
+    pub fn writer(self, thread: Option<Thread>) -> Writer {
+        let (envelope, keeper) = match thread.filter(|_| self == Dialect::Responses) {
+            Some(Thread { echo, keeper }) => {
+                let created_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                let envelope = Envelope::new(new_id("resp"), created_at, &echo);
+                (Some(envelope), keeper)
+            }
+            None => (None, None),
+        };
         Writer {
             dialect: self,
             envelope,
+            keeper,
         }
     }
 }
@@ -105,6 +112,8 @@ pub struct Writer {
     dialect: Dialect,
     /// What a Responses answer translated from a chat one is named by.
     envelope: Option<Envelope>,
+    /// Stores a Responses answer once it is whole.
+    keeper: Option<Arc<Keeper>>,
 }
 
 impl Writer {
@@ -136,10 +145,29 @@ impl Writer {
         })
     }
 
+    /// Stores `response`, a whole answer in the client's dialect, when it
+    /// is a `response` to keep: one passed through as well as one
+    /// translated, so either can be continued.
+    pub async fn keep(&self, response: &[u8]) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        if let Ok(response) = serde_json::from_slice::<Value>(response) {
+            keeper.keep(&response).await;
+        }
+    }
+
     /// The body of a stream of SSE frames in `format`, in the client's
     /// dialect: as it came when the formats are one, else translated.
     pub fn stream(&self, format: ApiFormat, frames: BoxStream<'static, Bytes>) -> Body {
         let translated = match (self.dialect, self.envelope.clone()) {
+            (Dialect::Responses, _) if format == ApiFormat::Responses && self.keeper.is_some() => {
+                let frames = frames.map(|frame| {
+                    let ended = passed_response_end(&frame);
+                    (frame, ended)
+                });
+                kept(frames.boxed(), self.keeper.clone())
+            }
             _ if format == self.dialect.format() || format != ApiFormat::OpenAi => {
                 return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
             }
@@ -151,9 +179,11 @@ impl Writer {
             }
             (Dialect::Responses, Some(envelope)) => {
                 let mut events = ToResponseEvents::new(envelope);
-                frames
-                    .map(move |frame| response_events(&mut events, frame))
-                    .boxed()
+                let frames = frames.map(move |frame| {
+                    let out = response_events(&mut events, frame);
+                    (out, events.take_ended())
+                });
+                kept(frames.boxed(), self.keeper.clone())
             }
             (Dialect::OpenAi(_) | Dialect::Responses, _) => {
                 return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
@@ -164,6 +194,37 @@ impl Writer {
             .map(Ok::<_, std::convert::Infallible>);
         Body::from_stream(translated)
     }
+}
+
+/// `frames`, each with the response it ends, if any: that response is
+/// stored before the frame leaves, so a client that has the end of a
+/// stream can continue it through any node.
+fn kept(
+    frames: BoxStream<'static, (Bytes, Option<Value>)>,
+    keeper: Option<Arc<Keeper>>,
+) -> BoxStream<'static, Bytes> {
+    frames
+        .then(move |(frame, ended)| {
+            let keeper = keeper.clone();
+            async move {
+                if let (Some(keeper), Some(response)) = (keeper, ended) {
+                    keeper.keep(&response).await;
+                }
+                frame
+            }
+        })
+        .boxed()
+}
+
+/// The response a passed-through Responses event ends the stream with:
+/// that of `response.completed` or `response.incomplete`.
+fn passed_response_end(frame: &Bytes) -> Option<Value> {
+    let event = SseEvent::parse(frame.clone());
+    if !matches!(event.name(), b"response.completed" | b"response.incomplete") {
+        return None;
+    }
+    let mut data: Value = serde_json::from_slice(event.data()?).ok()?;
+    Some(data["response"].take())
 }
 
 /// A JSON request body's members.

@@ -97,6 +97,7 @@ mod tests {
             metrics: Arc::new(crate::metrics::Metrics::new(&Routes::default()).unwrap()),
             cache: None,
             request_log: None,
+            stored: None,
             peers: reqwest::Client::new(),
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));

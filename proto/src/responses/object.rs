@@ -8,8 +8,9 @@ use serde_json::{json, Map, Value};
 
 /// The request parameters a response repeats, with the value the
 /// Responses API reports when the request left one out.
-fn echoed_defaults() -> [(&'static str, Value); 14] {
+fn echoed_defaults() -> [(&'static str, Value); 15] {
     [
+        ("conversation", Value::Null),
         ("instructions", Value::Null),
         ("max_output_tokens", Value::Null),
         ("metadata", json!({})),

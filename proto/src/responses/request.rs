@@ -23,7 +23,7 @@ const SAME_NAME: [&str; 9] = [
 
 /// Parameters of the Responses API with no chat counterpart that change
 /// the answer, and why each cannot be translated.
-const UNTRANSLATABLE: [(&str, &str); 4] = [
+const UNTRANSLATABLE: [(&str, &str); 5] = [
     (
         "background",
         "background responses need the Responses API upstream",
@@ -33,9 +33,15 @@ const UNTRANSLATABLE: [(&str, &str); 4] = [
         "max_tool_calls",
         "chat completions cannot cap built-in tool calls",
     ),
+    // The gateway reads the stored ones into `input` before translating:
+    // an id still here is not one it holds.
     (
         "conversation",
-        "conversations are not kept by this gateway yet",
+        "no conversation with this id is stored here for this key",
+    ),
+    (
+        "previous_response_id",
+        "no response with this id is stored here for this key",
     ),
 ];
 
@@ -47,15 +53,6 @@ pub fn to_chat(body: &Map<String, Value>) -> Result<Map<String, Value>, RequestE
         if body.get(field).is_some_and(|value| !is_unset(value)) {
             return Err(untranslatable(field, reason));
         }
-    }
-    if body
-        .get("previous_response_id")
-        .is_some_and(|value| !value.is_null())
-    {
-        return Err(untranslatable(
-            "previous_response_id",
-            "responses are not stored by this gateway yet: send the whole conversation in `input`",
-        ));
     }
     let mut chat = Map::new();
     for field in SAME_NAME {
@@ -256,7 +253,7 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), RequestError
         Some("item_reference") => {
             return Err(untranslatable(
                 "input",
-                "items by reference need stored responses, which this gateway does not keep yet",
+                "items by reference are not looked up by this gateway: send the item itself",
             ))
         }
         Some(other) => {

@@ -21,6 +21,8 @@ pub struct ToResponseEvents {
     started: bool,
     part: Option<OpenPart>,
     calls: Vec<OpenCall>,
+    /// The response as `done` wrote it.
+    ended: Option<Value>,
 }
 
 /// The message item whose content part is being streamed.
@@ -51,6 +53,7 @@ impl ToResponseEvents {
             started: false,
             part: None,
             calls: Vec::new(),
+            ended: None,
         }
     }
 
@@ -88,9 +91,16 @@ impl ToResponseEvents {
         let response = self.draft.object(status, None);
         self.emit(
             &format!("response.{status}"),
-            json!({"response": response}),
+            json!({"response": &response}),
             out,
         );
+        self.ended = Some(response);
+    }
+
+    /// The whole response once the stream has ended, completed or
+    /// incomplete, for whoever keeps it; given once.
+    pub fn take_ended(&mut self) -> Option<Value> {
+        self.ended.take()
     }
 
     /// The event that ends a stream broken by `error`: `response.failed`,
