@@ -640,6 +640,32 @@ secret = "{secret}"
     )
 }
 
+/// [`cluster_config`]s for `ids`, each seeded with every other, storing
+/// under `data`, with `extra` appended to the `[cluster]` section; and
+/// their gossip ports.
+pub fn cluster_configs(
+    ids: &[&str],
+    secret: &str,
+    data: &Path,
+    extra: &str,
+) -> (Vec<String>, Vec<u16>) {
+    let ports: Vec<u16> = ids.iter().map(|_| free_udp_port()).collect();
+    let configs = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            let seeds: Vec<u16> = ports
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, port)| *port)
+                .collect();
+            cluster_config(id, ports[index], &seeds, secret, Some(data)) + extra
+        })
+        .collect();
+    (configs, ports)
+}
+
 impl Node {
     /// Waits until this node's `GET /v1/cluster` counts `count` live members.
     pub async fn wait_for_live_members(&self, count: usize) {

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_tests::{chat_body, cluster_config, eventually, free_udp_port, scratch_dir, Node};
+use chorus_tests::{
+    chat_body, cluster_config, cluster_configs, eventually, free_udp_port, scratch_dir, Node,
+};
 use serde_json::Value;
 
 const SECRET: &str = "durability-test-secret-0123456789";
@@ -39,26 +41,6 @@ async fn send(node: &Node, requests: usize) {
     }
 }
 
-/// Configs for `ids`, each seeded with every other, storing under `data`,
-/// with `extra` appended to the `[cluster]` section.
-fn configs(ids: &[&str], data: &std::path::Path, extra: &str) -> (Vec<String>, Vec<u16>) {
-    let ports: Vec<u16> = ids.iter().map(|_| free_udp_port()).collect();
-    let configs = ids
-        .iter()
-        .enumerate()
-        .map(|(index, id)| {
-            let seeds: Vec<u16> = ports
-                .iter()
-                .enumerate()
-                .filter(|(other, _)| *other != index)
-                .map(|(_, port)| *port)
-                .collect();
-            cluster_config(id, ports[index], &seeds, SECRET, Some(data)) + extra
-        })
-        .collect();
-    (configs, ports)
-}
-
 /// Nodes that store their counts, and what it takes to restart them.
 struct StoredCluster {
     nodes: Vec<Node>,
@@ -72,7 +54,7 @@ struct StoredCluster {
 /// `extra` in its `[cluster]` section, every node seeing every other alive.
 async fn start_stored_cluster(ids: &[&str], extra: &str) -> StoredCluster {
     let data = scratch_dir();
-    let (configs, gossip_ports) = configs(ids, &data, extra);
+    let (configs, gossip_ports) = cluster_configs(ids, SECRET, &data, extra);
     let mut nodes = Vec::new();
     for config in &configs {
         nodes.push(Node::start(config).await);
