@@ -227,3 +227,15 @@ def test_what_chat_completions_cannot_do_is_a_400_naming_the_field(client):
         client.responses.create(model="chat", input="x", tools=[{"type": "web_search"}])
     assert refused.value.body["param"] == "tools"
     assert "web_search" in refused.value.body["message"]
+
+
+@pytest.mark.parametrize("model", ALIASES)
+def test_the_headers_of_the_upstreams_api_are_forwarded_on_every_path(client, node, model):
+    sent = {"openai-beta": "responses=v1", "anthropic-beta": "prompt-caching-2024-07-31"}
+    client.responses.create(model=model, input="Say hi", extra_headers=sent)
+    received = last_request(node)["headers"]
+    # Each upstream gets the headers its own API defines, and only those.
+    own = "anthropic-beta" if model == "claude" else "openai-beta"
+    other = "openai-beta" if model == "claude" else "anthropic-beta"
+    assert received[own] == sent[own]
+    assert other not in received
