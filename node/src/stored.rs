@@ -19,7 +19,7 @@ pub mod placement;
 pub mod records;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_actors::clock::unix_millis;
@@ -35,8 +35,8 @@ use placement::{ranked, Holder};
 
 /// Nodes that hold each item.
 pub const COPIES: usize = 2;
-/// Peers a read asks, in rank order, before the item counts as missing:
-/// one more than the holders, for a member that joined since the write.
+/// Peers a read asks at once: one more than the holders, for a member
+/// that joined since the write.
 const READ_FANOUT: usize = COPIES + 1;
 /// How long a peer has to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,11 +84,18 @@ pub struct Stored {
     ttl: Duration,
     /// `None` when the node runs alone: it holds everything itself.
     peers: Option<Peers>,
+    /// Held while a copy is merged into the store.
+    writing: Mutex<()>,
 }
 
 impl Stored {
     pub fn new(items: ItemStore, ttl: Duration, peers: Option<Peers>) -> Self {
-        Stored { items, ttl, peers }
+        Stored {
+            items,
+            ttl,
+            peers,
+            writing: Mutex::new(()),
+        }
     }
 
     /// When an item made now expires.
@@ -137,42 +144,39 @@ impl Stored {
         Ok(self.put_local(key, item)?)
     }
 
-    /// The item under `key`, from this node or the holders of `place`.
+    /// The item under `key`: this node's copy merged with those of the
+    /// first [`READ_FANOUT`] members ranked for `place`, asked at once, so
+    /// a deletion any of them saw wins.
     pub async fn get(&self, place: &str, key: &str) -> Option<Item> {
-        if let Some(item) = self.get_local(key) {
-            return Some(item);
-        }
         let call = PeerCall::Get {
             key: key.to_owned(),
         };
-        for holder in self.remote_members(place).take(READ_FANOUT) {
-            if let Ok(PeerAnswer {
-                item: Some(item), ..
-            }) = self.ask(&holder, &call).await
-            {
-                return Some(item);
-            }
-        }
-        None
+        let holders: Vec<Holder> = self.remote_members(place).take(READ_FANOUT).collect();
+        let answers = join_all(holders.iter().map(|holder| self.ask(holder, &call))).await;
+        let remote = answers.into_iter().filter_map(|answer| answer.ok()?.item);
+        self.get_local(key).into_iter().chain(remote).reduce(newest)
     }
 
     /// Every item whose key starts with `prefix`, from this node and the
-    /// holders of `place`, in key order: the union of their copies, where
-    /// a deletion wins.
+    /// first [`READ_FANOUT`] members ranked for `place`, in key order: the
+    /// union of their copies, where a deletion wins.
     pub async fn scan(&self, place: &str, prefix: &str) -> Vec<(String, Item)> {
         let call = PeerCall::Scan {
             prefix: prefix.to_owned(),
         };
-        let holders: Vec<Holder> = self.remote_members(place).take(COPIES).collect();
+        let holders: Vec<Holder> = self.remote_members(place).take(READ_FANOUT).collect();
         let answers = join_all(holders.iter().map(|holder| self.ask(holder, &call))).await;
-        let mut merged = BTreeMap::new();
         let remote = answers
             .into_iter()
             .filter_map(Result::ok)
             .flat_map(|answer| answer.items);
+        let mut merged: BTreeMap<String, Item> = BTreeMap::new();
         for (key, item) in self.scan_local(prefix).into_iter().chain(remote) {
-            let kept = merged.entry(key).or_insert_with(|| item.clone());
-            *kept = newest(kept.clone(), item);
+            let kept = match merged.remove(&key) {
+                Some(held) => newest(held, item),
+                None => item,
+            };
+            merged.insert(key, kept);
         }
         merged.into_iter().collect()
     }
@@ -196,7 +200,11 @@ impl Stored {
     }
 
     fn put_local(&self, key: &str, item: &Item) -> Result<(), StoreError> {
+        // Read, merge and write as one, or a write could undo a deletion.
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let item = match self.get_local(key) {
+            // An id is its maker's: nobody else's write replaces it.
+            Some(held) if held.owner != item.owner => return Ok(()),
             Some(held) => newest(held, item.clone()),
             None => item.clone(),
         };
@@ -270,7 +278,9 @@ impl Stored {
             anyhow::bail!("no peer to ask");
         };
         let body = serde_json::to_vec(call)?;
-        let seal = peers.auth.sign("POST", PEER_PATH, &body, unix_millis());
+        let seal = peers
+            .auth
+            .sign(&holder.node_id, "POST", PEER_PATH, &body, unix_millis());
         let response = peers
             .client
             .post(format!("http://{address}{PEER_PATH}"))
@@ -321,7 +331,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lone_node_holds_what_it_stores_and_deletions_stick() {
+    async fn a_lone_node_holds_what_it_stores_deletions_stick_and_ids_stay_their_makers() {
         let dir = crate::testing::scratch_dir("stored");
         let storage = Arc::new(crate::storage::Storage::open(&dir).unwrap());
         let stored = Stored::new(ItemStore::new(storage), Duration::from_secs(60), None);
@@ -345,6 +355,14 @@ mod tests {
             .unwrap();
         stored
             .put("conv_1", "conversation.conv_1.turn.1", &live)
+            .await
+            .unwrap();
+        let taken = Item {
+            owner: "key:someone-else".into(),
+            ..item(Some(serde_json::json!({"n": 2})), stored.expires_ms())
+        };
+        stored
+            .put("conv_1", "conversation.conv_1.turn.2", &taken)
             .await
             .unwrap();
         let scanned = stored.scan("conv_1", "conversation.conv_1.turn.").await;

@@ -15,18 +15,30 @@ const SECRET: &str = "stored-responses-secret-0123456789";
 const IDS: [&str; 3] = ["a", "b", "c"];
 
 /// A chat-only upstream behind alias `chat`, so the thread reaches it
-/// translated and what it received shows what the gateway read back.
+/// translated and what it received shows what the gateway read back; and
+/// `native`, which speaks the Responses API and would take any id it is
+/// passed.
 fn extra(upstream: &MockUpstream) -> String {
     format!(
         r#"
 [[providers]]
 name = "up"
 format = "openai"
-base_url = "{}"
+base_url = "{0}"
+
+[[providers]]
+name = "native"
+format = "openai"
+responses = true
+base_url = "{0}"
 
 [[models]]
 alias = "chat"
 deployments = [{{ provider = "up", model = "gpt-5-chat" }}]
+
+[[models]]
+alias = "native"
+deployments = [{{ provider = "native", model = "gpt-5" }}]
 "#,
         upstream.base_url()
     )
@@ -159,7 +171,8 @@ async fn a_response_stored_on_a_node_is_continued_through_another_after_it_is_ki
         ],
         "the upstream got the whole thread"
     );
-    // Another key never sees it, here or through a peer.
+    // Another key never sees it, here or through a peer, nor reaches an
+    // upstream with it.
     for node in &nodes[1..] {
         let (status, error) = call(
             node,
@@ -170,20 +183,22 @@ async fn a_response_stored_on_a_node_is_continued_through_another_after_it_is_ki
         )
         .await;
         assert_eq!(status, 404, "{error}");
-        let continued = json!({"model": "chat", "input": "?", "previous_response_id": id});
-        let (status, error) = call(
-            node,
-            Method::POST,
-            "/v1/responses",
-            &other_key,
-            Some(continued),
-        )
-        .await;
-        assert_eq!(
-            (status, error["error"]["code"].as_str()),
-            (404, Some("previous_response_not_found")),
-            "{error}"
-        );
+        for model in ["chat", "native"] {
+            let continued = json!({"model": model, "input": "?", "previous_response_id": id});
+            let (status, error) = call(
+                node,
+                Method::POST,
+                "/v1/responses",
+                &other_key,
+                Some(continued),
+            )
+            .await;
+            assert_eq!(
+                (status, error["error"]["code"].as_str()),
+                (404, Some("previous_response_not_found")),
+                "{model}: {error}"
+            );
+        }
     }
     // Deleted through one node, gone through the other.
     let (status, deleted) = call(
@@ -208,6 +223,20 @@ async fn a_response_stored_on_a_node_is_continued_through_another_after_it_is_ki
     )
     .await;
     assert_eq!(status, 404);
+    let continued = json!({"model": "native", "input": "?", "previous_response_id": id});
+    let (status, error) = call(
+        &nodes[2],
+        Method::POST,
+        "/v1/responses",
+        TEST_KEY,
+        Some(continued),
+    )
+    .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("previous_response_not_found")),
+        "deleted: {error}"
+    );
 }
 
 #[tokio::test]

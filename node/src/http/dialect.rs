@@ -160,32 +160,39 @@ impl Writer {
     /// The body of a stream of SSE frames in `format`, in the client's
     /// dialect: as it came when the formats are one, else translated.
     pub fn stream(&self, format: ApiFormat, frames: BoxStream<'static, Bytes>) -> Body {
-        let translated = match (self.dialect, self.envelope.clone()) {
-            (Dialect::Responses, _) if format == ApiFormat::Responses && self.keeper.is_some() => {
+        let translated = match (self.dialect, self.envelope.clone(), self.keeper.clone()) {
+            (Dialect::Responses, _, Some(keeper)) if format == ApiFormat::Responses => {
                 let frames = frames.map(|frame| {
                     let ended = passed_response_end(&frame);
                     (frame, ended)
                 });
-                kept(frames.boxed(), self.keeper.clone())
+                kept(frames.boxed(), keeper)
             }
             _ if format == self.dialect.format() || format != ApiFormat::OpenAi => {
                 return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
             }
-            (Dialect::Anthropic, _) => {
+            (Dialect::Anthropic, _, _) => {
                 let mut events = ToEvents::default();
                 frames
                     .map(move |frame| anthropic_events(&mut events, frame))
                     .boxed()
             }
-            (Dialect::Responses, Some(envelope)) => {
+            (Dialect::Responses, Some(envelope), keeper) => {
                 let mut events = ToResponseEvents::new(envelope);
-                let frames = frames.map(move |frame| {
-                    let out = response_events(&mut events, frame);
-                    (out, events.take_ended())
-                });
-                kept(frames.boxed(), self.keeper.clone())
+                match keeper {
+                    Some(keeper) => {
+                        let frames = frames.map(move |frame| {
+                            let out = response_events(&mut events, frame);
+                            (out, events.take_ended())
+                        });
+                        kept(frames.boxed(), keeper)
+                    }
+                    None => frames
+                        .map(move |frame| response_events(&mut events, frame))
+                        .boxed(),
+                }
             }
-            (Dialect::OpenAi(_) | Dialect::Responses, _) => {
+            (Dialect::OpenAi(_) | Dialect::Responses, _, _) => {
                 return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
             }
         };
@@ -201,13 +208,13 @@ impl Writer {
 /// stream can continue it through any node.
 fn kept(
     frames: BoxStream<'static, (Bytes, Option<Value>)>,
-    keeper: Option<Arc<Keeper>>,
+    keeper: Arc<Keeper>,
 ) -> BoxStream<'static, Bytes> {
     frames
         .then(move |(frame, ended)| {
-            let keeper = keeper.clone();
+            let keeper = Arc::clone(&keeper);
             async move {
-                if let (Some(keeper), Some(response)) = (keeper, ended) {
+                if let Some(response) = ended {
                     keeper.keep(&response).await;
                 }
                 frame
@@ -217,14 +224,19 @@ fn kept(
 }
 
 /// The response a passed-through Responses event ends the stream with:
-/// that of `response.completed` or `response.incomplete`.
+/// that of `response.completed` or `response.incomplete`, by the data's
+/// `type` (an upstream may leave out `event:` lines). Only a frame that
+/// names one is parsed.
 fn passed_response_end(frame: &Bytes) -> Option<Value> {
-    let event = SseEvent::parse(frame.clone());
-    if !matches!(event.name(), b"response.completed" | b"response.incomplete") {
+    let names = |needle: &[u8]| frame.windows(needle.len()).any(|window| window == needle);
+    if !names(b"response.completed") && !names(b"response.incomplete") {
         return None;
     }
-    let mut data: Value = serde_json::from_slice(event.data()?).ok()?;
-    Some(data["response"].take())
+    let mut data: Value = serde_json::from_slice(SseEvent::parse(frame.clone()).data()?).ok()?;
+    match data["type"].as_str() {
+        Some("response.completed" | "response.incomplete") => Some(data["response"].take()),
+        _ => None,
+    }
 }
 
 /// A JSON request body's members.

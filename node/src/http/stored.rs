@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::read_body;
-use super::thread::{conversation_history, owned};
+use super::thread::{conversation_history, owned, Held};
 use super::{ApiError, AppState, Caller};
 use crate::peer_auth::PEER_HEADER;
 use crate::stored::records::{
@@ -228,9 +228,10 @@ async fn list_items(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let (caller, stored) = open(&state, &headers)?;
-    let mut items = conversation_history(&stored, &id, &caller.owner())
-        .await
-        .ok_or_else(|| not_found("Conversation", &id))?;
+    let Held::Owned((mut items, _)) = conversation_history(&stored, &id, &caller.owner()).await
+    else {
+        return Err(not_found("Conversation", &id));
+    };
     match page.order.as_deref() {
         Some("asc") => {}
         None | Some("desc") => items.reverse(),
@@ -274,16 +275,20 @@ async fn peer(
     };
     let stored = state.stored.clone().ok_or_else(refused)?;
     let auth = stored.auth().ok_or_else(refused)?;
-    let bytes = axum::body::to_bytes(body, MAX_PEER_BODY)
-        .await
-        .map_err(|_| refused())?;
+    // The seal first: a stranger's body is never read.
     let seal = headers
         .get(PEER_HEADER)
         .and_then(|value| value.to_str().ok())
         .ok_or_else(refused)?;
-    let method = Method::POST.as_str();
-    auth.verify(seal, method, PEER_PATH, &bytes, unix_millis())
+    let sealed = auth
+        .verify(seal, Method::POST.as_str(), PEER_PATH, unix_millis())
         .ok_or_else(refused)?;
+    let bytes = axum::body::to_bytes(body, MAX_PEER_BODY)
+        .await
+        .map_err(|_| refused())?;
+    if !sealed.carries(&bytes) {
+        return Err(refused());
+    }
     let call: PeerCall = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -5,10 +5,11 @@
 //! as its `input`: every deployment, translated to or passing through,
 //! then answers it alike, and none needs to have seen the earlier turns.
 //!
-//! An id this cluster does not hold is left in the request: an upstream
-//! that speaks the Responses API may hold it (its own stored response),
-//! and for any other the request is refused as naming what it cannot
-//! find.
+//! An id the cluster holds for another key, or deleted, is a 404, as if
+//! it had never been. An id it does not hold at all is left in the
+//! request: an upstream that speaks the Responses API may hold it (its
+//! own stored response), and for any other the request is refused as
+//! naming what it cannot find.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use serde_json::{Map, Value};
 use super::{ApiError, Caller};
 use crate::stored::records::{
     conversation_items, conversation_key, input_items, output_items, response_body,
-    response_history, response_key, turn_body, turn_key, turns_prefix, valid_id,
+    response_history, response_key, turn_body, turn_key, turn_ms, turns_prefix, valid_id,
 };
 use crate::stored::{Item, Stored};
 
@@ -42,8 +43,18 @@ pub struct Keeper {
     store: bool,
     /// Every input item the response answers, the thread's first.
     input: Vec<Value>,
-    /// The conversation continued, and the request's own input items.
-    turn: Option<(String, Vec<Value>)>,
+    /// The conversation continued, when one was.
+    turn: Option<Turn>,
+}
+
+/// A response's turn in the conversation it continued.
+struct Turn {
+    conversation: String,
+    /// The request's own input items.
+    own: Vec<Value>,
+    /// When the conversation's last turn was stored (ms): this one sorts
+    /// after it, whatever this node's clock says.
+    after_ms: u64,
 }
 
 impl Keeper {
@@ -69,10 +80,16 @@ impl Keeper {
                 tracing::warn!(response_id = id, %error, "a response could not be stored");
             }
         }
-        if let Some((conversation, own)) = &self.turn {
+        if let Some(Turn {
+            conversation,
+            own,
+            after_ms,
+        }) = &self.turn
+        {
             let mut items = own.clone();
             items.extend(output_items(response));
-            let key = turn_key(conversation, unix_millis(), id);
+            let at_ms = unix_millis().max(after_ms.saturating_add(1));
+            let key = turn_key(conversation, at_ms, id);
             let turn = item(turn_body(items));
             if let Err(error) = self.stored.put(conversation, &key, &turn).await {
                 tracing::warn!(response_id = id, %error, "a conversation turn could not be stored");
@@ -106,7 +123,13 @@ pub async fn resolve(
         )
         .with_param("conversation"));
     }
-    let mut echo = fields.clone();
+    // The parameters the response repeats; `input` may be large and is
+    // not one of them.
+    let mut echo: Map<String, Value> = fields
+        .iter()
+        .filter(|(name, _)| *name != "input")
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     if let Some(id) = &conversation {
         echo.insert("conversation".into(), serde_json::json!({"id": id}));
     }
@@ -115,15 +138,23 @@ pub async fn resolve(
     };
     let owner = caller.owner();
     let history = match (previous, &conversation) {
-        (Some(id), _) => owned(stored, id, &response_key(id), &owner)
-            .await
-            .map(|body| response_history(&body)),
-        (None, Some(id)) => conversation_history(stored, id, &owner).await,
+        (Some(id), _) => match held(stored, id, &response_key(id), &owner).await {
+            Held::Owned(body) => Some((response_history(&body), 0)),
+            Held::NotYours => {
+                return Err(not_held("previous_response_id", "previous_response", id))
+            }
+            Held::Unknown => None,
+        },
+        (None, Some(id)) => match conversation_history(stored, id, &owner).await {
+            Held::Owned(history) => Some(history),
+            Held::NotYours => return Err(not_held("conversation", "conversation", id)),
+            Held::Unknown => None,
+        },
         (None, None) => None,
     };
     let own = input_items(fields.get("input").unwrap_or(&Value::Null));
     let resolved = history.is_some();
-    let mut input = history.unwrap_or_default();
+    let (mut input, last_turn_ms) = history.unwrap_or_default();
     input.extend(own.iter().cloned());
     let body = if resolved {
         fields.remove("previous_response_id");
@@ -134,7 +165,11 @@ pub async fn resolve(
         body
     };
     let store = fields.get("store") != Some(&Value::Bool(false));
-    let turn = conversation.filter(|_| resolved).map(|id| (id, own));
+    let turn = conversation.filter(|_| resolved).map(|id| Turn {
+        conversation: id,
+        own,
+        after_ms: last_turn_ms,
+    });
     let keeper = (store || turn.is_some()).then(|| Keeper {
         stored: Arc::clone(stored),
         owner,
@@ -145,6 +180,18 @@ pub async fn resolve(
     Ok((body, thread(echo, keeper)))
 }
 
+/// The 404 for an id the cluster holds for another key, or deleted: as
+/// for an id never made, and never passed on to an upstream.
+fn not_held(param: &str, kind: &str, id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorType::InvalidRequest,
+        &format!("{kind}_not_found"),
+        format!("`{param}`: nothing with the id '{id}' is stored here for this key"),
+    )
+    .with_param(param)
+}
+
 fn thread(echo: Map<String, Value>, keeper: Option<Keeper>) -> Thread {
     Thread {
         echo,
@@ -152,23 +199,61 @@ fn thread(echo: Map<String, Value>, keeper: Option<Keeper>) -> Thread {
     }
 }
 
+/// What the cluster holds under an id, as one key sees it.
+pub enum Held<T> {
+    /// The key's own, live.
+    Owned(T),
+    /// Another key's, or deleted.
+    NotYours,
+    /// Nothing: perhaps an upstream's own id.
+    Unknown,
+}
+
+/// What the cluster holds under `key`, placed by `id`, for `owner`.
+pub async fn held(stored: &Stored, id: &str, key: &str, owner: &str) -> Held<Value> {
+    if !valid_id(id) {
+        return Held::Unknown;
+    }
+    match stored.get(id, key).await {
+        Some(Item {
+            owner: made_by,
+            body: Some(body),
+            ..
+        }) if made_by == owner => Held::Owned(body),
+        Some(_) => Held::NotYours,
+        None => Held::Unknown,
+    }
+}
+
 /// The live body of the item under `key`, placed by `id`, when `owner`
 /// made it.
 pub async fn owned(stored: &Stored, id: &str, key: &str, owner: &str) -> Option<Value> {
-    if !valid_id(id) {
-        return None;
+    match held(stored, id, key, owner).await {
+        Held::Owned(body) => Some(body),
+        Held::NotYours | Held::Unknown => None,
     }
-    let item = stored.get(id, key).await?;
-    (item.owner == owner).then_some(item.body).flatten()
 }
 
-/// A conversation's items in order, when `owner` made it.
-pub async fn conversation_history(stored: &Stored, id: &str, owner: &str) -> Option<Vec<Value>> {
-    let conversation = owned(stored, id, &conversation_key(id), owner).await?;
+/// A conversation's items in order, and when its last turn was stored
+/// (ms), when `owner` made it.
+pub async fn conversation_history(
+    stored: &Stored,
+    id: &str,
+    owner: &str,
+) -> Held<(Vec<Value>, u64)> {
+    let conversation = match held(stored, id, &conversation_key(id), owner).await {
+        Held::Owned(conversation) => conversation,
+        Held::NotYours => return Held::NotYours,
+        Held::Unknown => return Held::Unknown,
+    };
     let turns = stored.scan(id, &turns_prefix(id)).await;
+    let last_turn_ms = turns
+        .last()
+        .and_then(|(key, _)| turn_ms(id, key))
+        .unwrap_or(0);
     let live = turns
         .iter()
         .filter(|(_, item)| item.owner == owner)
         .filter_map(|(_, item)| item.body.as_ref());
-    Some(conversation_items(&conversation, live))
+    Held::Owned((conversation_items(&conversation, live), last_turn_ms))
 }

@@ -95,8 +95,11 @@ impl ItemStore {
                 break;
             }
             batch.delete_cf(index, &index_key);
-            if let Some(expired) = index_key.get(8..) {
-                batch.delete_cf(items, expired);
+            // The key written now may still have an expired copy indexed:
+            // its index entry goes, its new value stays.
+            match index_key.get(8..) {
+                Some(expired) if expired != key.as_bytes() => batch.delete_cf(items, expired),
+                _ => {}
             }
         }
         self.storage
@@ -174,6 +177,11 @@ mod tests {
         // At 2 500 "b" has expired: the next write drops it, and the old
         // index entry of "a" went when "a" was replaced.
         items.put("c", b"4", 9_000, 2_500).unwrap();
+        // "d" expired unswept, then written again: the sweep in the same
+        // write must not take the new value.
+        items.put("d", b"old", 2_600, 0).unwrap();
+        items.put("d", b"new", 9_000, 2_700).unwrap();
+        assert_eq!(items.get("d", 2_700).unwrap().unwrap(), b"new");
         let family = items.storage.family(ITEMS).unwrap();
         let raw = |key: &str| items.storage.db.get_cf(family, key).unwrap();
         assert!(raw("b").is_none(), "swept");
@@ -184,6 +192,6 @@ mod tests {
             .db
             .iterator_cf(index, IteratorMode::Start)
             .count();
-        assert_eq!(entries, 2, "one index entry each for a and c");
+        assert_eq!(entries, 3, "one index entry each for a, c and d");
     }
 }

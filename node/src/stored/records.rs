@@ -41,6 +41,13 @@ pub fn turn_key(conversation_id: &str, created_ms: u64, response_id: &str) -> St
     )
 }
 
+/// When the turn under `key` of conversation `conversation_id` was
+/// stored (ms).
+pub fn turn_ms(conversation_id: &str, key: &str) -> Option<u64> {
+    let rest = key.strip_prefix(&turns_prefix(conversation_id))?;
+    rest.get(..20)?.parse().ok()
+}
+
 /// A fresh id: `prefix`, `_` and 128 random bits in hex.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
@@ -116,6 +123,8 @@ mod tests {
         assert!(early < late);
         assert!(early.starts_with(&turns_prefix("conv_1")));
         assert!(!turn_key("conv_10", 1, "r").starts_with(&turns_prefix("conv_1")));
+        assert_eq!(turn_ms("conv_1", &late), Some(1_000));
+        assert_eq!(turn_ms("conv_2", &late), None);
     }
 
     #[test]
