@@ -11,8 +11,11 @@
 //! Anthropic; documents, server tools and non-text tool results away from
 //! it (such a request still passes through to Anthropic upstreams). What
 //! only tunes one side is left out of the other when translating: `top_k`,
-//! `seed`, penalties, `cache_control`, extended `thinking` and the
-//! thinking blocks of past turns.
+//! `seed`, penalties, `cache_control` towards OpenAI (which caches by
+//! itself), and the thinking blocks of past turns towards OpenAI. What has
+//! a counterpart is mapped: extended thinking and `reasoning_effort` both
+//! ways ([`thinking`]), `cache_control` on OpenAI content parts and tools
+//! towards Anthropic.
 //!
 //! [`RequestError::Untranslatable`]: crate::chat::RequestError::Untranslatable
 
@@ -21,6 +24,7 @@ pub mod passthrough;
 pub mod reply;
 pub mod request;
 pub mod stream;
+pub mod thinking;
 
 /// The `anthropic-version` header Chorus sends unless configured otherwise.
 pub const DEFAULT_VERSION: &str = "2023-06-01";

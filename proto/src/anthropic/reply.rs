@@ -15,6 +15,7 @@ pub fn to_completion(message: &[u8], created: u64) -> Result<Vec<u8>, String> {
     }
     let mut text = String::new();
     let mut calls = Vec::new();
+    let mut thoughts = Vec::new();
     for block in message
         .get("content")
         .and_then(Value::as_array)
@@ -24,10 +25,12 @@ pub fn to_completion(message: &[u8], created: u64) -> Result<Vec<u8>, String> {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
             Some("tool_use") => calls.push(tool_call(block)),
+            Some("thinking" | "redacted_thinking") => thoughts.push(block),
             _ => {}
         }
     }
-    let reply = assistant_message(text, calls);
+    let mut reply = assistant_message(text, calls);
+    super::thinking::add_to_message(&thoughts, &mut reply);
     let stop = message
         .get("stop_reason")
         .and_then(Value::as_str)
@@ -179,6 +182,22 @@ mod tests {
         );
         assert!(to_completion(br#"{"type":"error"}"#, 0).is_err());
         assert!(to_completion(b"nope", 0).is_err());
+    }
+
+    #[test]
+    fn thinking_comes_back_as_reasoning_content_with_its_blocks() {
+        let thinking =
+            json!({"type": "thinking", "thinking": "Sunny, surely.", "signature": "sig"});
+        let message = json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [thinking, {"type": "text", "text": "Sunny."}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 8}
+        });
+        let completion = value(to_completion(message.to_string().as_bytes(), 7).unwrap());
+        let reply = &completion["choices"][0]["message"];
+        assert_eq!(reply["content"], "Sunny.");
+        assert_eq!(reply["reasoning_content"], "Sunny, surely.");
+        assert_eq!(reply["thinking_blocks"], json!([thinking]));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::reply;
+use super::{reply, thinking};
 use crate::chat::{wrong_type, RequestError};
 
 /// An OpenAI chat body (its `model` already the upstream's) as a Messages
@@ -38,10 +38,12 @@ pub fn to_messages(
                     .ok_or_else(|| wrong_type("messages", "tool messages with a `tool_call_id`"))?;
                 let mut text = String::new();
                 crate::chat::content_text(content, &mut text);
-                turns.push(
-                    "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": text})],
-                );
+                let result = json!({"type": "tool_result", "tool_use_id": id, "content": text});
+                let marked = array(content)
+                    .iter()
+                    .rev()
+                    .find(|part| part.get("cache_control").is_some());
+                turns.push("user", vec![cached(result, marked.unwrap_or(&Value::Null))]);
             }
             other => {
                 return Err(untranslatable(
@@ -60,6 +62,14 @@ pub fn to_messages(
         .find_map(|field| chat.get(*field).and_then(Value::as_u64))
         .unwrap_or(default_max_tokens);
     out.insert("max_tokens".into(), max_tokens.into());
+    if let Some(effort) = chat.get("reasoning_effort").filter(|e| !e.is_null()) {
+        let effort = effort
+            .as_str()
+            .ok_or_else(|| wrong_type("reasoning_effort", "a string"))?;
+        if let Some(thinking) = thinking::to_thinking(effort, max_tokens, chat)? {
+            out.insert("thinking".into(), thinking);
+        }
+    }
     for field in ["temperature", "top_p"] {
         if let Some(value) = chat.get(field).filter(|value| !value.is_null()) {
             out.insert(field.into(), value.clone());
@@ -248,6 +258,19 @@ pub fn to_chat(messages: &Map<String, Value>) -> Result<Map<String, Value>, Requ
     {
         out.insert("user".into(), user.clone());
     }
+    match messages.get("thinking") {
+        None | Some(Value::Null) => {}
+        Some(config) => match config.get("type").and_then(Value::as_str) {
+            Some("enabled") => {
+                let budget = config.get("budget_tokens").and_then(Value::as_u64);
+                let budget = budget
+                    .ok_or_else(|| wrong_type("thinking", "enabled with a `budget_tokens`"))?;
+                out.insert("reasoning_effort".into(), thinking::effort(budget).into());
+            }
+            Some("disabled") => {}
+            _ => return Err(wrong_type("thinking", "of type `enabled` or `disabled`")),
+        },
+    }
     Ok(out)
 }
 
@@ -351,10 +374,19 @@ fn text_blocks(content: Option<&Value>, field: &'static str) -> Result<Vec<Value
                 .map_or_else(|| part.get("text"), |_| Some(part)),
             field,
         )? {
-            blocks.push(block);
+            blocks.push(cached(block, part));
         }
     }
     Ok(blocks)
+}
+
+/// `block` with the `cache_control` of the OpenAI part it came from, if
+/// any: the convention gateways accept for Anthropic's prompt caching.
+fn cached(mut block: Value, part: &Value) -> Value {
+    if let Some(control) = part.get("cache_control").filter(|c| c.is_object()) {
+        block["cache_control"] = control.clone();
+    }
+    block
 }
 
 /// A text block for `text`, `None` when it is blank.
@@ -374,11 +406,15 @@ fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, RequestError> {
     let mut blocks = Vec::with_capacity(parts.len());
     for part in parts {
         match part.get("type").and_then(Value::as_str) {
-            Some("text") => blocks.extend(text_block(part.get("text"), "messages")?),
+            Some("text") => {
+                let block = text_block(part.get("text"), "messages")?;
+                blocks.extend(block.map(|block| cached(block, part)));
+            }
             Some("image_url") => {
                 let url = part.pointer("/image_url/url").and_then(Value::as_str);
                 let url = url.ok_or_else(|| wrong_type("messages", "image parts with a `url`"))?;
-                blocks.push(json!({"type": "image", "source": image_source(url)}));
+                let block = json!({"type": "image", "source": image_source(url)});
+                blocks.push(cached(block, part));
             }
             other => {
                 return Err(untranslatable(
@@ -407,10 +443,11 @@ fn image_source(url: &str) -> Value {
     }
 }
 
-/// An OpenAI assistant message as Messages blocks: its text, then a
-/// `tool_use` block per tool call.
+/// An OpenAI assistant message as Messages blocks: the thinking blocks
+/// it carries back, its text, then a `tool_use` block per tool call.
 fn assistant_blocks(message: &Value) -> Result<Vec<Value>, RequestError> {
-    let mut blocks = text_blocks(message.get("content"), "messages")?;
+    let mut blocks = thinking::blocks_of(message);
+    blocks.extend(text_blocks(message.get("content"), "messages")?);
     blocks.extend(array(message.get("tool_calls")).iter().map(reply::tool_use));
     Ok(blocks)
 }
@@ -436,7 +473,7 @@ fn messages_tool(tool: &Value) -> Result<Value, RequestError> {
     if let Some(description) = function.get("description").filter(|d| !d.is_null()) {
         out["description"] = description.clone();
     }
-    Ok(out)
+    Ok(cached(out, tool))
 }
 
 /// A Messages tool as an OpenAI function tool. Anthropic's server tools

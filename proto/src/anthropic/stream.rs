@@ -26,6 +26,9 @@ pub struct ToChunks {
     /// (content block index, tool call index) of each tool block so far:
     /// a list, not a table by index, since the upstream picks the indexes.
     tool_of_block: Vec<(u64, u64)>,
+    /// The thinking block being streamed: its index, and the block as it
+    /// grows, handed on whole when it stops so it can be sent back.
+    thinking: Option<(u64, Value)>,
 }
 
 impl ToChunks {
@@ -67,7 +70,31 @@ impl ToChunks {
                         Some(text) => vec![self.chunk(json!({"content": text}), None)],
                         None => Vec::new(),
                     },
+                    Some("thinking") => {
+                        self.thinking = Some((index, block.clone()));
+                        match block["thinking"].as_str().filter(|t| !t.is_empty()) {
+                            Some(text) => {
+                                vec![self.chunk(json!({"reasoning_content": text}), None)]
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    Some("redacted_thinking") => {
+                        vec![self.chunk(json!({"thinking_blocks": [block]}), None)]
+                    }
                     _ => Vec::new(),
+                }
+            }
+            "content_block_stop" => {
+                let index = event["index"].as_u64();
+                match self.thinking.take() {
+                    Some((open, block)) if Some(open) == index => {
+                        vec![self.chunk(json!({"thinking_blocks": [block]}), None)]
+                    }
+                    open => {
+                        self.thinking = open;
+                        Vec::new()
+                    }
                 }
             }
             "content_block_delta" => {
@@ -82,7 +109,17 @@ impl ToChunks {
                         let call = json!({"index": tool, "function": {"arguments": delta["partial_json"]}});
                         vec![self.chunk(json!({"tool_calls": [call]}), None)]
                     }
-                    // Thinking, citations and signatures have no chunk field.
+                    Some("thinking_delta") => {
+                        let text = delta["thinking"].as_str().unwrap_or("");
+                        self.grow_thinking(index, "thinking", text);
+                        vec![self.chunk(json!({"reasoning_content": text}), None)]
+                    }
+                    Some("signature_delta") => {
+                        let signature = delta["signature"].as_str().unwrap_or("");
+                        self.grow_thinking(index, "signature", signature);
+                        Vec::new()
+                    }
+                    // Citations have no chunk field.
                     _ => Vec::new(),
                 }
             }
@@ -100,10 +137,20 @@ impl ToChunks {
                     .unwrap_or("the upstream reported an error")
                     .to_owned());
             }
-            // ping, content_block_stop and any event type added later.
+            // ping and any event type added later.
             _ => Vec::new(),
         };
         Ok(chunks)
+    }
+
+    /// Appends `text` to `field` of the open thinking block at `index`.
+    fn grow_thinking(&mut self, index: u64, field: &str, text: &str) {
+        if let Some((open, block)) = &mut self.thinking {
+            if *open == index {
+                let grown = format!("{}{text}", block[field].as_str().unwrap_or(""));
+                block[field] = Value::String(grown);
+            }
+        }
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> String {

@@ -247,3 +247,94 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reasoning_effort_asks_for_thinking_and_thinking_blocks_go_back_first() {
+    let chat = object(
+        json!({"model": "m", "max_completion_tokens": 8000, "reasoning_effort": "medium",
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null,
+                "thinking_blocks": [{"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"}],
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ]}),
+    );
+    let messages = to_messages(&chat, 1024).unwrap();
+    assert_eq!(
+        messages["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2048})
+    );
+    assert_eq!(messages["max_tokens"], 8000);
+    assert_eq!(
+        messages["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "Use the tool.", "signature": "sig-1"}),
+        "signed thinking goes back ahead of the tool use"
+    );
+    assert_eq!(messages["messages"][1]["content"][1]["type"], "tool_use");
+    let cold = object(
+        json!({"model": "m", "max_tokens": 8000, "reasoning_effort": "low",
+        "temperature": 0.3, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        to_messages(&cold, 1024).unwrap_err().param(),
+        Some("temperature")
+    );
+    let unknown = object(json!({"model": "m", "reasoning_effort": "max",
+        "messages": [{"role": "user", "content": "x"}]}));
+    assert_eq!(
+        to_messages(&unknown, 9000).unwrap_err().param(),
+        Some("reasoning_effort")
+    );
+}
+
+#[test]
+fn thinking_asks_openai_for_the_effort_its_budget_falls_in() {
+    let ask = |thinking: Value| {
+        to_chat(&object(
+            json!({"model": "m", "max_tokens": 20000, "thinking": thinking,
+            "messages": [{"role": "user", "content": "x"}]}),
+        ))
+    };
+    let deep = ask(json!({"type": "enabled", "budget_tokens": 10000})).unwrap();
+    assert_eq!(deep["reasoning_effort"], "high");
+    let light = ask(json!({"type": "enabled", "budget_tokens": 1024})).unwrap();
+    assert_eq!(light["reasoning_effort"], "low");
+    let off = ask(json!({"type": "disabled"})).unwrap();
+    assert!(off.get("reasoning_effort").is_none());
+    assert_eq!(
+        ask(json!({"type": "sometimes"})).unwrap_err().param(),
+        Some("thinking")
+    );
+}
+
+#[test]
+fn cache_control_on_openai_parts_and_tools_reaches_anthropic() {
+    let ephemeral = json!({"type": "ephemeral"});
+    let chat = object(json!({"model": "m", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Long rules.", "cache_control": ephemeral}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "A big document.", "cache_control": ephemeral},
+            {"type": "text", "text": "The question."}
+        ]},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1",
+            "content": [{"type": "text", "text": "result", "cache_control": ephemeral}]}
+    ], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}},
+        "cache_control": ephemeral}]}));
+    let messages = to_messages(&chat, 1024).unwrap();
+    assert_eq!(messages["system"][0]["cache_control"], ephemeral);
+    assert_eq!(
+        messages["messages"][0]["content"][0]["cache_control"],
+        ephemeral
+    );
+    assert!(messages["messages"][0]["content"][1]
+        .get("cache_control")
+        .is_none());
+    assert_eq!(
+        messages["messages"][2]["content"][0]["cache_control"],
+        ephemeral
+    );
+    assert_eq!(messages["tools"][0]["cache_control"], ephemeral);
+}

@@ -254,3 +254,45 @@ fn tool_calls_stop_for_tools_and_refusals_are_text() {
         .unwrap();
     assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
 }
+
+#[test]
+fn thinking_streams_as_reasoning_content_and_comes_whole_with_its_signature() {
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-x",
+            "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "see."}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+        json!({"type": "content_block_stop", "index": 1}),
+        json!({"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Hi"}}),
+        json!({"type": "content_block_stop", "index": 2}),
+    ];
+    let mut chunks = ToChunks::new(0);
+    let mut reasoning = String::new();
+    let mut blocks = Vec::new();
+    for event in events {
+        for payload in chunks.event(&event.to_string()).unwrap() {
+            let chunk: Value = serde_json::from_str(&payload).unwrap();
+            let delta = &chunk["choices"][0]["delta"];
+            reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+            blocks.extend(
+                delta["thinking_blocks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    assert_eq!(reasoning, "Let me see.");
+    assert_eq!(
+        blocks,
+        [
+            json!({"type": "thinking", "thinking": "Let me see.", "signature": "EqQB"}),
+            json!({"type": "redacted_thinking", "data": "opaque"})
+        ]
+    );
+}
