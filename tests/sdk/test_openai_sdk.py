@@ -40,9 +40,19 @@ format = "openai"
 base_url = "http://{upstream_addr}/v1"
 headers = {{ "x-mock-fault" = "429" }}
 
+[[providers]]
+name = "claude"
+format = "anthropic"
+base_url = "http://{upstream_addr}/v1"
+api_key = "sk-ant-test"
+
 [[models]]
 alias = "fast"
 deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
+
+[[models]]
+alias = "claude"
+deployments = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
 
 [[models]]
 alias = "broken-stream"
@@ -72,9 +82,14 @@ key = "{KEY}"
 
 
 @pytest.fixture(scope="module")
-def node():
-    with upstream_and_node(config) as (base_url, _):
-        yield base_url
+def node_and_upstream():
+    with upstream_and_node(config) as (base_url, upstream_addr):
+        yield base_url, upstream_addr
+
+
+@pytest.fixture(scope="module")
+def node(node_and_upstream):
+    return node_and_upstream[0]
 
 
 @pytest.fixture
@@ -133,7 +148,8 @@ def test_streaming_by_default_hides_usage_but_counts_it(client, node):
 
 
 def test_models_list(client):
-    assert [m.id for m in client.models.list()] == ["fast", "broken-stream", "limited", "priced", "embed", "instruct"]
+    assert [m.id for m in client.models.list()] == [
+        "fast", "claude", "broken-stream", "limited", "priced", "embed", "instruct"]
 
 
 def test_embeddings(client):
@@ -220,3 +236,71 @@ def test_a_spent_budget_is_a_402_with_insufficient_quota(node):
         poor.chat.completions.create(model="priced", messages=[{"role": "user", "content": "x"}])
     assert raised.value.status_code == 402
     assert raised.value.type == "insufficient_quota"
+
+
+# Reasoning and prompt caching translated to an Anthropic upstream, which
+# checks thinking as strictly as Anthropic does: `reasoning_effort` asks for
+# a thinking budget, the thinking comes back as `reasoning_content` with its
+# signed `thinking_blocks`, and those go back ahead of the tool call on the
+# next turn; `cache_control` on a system part reaches Anthropic, whose
+# cache is read on the second turn.
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def upstream_body(upstream_addr):
+    with urllib.request.urlopen(f"http://{upstream_addr}/mock/last-request") as response:
+        return json.load(response)["body"]
+
+
+def reasoning_turn(client, messages, stream):
+    request = dict(model="claude", messages=messages, tools=[WEATHER_TOOL],
+                   reasoning_effort="low", max_completion_tokens=2048)
+    if not stream:
+        completion = client.chat.completions.create(**request)
+        message = completion.choices[0].message
+        extra = message.model_extra
+        return message, extra.get("reasoning_content"), extra.get("thinking_blocks"), completion.usage
+    chunks = list(client.chat.completions.create(
+        **request, stream=True, stream_options={"include_usage": True}))
+    reasoning, blocks, calls, text = "", [], {}, ""
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        reasoning += delta.model_extra.get("reasoning_content") or ""
+        blocks += delta.model_extra.get("thinking_blocks") or []
+        text += delta.content or ""
+        for call in delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"id": call.id, "name": call.function.name, "arguments": ""})
+            entry["arguments"] += call.function.arguments or ""
+    message = openai.types.chat.ChatCompletionMessage(
+        role="assistant", content=text or None,
+        tool_calls=[{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in calls.values()] or None)
+    return message, reasoning, blocks, chunks[-1].usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_effort_thinks_on_anthropic_and_the_signed_blocks_go_back(client, node_and_upstream, stream):
+    upstream_addr = node_and_upstream[1]
+    system = {"type": "text", "text": f"You are a terse assistant ({stream}). " * 60,
+              "cache_control": {"type": "ephemeral"}}
+    history = [{"role": "system", "content": [system]},
+               {"role": "user", "content": "What is the weather in Paris?"}]
+    first, reasoning, blocks, _ = reasoning_turn(client, history, stream)
+    received = upstream_body(upstream_addr)
+    assert received["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert received["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert reasoning and blocks and blocks[0]["type"] == "thinking" and blocks[0]["signature"]
+    assert blocks[0]["thinking"] == reasoning
+    call = first.tool_calls[0]
+    history.append({**first.model_dump(exclude_none=True), "thinking_blocks": blocks})
+    history.append({"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"})
+    second, _, _, usage = reasoning_turn(client, history, stream)
+    received = upstream_body(upstream_addr)
+    assert received["messages"][1]["content"][0] == blocks[0]
+    assert second.content
+    assert usage.prompt_tokens_details.cached_tokens > 300
