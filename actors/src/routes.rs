@@ -34,6 +34,9 @@ pub struct AliasRoute {
     /// Where a request goes when this alias cannot answer it.
     pub fallbacks: FallbackNames,
     pub timeouts: Timeouts,
+    /// Whether requests of one prompt-cache identity all go to one
+    /// deployment (see `routing/affinity.rs`).
+    pub cache_affinity: bool,
     balancer: Box<dyn Balancer>,
     /// Whether routing reads each request's token estimate: for the
     /// balancer, or for a deployment's tokens-per-minute quota.
@@ -62,6 +65,7 @@ pub struct RouteOptions {
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
     pub default_max_tokens: u64,
+    pub cache_affinity: bool,
 }
 
 impl Default for RouteOptions {
@@ -72,6 +76,7 @@ impl Default for RouteOptions {
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            cache_affinity: false,
         }
     }
 }
@@ -107,6 +112,7 @@ impl AliasRoute {
             retry: options.retry,
             fallbacks: FallbackNames::default(),
             timeouts: options.timeouts,
+            cache_affinity: options.cache_affinity,
             balancer,
             reads_tokens,
         }

@@ -7,7 +7,9 @@
 //!   → not yet tried by this request            (retries go elsewhere first)
 //!   → usable: breaker closed or probing, not cooling down after a 429,
 //!     under the deployment's rpm/tpm quota      (breaker.rs, candidate.rs)
-//!   → the alias's balancer picks one            (balance/*.rs)
+//!   → with `cache_affinity`, the deployment the request's prompt-cache
+//!     identity ranks first, if it is usable      (affinity.rs)
+//!   → else the alias's balancer picks one       (balance/*.rs)
 //!   → its breaker lets the call through         (one half-open probe)
 //! after a failure:
 //!   → the breaker counts it, a 429 cools the deployment down
@@ -22,6 +24,7 @@
 //! The [`crate::RequestActor`] drives the plan; everything read here is
 //! shared state, so choosing never waits on a mailbox.
 
+mod affinity;
 pub mod balance;
 pub mod breaker;
 pub mod budget;

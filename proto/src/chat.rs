@@ -35,6 +35,9 @@ pub struct ChatRequest {
     forwarded_headers: Vec<(String, String)>,
     /// When a pattern alias matched the client's model name.
     pattern: Option<PatternMatch>,
+    /// What the gateway names the request's prompt-cache identity by,
+    /// when it knows better than the body (a conversation).
+    affinity: Option<String>,
 }
 
 /// A model name matched by a pattern alias (`claude-*`).
@@ -178,6 +181,7 @@ impl ChatRequest {
             untranslatable: None,
             forwarded_headers: Vec::new(),
             pattern: None,
+            affinity: None,
         })
     }
 
@@ -233,6 +237,20 @@ impl ChatRequest {
             untranslatable: Some(reason),
             ..self
         }
+    }
+
+    /// The request, its prompt-cache identity named `name`.
+    pub fn with_affinity(self, name: String) -> Self {
+        ChatRequest {
+            affinity: Some(name),
+            ..self
+        }
+    }
+
+    /// What requests sharing a prompt cache have in common: see
+    /// [`crate::affinity`].
+    pub fn cache_identity(&self) -> Option<[u8; 32]> {
+        crate::affinity::identity(&self.body, self.affinity.as_deref())
     }
 
     /// The request with the client's headers that an API defines.

@@ -2,6 +2,7 @@
 //! receive, so the actors and the HTTP layer agree on one definition.
 
 pub mod admin;
+pub mod affinity;
 pub mod anthropic;
 pub mod cache;
 pub mod chat;

@@ -189,3 +189,64 @@ async fn an_upstream_killed_under_load_costs_clients_nothing() {
     let served = survivor.stats().await["requests"].as_u64().unwrap();
     assert!(served >= after_the_kill, "{served} of {after_the_kill}");
 }
+
+#[tokio::test]
+async fn cache_affinity_sends_one_sessions_requests_to_one_deployment_on_every_node() {
+    // Two deployments of the built-in mock, `left` and `right`, balanced
+    // round-robin: without affinity a session's requests alternate.
+    let extra = "\n[[models]]\nalias = \"sticky\"\nstrategy = \"round-robin\"\ncache_affinity = true\n\
+        deployments = [{ provider = \"builtin\", model = \"left\" }, { provider = \"builtin\", model = \"right\" }]\n\
+        \n[[models]]\nalias = \"loose\"\nstrategy = \"round-robin\"\n\
+        deployments = [{ provider = \"builtin\", model = \"left\" }, { provider = \"builtin\", model = \"right\" }]\n";
+    let (nodes, _) = start_cluster_with(&["aff-a", "aff-b"], SECRET, extra).await;
+    let answered_by = |node: &Node, alias: &str, body: Value| {
+        let request = node.chat(&body);
+        let alias = alias.to_owned();
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{alias}");
+            response.headers()["x-chorus-deployment"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut homes = HashMap::new();
+    for session in 0..8 {
+        // A session by its key, and one by its conversation's first turn.
+        let keyed = serde_json::json!({"model": "sticky", "prompt_cache_key": format!("s-{session}"),
+            "messages": [{"role": "user", "content": "hi"}]});
+        let mut turns = vec![
+            serde_json::json!({"role": "system", "content": "You are terse."}),
+            serde_json::json!({"role": "user", "content": format!("Task {session}")}),
+        ];
+        for turn in 0..4 {
+            let node = &nodes[turn % 2];
+            let by_key = answered_by(node, "sticky", keyed.clone()).await;
+            let by_prefix = answered_by(
+                node,
+                "sticky",
+                serde_json::json!({"model": "sticky", "messages": turns}),
+            )
+            .await;
+            let home = homes
+                .entry(session)
+                .or_insert_with(|| (by_key.clone(), by_prefix.clone()));
+            assert_eq!(
+                (&by_key, &by_prefix),
+                (&home.0, &home.1),
+                "session {session}, turn {turn}"
+            );
+            turns.push(serde_json::json!({"role": "assistant", "content": "ok"}));
+            turns.push(serde_json::json!({"role": "user", "content": format!("more {turn}")}));
+        }
+    }
+    let used: std::collections::HashSet<&String> = homes.values().map(|home| &home.0).collect();
+    assert_eq!(used.len(), 2, "sessions spread over both: {homes:?}");
+    // The same traffic on an alias without affinity alternates.
+    let loose = serde_json::json!({"model": "loose", "prompt_cache_key": "s-0",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let first = answered_by(&nodes[0], "loose", loose.clone()).await;
+    let second = answered_by(&nodes[0], "loose", loose).await;
+    assert_ne!(first, second);
+}

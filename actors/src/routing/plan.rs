@@ -8,6 +8,7 @@ use fastrand::Rng;
 
 use chorus_proto::ChatRequest;
 
+use super::affinity;
 use super::candidate::{Candidate, Need, Target};
 use super::fallback::{FallbackKind, Fallbacks};
 use super::retry::Failure;
@@ -55,6 +56,9 @@ pub struct AttemptPlan {
     visited: Vec<String>,
     /// The request's deadline, if it has one.
     deadline_ms: Option<u64>,
+    /// The request's prompt-cache identity, read once an alias with
+    /// `cache_affinity` needs it.
+    identity: Option<[u8; 32]>,
     rng: Rng,
 }
 
@@ -64,6 +68,10 @@ impl AttemptPlan {
             need: route.need(request),
             fit: Fit::of(request),
             visited: Vec::new(),
+            identity: route
+                .cache_affinity
+                .then(|| request.cache_identity())
+                .flatten(),
             route,
             tried: Vec::with_capacity(1),
             attempts: 0,
@@ -202,6 +210,9 @@ impl AttemptPlan {
         };
         tracing::debug!(from = %self.route.alias, to = %route.alias, ?kind, "falling back");
         self.need = route.need(request);
+        if route.cache_affinity && self.identity.is_none() {
+            self.identity = request.cache_identity();
+        }
         self.route = route;
         self.tried.clear();
         self.retries_here = 0;
@@ -228,6 +239,19 @@ impl AttemptPlan {
             .filter(|index| !(untried && self.tried.contains(index)))
             .filter(|&index| usable(&route.targets[index], at_ms, &self.need, self.fit))
             .collect();
+        let affine = self
+            .identity
+            .filter(|_| route.cache_affinity)
+            .and_then(|identity| affinity::preferred(&route.targets, &identity));
+        if let Some(position) = affine.and_then(|index| indices.iter().position(|i| *i == index)) {
+            let index = indices[position];
+            if at_ms > now_ms || route.targets[index].deployment.breaker().claim(now_ms) {
+                return Some(self.take(&route, index));
+            }
+            // Its breaker's probe went to another request: the balancer
+            // decides among the rest.
+            indices.remove(position);
+        }
         while !indices.is_empty() {
             let position = if indices.len() == 1 {
                 0
@@ -337,6 +361,55 @@ mod tests {
         now: u64,
     ) -> Option<Attempt> {
         plan.after_failure(on, &cause, &request(16), now)
+    }
+
+    #[test]
+    fn cache_affinity_keeps_an_identity_on_its_deployment_until_it_is_unusable() {
+        let ledger = ledger("n");
+        let deployments = vec![deployment("a", &ledger), deployment("b", &ledger)];
+        let keyed = |key: &str| {
+            let body = serde_json::json!({"model": "a", "prompt_cache_key": key,
+                "messages": [{"role": "user", "content": "hi"}]});
+            ChatRequest::parse(body.to_string().as_bytes()).unwrap()
+        };
+        let pick = |route: &Arc<AliasRoute>, key: &str, now_ms: u64| {
+            let request = keyed(key);
+            let mut plan = AttemptPlan::new(Arc::clone(route), &request, Fallbacks::default());
+            plan.first(&request, now_ms)
+                .unwrap()
+                .deployment
+                .name()
+                .to_owned()
+        };
+        let affine = Arc::new(
+            AliasRoute::new(
+                "a".into(),
+                deployments.iter().cloned().map(Target::from).collect(),
+                RouteOptions {
+                    strategy: "round-robin",
+                    cache_affinity: true,
+                    ..RouteOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let keys: Vec<String> = (0..20).map(|n| format!("session-{n}")).collect();
+        let homes: Vec<String> = keys.iter().map(|key| pick(&affine, key, 0)).collect();
+        for (key, home) in keys.iter().zip(&homes) {
+            for _ in 0..3 {
+                assert_eq!(&pick(&affine, key, 0), home, "{key}");
+            }
+        }
+        assert!(homes.iter().any(|home| home == "a") && homes.iter().any(|home| home == "b"));
+        // Without affinity, round-robin alternates whatever the key.
+        let plain = route(deployments.clone(), "round-robin");
+        let spread: Vec<String> = (0..4).map(|_| pick(&plain, &keys[0], 0)).collect();
+        assert_ne!(spread[0], spread[1]);
+        // Its deployment's breaker open: the balancer places it elsewhere.
+        let home = &homes[0];
+        let down = deployments.iter().find(|d| d.name() == home).unwrap();
+        down.breaker().open_until(60_000, 0);
+        assert_ne!(&pick(&affine, &keys[0], 1), home);
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct RawModel {
     /// default: temperature 0, a `seed`, embeddings, or a request that
     /// opts in), `always`, or `off`.
     pub cache: Option<String>,
+    /// Requests that would share a provider's prompt cache (one
+    /// `prompt_cache_key`, user, conversation or leading prefix) all go to
+    /// one deployment, the same on every node; the strategy picks only
+    /// when that one is unusable. Default false.
+    #[serde(default)]
+    pub cache_affinity: bool,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +318,7 @@ fn check_routing(
         },
         timeouts,
         default_max_tokens,
+        cache_affinity: model.cache_affinity,
     })
 }
 

@@ -178,6 +178,10 @@ async fn check(
         _ => (bytes, None),
     };
     let request = dialect.parse(bytes, headers).map_err(|e| (e, None))?;
+    let request = match thread.as_ref().and_then(Thread::affinity) {
+        Some(name) => request.with_affinity(name),
+        None => request,
+    };
     let (route, request) = match state.routes.resolve(&request.model) {
         Some((route, None)) => (Arc::clone(route), request),
         // A pattern alias: the request routes, counts and logs by it.

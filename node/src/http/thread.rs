@@ -192,6 +192,15 @@ fn not_held(param: &str, kind: &str, id: &str) -> ApiError {
     .with_param(param)
 }
 
+impl Thread {
+    /// What the request's prompt-cache identity is named by: its
+    /// conversation, when it continues one.
+    pub fn affinity(&self) -> Option<String> {
+        let id = self.echo.get("conversation")?.get("id")?.as_str()?;
+        Some(format!("conversation:{id}"))
+    }
+}
+
 fn thread(echo: Map<String, Value>, keeper: Option<Keeper>) -> Thread {
     Thread {
         echo,
