@@ -58,7 +58,7 @@ pub use ledger::{Contribution, Ledger, LedgerArgs, LedgerStore, RunId, StoreChan
 pub use limits::{Admission, Holder, Limiter, Refusal, Reservation};
 pub use observe::{FinishedRequest, RequestObserver, Unobserved};
 pub use provider::{EventStream, Fit, Provider, ProviderError, UpstreamCall, UpstreamReply};
-pub use request::{Reply, ReplyBody, RequestActor, RequestArgs};
+pub use request::{Reply, ReplyBody, RequestActor, RequestArgs, UsageChunk};
 pub use routes::{AliasRoute, RouteOptions, Routes};
 pub use stats::{ClusterDeploymentStats, DeploymentStats, Health};
 pub use supervisor::{NodeSupervisor, SupervisorArgs, SupervisorHandle};

@@ -298,7 +298,7 @@ mod tests {
             admission: None,
             fallbacks: Default::default(),
             observer: Arc::new(crate::Unobserved),
-            pass_usage_chunk: false,
+            usage_chunk: crate::request::UsageChunk::Dropped,
         };
         Actor::spawn(None, RequestActor, args).await.unwrap();
         match reply_rx.await.unwrap().unwrap().body {

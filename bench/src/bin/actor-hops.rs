@@ -187,7 +187,7 @@ async fn call(path: Path, route: &Arc<AliasRoute>) -> Result<()> {
                 admission: None,
                 fallbacks: Default::default(),
                 observer: std::sync::Arc::new(chorus_actors::Unobserved),
-                pass_usage_chunk: false,
+                usage_chunk: chorus_actors::UsageChunk::Dropped,
             })
             .await?;
             match reply_rx.await?.map_err(|e| anyhow::anyhow!("{e}"))?.body {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_actors::UsageChunk;
 use chorus_proto::cache::{replay_chunks, Assembler, ChunkRole};
 use chorus_proto::sse::{self, SseEvent};
 use chorus_proto::{ChatRequest, Endpoint};
@@ -46,18 +47,18 @@ pub fn hit_headers(age: Duration) -> [(&'static str, HeaderValue); 2] {
 /// Passes a stream of OpenAI frames from `endpoint` on unchanged while
 /// assembling the whole completion, which is stored as `[DONE]` passes,
 /// before the client gets it — a stream that breaks, or a client that
-/// leaves, stores nothing. With `hide_usage`, the usage chunk the client
-/// did not ask for (but the cache keeps) is not passed on.
+/// leaves, stores nothing. The usage chunk, which the cache keeps, is
+/// passed on only when the client is to see it (`usage_chunk`).
 pub fn keep(
     frames: BoxStream<'static, Bytes>,
     endpoint: Endpoint,
     pending: Pending,
-    hide_usage: bool,
+    usage_chunk: UsageChunk,
 ) -> BoxStream<'static, Bytes> {
     let keeping = Keeping {
         assembler: Assembler::new(endpoint),
         pending: Some(pending),
-        hide_usage,
+        usage_chunk,
     };
     stream::unfold((frames, keeping), |(mut frames, mut keeping)| async move {
         let frame = frames.next().await?;
@@ -73,7 +74,7 @@ struct Keeping {
     assembler: Assembler,
     /// `None` once the answer is stored, or cannot be.
     pending: Option<Pending>,
-    hide_usage: bool,
+    usage_chunk: UsageChunk,
 }
 
 impl Keeping {
@@ -89,7 +90,7 @@ impl Keeping {
                 }
             }
             Some(data) => match self.assembler.push(data) {
-                Ok(ChunkRole::UsageOnly) => return !self.hide_usage,
+                Ok(ChunkRole::UsageOnly) => return self.usage_chunk == UsageChunk::Client,
                 Ok(ChunkRole::Answer) => {}
                 Err(error) => {
                     if self.pending.take().is_some() {

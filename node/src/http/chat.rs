@@ -19,6 +19,7 @@ use bytes::Bytes;
 use chorus_actors::routing::Fallbacks;
 use chorus_actors::{
     Admission, AliasRoute, Fit, Reply, ReplyBody, RequestActor, RequestArgs, RequestObserver,
+    UsageChunk,
 };
 use chorus_proto::cache::is_finished_answer;
 use chorus_proto::{ApiFormat, ChatRequest, Endpoint, ErrorType};
@@ -365,9 +366,7 @@ async fn call(
     if let Some(admission) = &admission {
         limits::rate_headers(admission.headers(), &mut rate_headers);
     }
-    // A stream kept for the cache keeps its usage, which a client that did
-    // not ask for it must not see.
-    let hide_usage = pending.is_some() && request.stream && !request.include_usage;
+    let usage_chunk = UsageChunk::of(&request, pending.is_some());
     // Only a request whose answer is kept needs its alias again.
     let alias = pending.as_ref().map(|_| request.model.clone());
     let endpoint = request.endpoint;
@@ -382,7 +381,7 @@ async fn call(
         admission,
         fallbacks,
         observer,
-        pass_usage_chunk: hide_usage,
+        usage_chunk,
     };
     if let Err(e) = RequestActor::start(args).await {
         tracing::error!(request_id = %context.id, error = %e, "could not start a request actor");
@@ -398,7 +397,7 @@ async fn call(
                 .map(|pending| Keep {
                     pending,
                     endpoint,
-                    hide_usage,
+                    usage_chunk,
                 });
             respond(writer, reply, keep, context, &state.metrics).await
         }
@@ -433,8 +432,9 @@ pub enum Answer {
 struct Keep {
     pending: Pending,
     endpoint: Endpoint,
-    /// The stream's usage chunk is the cache's alone.
-    hide_usage: bool,
+    /// Whether the client sees the stream's usage chunk, which the cache
+    /// keeps.
+    usage_chunk: UsageChunk,
 }
 
 /// The upstream's answer, kept for the cache on the way when `keep` says
@@ -465,7 +465,7 @@ async fn respond(
                     frames,
                     keep.endpoint,
                     keep.pending,
-                    keep.hide_usage,
+                    keep.usage_chunk,
                 )),
                 None => Answer::Stream(frames),
             }

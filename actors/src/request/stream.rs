@@ -1,0 +1,207 @@
+//! A streamed answer on its way to the client: events forwarded as they
+//! come, `model` rewritten, held back until the first content so that a
+//! stream failing before then can be retried unseen, and ended with an
+//! SSE `error` event, never a normal finish, when it breaks after.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_proto::rewrite::StreamRewriter;
+use chorus_proto::ApiFormat;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::attempt::{CallLimits, ReplyTx};
+use super::settle::{CallRecord, Ending};
+use super::Reply;
+use crate::provider::{EventStream, ProviderError};
+
+/// SSE frames buffered between the upstream and a slow client. Small, so a
+/// client that stops reading stops the upstream read too.
+pub(super) const STREAM_BUFFER_FRAMES: usize = 32;
+
+/// Chunks without content (role-only openings) held back before the
+/// first content; an upstream that sends more is not streaming a reply.
+const MAX_HELD_FRAMES: usize = 64;
+
+/// How a stream went.
+pub(super) enum Pumped {
+    /// It failed before any content reached the client, who saw nothing:
+    /// the cause, and the reply channel for another attempt.
+    Early(ProviderError, ReplyTx),
+    /// The client got the stream: how it ended and the text it carried,
+    /// for estimating tokens when no usage came.
+    Ended(Ending, String),
+}
+
+/// Before its first content, a stream's reply is not yet sent.
+pub(super) enum ClientSide {
+    Waiting(ReplyTx, Reply),
+    Open,
+}
+
+/// One streamed call on its way to the client.
+pub(super) struct Stream<'a> {
+    pub(super) record: &'a CallRecord<'a>,
+    pub(super) alias: &'a str,
+    pub(super) limits: CallLimits,
+    /// The stream's format, which its events and an error event are in.
+    pub(super) format: ApiFormat,
+    /// The client did not ask for usage: hold the usage chunk back.
+    pub(super) hide_usage: bool,
+}
+
+impl Stream<'_> {
+    /// Forwards upstream events to the client as they arrive, `model`
+    /// rewritten. Nothing is sent — not even the response headers — until
+    /// the first event with content (a role-only first chunk, Anthropic's
+    /// `message_start`, wait for it), so a stream that fails before then
+    /// can be retried or fall back unseen. A stream counts as complete
+    /// only when the upstream ended it (`[DONE]`, `message_stop`); any
+    /// other end after content (closed early, broken,
+    /// stalled, garbage, past the deadline) reaches the client as an SSE
+    /// `error` event, never as a normal finish. A client that goes away,
+    /// or stops reading for the idle timeout, cancels the stream.
+    pub(super) async fn pump(
+        &self,
+        mut events: EventStream,
+        mut client: ClientSide,
+        frames_tx: mpsc::Sender<Bytes>,
+    ) -> Pumped {
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut rewriter = StreamRewriter::new(self.format, self.hide_usage);
+        let mut ttft = None;
+        let mut usage = None;
+        let mut text = String::new();
+        let idle = self.limits.idle;
+        let (mut due, mut timeout) = self.limits.first_by(self.record.started);
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(due.into(), events.next()) => next,
+                () = client_gone(&mut client, &frames_tx) => {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
+                }
+            };
+            let (frame, done) = match next {
+                Ok(Some(Ok(event))) => match event.data() {
+                    // A comment or keep-alive: passed on once the client
+                    // has its answer; it is no progress, so the idle timer
+                    // runs on.
+                    None if matches!(client, ClientSide::Waiting(..)) => continue,
+                    None => {
+                        if frames_tx
+                            .send_timeout(event.raw().clone(), idle)
+                            .await
+                            .is_err()
+                        {
+                            return Pumped::Ended(Ending::cancelled(ttft), text);
+                        }
+                        continue;
+                    }
+                    Some(data) => {
+                        let rewritten = match rewriter.event(data, self.alias, &mut text) {
+                            Ok(rewritten) => rewritten,
+                            Err(detail) => {
+                                let cause = ProviderError::Malformed(detail);
+                                return self
+                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .await;
+                            }
+                        };
+                        self.record
+                            .note_usage_error(rewritten.usage_error.as_deref());
+                        usage = rewritten.usage.or(usage);
+                        let Some(json) = rewritten.json else {
+                            continue;
+                        };
+                        let frame = event.with_data(&json);
+                        if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
+                            if held.len() == MAX_HELD_FRAMES {
+                                let cause = ProviderError::Malformed(format!(
+                                    "more than {MAX_HELD_FRAMES} chunks before any content"
+                                ));
+                                return self
+                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .await;
+                            }
+                            held.push(frame);
+                            continue;
+                        }
+                        (frame, rewritten.ends_stream)
+                    }
+                },
+                Ok(Some(Err(cause))) => {
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await
+                }
+                Ok(None) => {
+                    let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await;
+                }
+                Err(_) => {
+                    let cause = ProviderError::Timeout(timeout);
+                    return self
+                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .await;
+                }
+            };
+            if let ClientSide::Waiting(reply_tx, mut opening) =
+                std::mem::replace(&mut client, ClientSide::Open)
+            {
+                // The first content: the client gets its answer now.
+                let elapsed = self.record.started.elapsed();
+                ttft = Some(elapsed);
+                opening.upstream_elapsed = elapsed;
+                if reply_tx.send(Ok(opening)).is_err() {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
+                }
+            }
+            for frame in held.drain(..).chain(std::iter::once(frame)) {
+                if frames_tx.send_timeout(frame, idle).await.is_err() {
+                    return Pumped::Ended(Ending::cancelled(ttft), text);
+                }
+            }
+            if done {
+                return Pumped::Ended(Ending::completed(ttft, usage), text);
+            }
+            (due, timeout) = self.limits.next_by(Instant::now());
+        }
+    }
+
+    /// The stream failed: unseen before content, an SSE `error` event after.
+    async fn fail(
+        &self,
+        client: ClientSide,
+        cause: ProviderError,
+        ttft: Option<Duration>,
+        text: String,
+        frames_tx: &mpsc::Sender<Bytes>,
+        rewriter: &StreamRewriter,
+    ) -> Pumped {
+        if let ClientSide::Waiting(reply_tx, _) = client {
+            return Pumped::Early(cause, reply_tx);
+        }
+        let error = self.record.error(cause);
+        let frame = rewriter.error_frame(error.status(), &error.to_error_body());
+        if frames_tx
+            .send_timeout(frame, self.limits.idle)
+            .await
+            .is_err()
+        {
+            return Pumped::Ended(Ending::cancelled(ttft), text);
+        }
+        Pumped::Ended(Ending::failed(200, ttft, error), text)
+    }
+}
+
+/// Resolves when the client is gone: its reply channel dropped before the
+/// stream opened, its frames channel after.
+async fn client_gone(client: &mut ClientSide, frames_tx: &mpsc::Sender<Bytes>) {
+    match client {
+        ClientSide::Waiting(reply_tx, _) => reply_tx.closed().await,
+        ClientSide::Open => frames_tx.closed().await,
+    }
+}
