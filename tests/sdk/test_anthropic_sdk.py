@@ -116,9 +116,12 @@ def test_messages_stream(claude_client, model):
     request = dict(model=model, max_tokens=12, messages=[{"role": "user", "content": "Stream please"}])
     whole = claude_client.messages.create(**request)
     with claude_client.messages.stream(**request) as stream:
-        text = "".join(stream.text_stream)
+        events = list(stream)
         final = stream.get_final_message()
+    text = "".join(event.text for event in events if event.type == "text")
     assert text == whole.content[0].text
+    # The prompt's size is known from the first event, translated or not.
+    assert events[0].type == "message_start" and events[0].message.usage.input_tokens > 0
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 12
     assert final.usage.input_tokens == whole.usage.input_tokens

@@ -111,6 +111,16 @@ async fn checked(
 ) -> Result<Response, Refusal> {
     let (caller, request, route, thread) = check(dialect, state, headers, body, trail).await?;
     let writer = dialect.writer(thread);
+    // Only an alias with a deployment of another API may translate.
+    let translates = route.targets.iter().any(|target| {
+        let provider = target.deployment.provider();
+        !provider.speaks(request.client_format())
+    });
+    let writer = if translates {
+        writer.counting_prompt(&request)
+    } else {
+        writer
+    };
     let refused = |error: ApiError| (error, Some(request.model.clone()));
     // The answer's place in the cache, when the request takes part in it.
     let taking_part = match lookup(state, &caller, &request, headers)

@@ -11,14 +11,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use chorus_actors::estimate;
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
 use chorus_proto::responses::stream::ToResponseEvents;
 use chorus_proto::responses::{self, Envelope};
 use chorus_proto::sse::{self, SseEvent};
 use chorus_proto::{ApiFormat, ChatRequest, Endpoint, ErrorBody, ErrorType, RequestError};
+use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
@@ -103,6 +105,7 @@ impl Dialect {
             dialect: self,
             envelope,
             keeper,
+            prompt_tokens: None,
         }
     }
 }
@@ -114,9 +117,25 @@ pub struct Writer {
     envelope: Option<Envelope>,
     /// Stores a Responses answer once it is whole.
     keeper: Option<Arc<Keeper>>,
+    /// The prompt's tokens, counted in the background, for the
+    /// `message_start` of a stream translated into Anthropic's events.
+    prompt_tokens: Option<Shared<BoxFuture<'static, u64>>>,
 }
 
 impl Writer {
+    /// The writer, counting `request`'s prompt meanwhile when it is an
+    /// Anthropic client's stream (which may come back translated): as
+    /// `/v1/messages/count_tokens` counts it, off the async threads.
+    pub fn counting_prompt(mut self, request: &ChatRequest) -> Self {
+        if self.dialect == Dialect::Anthropic && request.stream {
+            let messages = request.messages().to_vec();
+            let count = tokio::task::spawn_blocking(move || estimate::prompt_tokens(&messages));
+            let count = count.map(|counted| counted.unwrap_or(0)).boxed().shared();
+            self.prompt_tokens = Some(count);
+        }
+        self
+    }
+
     pub fn error(&self, error: ApiError) -> Response {
         self.dialect.error(error)
     }
@@ -172,10 +191,17 @@ impl Writer {
                 return Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>))
             }
             (Dialect::Anthropic, _, _) => {
-                let mut events = ToEvents::default();
-                frames
-                    .map(move |frame| anthropic_events(&mut events, frame))
-                    .boxed()
+                let start = (frames, ToEvents::default(), self.prompt_tokens.clone());
+                futures::stream::unfold(start, |(mut frames, mut events, estimate)| async move {
+                    let frame = frames.next().await?;
+                    // Before the first frame's `message_start`.
+                    if let Some(estimate) = estimate {
+                        events = ToEvents::with_input_tokens(estimate.await);
+                    }
+                    let out = anthropic_events(&mut events, frame);
+                    Some((out, (frames, events, None)))
+                })
+                .boxed()
             }
             (Dialect::Responses, Some(envelope), keeper) => {
                 let mut events = ToResponseEvents::new(envelope);

@@ -212,6 +212,16 @@ enum OpenBlock {
 }
 
 impl ToEvents {
+    /// Events whose `message_start` reports `input_tokens`, the prompt as
+    /// estimated before the upstream counts it: an OpenAI stream reports
+    /// its count only at the end, in `message_delta`.
+    pub fn with_input_tokens(input_tokens: u64) -> Self {
+        ToEvents {
+            input_tokens,
+            ..ToEvents::default()
+        }
+    }
+
     /// The events for one OpenAI chunk payload (JSON), appended to `out`.
     pub fn chunk(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<(), String> {
         let chunk: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
@@ -316,7 +326,7 @@ impl ToEvents {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
         });
         frame(
             out,

@@ -207,6 +207,30 @@ fn an_empty_stream_still_starts_and_stops() {
 }
 
 #[test]
+fn message_start_reports_the_estimate_and_message_delta_the_upstreams_count() {
+    let mut writer = ToEvents::with_input_tokens(42);
+    let mut out = BytesMut::new();
+    let content =
+        json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "Hi"}}]});
+    writer
+        .chunk(content.to_string().as_bytes(), &mut out)
+        .unwrap();
+    let usage = json!({"id": "c", "model": "m", "choices": [],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 1, "total_tokens": 41}});
+    writer
+        .chunk(usage.to_string().as_bytes(), &mut out)
+        .unwrap();
+    writer.done(&mut out);
+    let events = parse_sse(&out);
+    assert_eq!(events[0].1["message"]["usage"]["input_tokens"], 42);
+    let delta = events
+        .iter()
+        .find(|(name, _)| name == "message_delta")
+        .unwrap();
+    assert_eq!(delta.1["usage"]["input_tokens"], 40);
+}
+
+#[test]
 fn block_indexes_are_the_upstreams_and_cost_nothing_to_hold() {
     let mut translator = ToChunks::new(0);
     for index in [u64::MAX, 1 << 40] {
