@@ -363,8 +363,21 @@ impl ChatRequest {
             }
             None => {}
         }
+        let bytes = match format {
+            // Thinking blocks ride a translated body for Anthropic alone.
+            ApiFormat::OpenAi => match without_thinking(&self.body) {
+                Some(body) => {
+                    let kept = std::mem::replace(&mut self.body, body);
+                    let bytes = self.reserialised(upstream_model, ask_for_usage);
+                    self.body = kept;
+                    bytes
+                }
+                None => self.reserialised(upstream_model, ask_for_usage),
+            },
+            _ => self.reserialised(upstream_model, ask_for_usage),
+        };
         Ok(UpstreamBody {
-            bytes: self.reserialised(upstream_model, ask_for_usage),
+            bytes,
             format: ApiFormat::OpenAi,
         })
     }
@@ -419,6 +432,38 @@ impl ChatRequest {
     }
 }
 
+/// `body` without the thinking blocks its assistant turns carry for an
+/// Anthropic upstream, and without the turns that held nothing else;
+/// `None` when it has none, as nearly every body.
+fn without_thinking(body: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let messages = body.get("messages")?.as_array()?;
+    if !messages
+        .iter()
+        .any(|message| message.get("thinking_blocks").is_some())
+    {
+        return None;
+    }
+    let kept: Vec<Value> = messages
+        .iter()
+        .filter_map(|message| {
+            let mut message = message.clone();
+            let Some(fields) = message.as_object_mut() else {
+                return Some(message);
+            };
+            if fields.remove("thinking_blocks").is_some()
+                && fields.get("content").is_none_or(Value::is_null)
+                && !fields.contains_key("tool_calls")
+            {
+                return None;
+            }
+            Some(message)
+        })
+        .collect();
+    let mut body = body.clone();
+    body.insert("messages".into(), Value::Array(kept));
+    Some(body)
+}
+
 pub(crate) fn wrong_type(field: &'static str, expected: &'static str) -> RequestError {
     RequestError::WrongType { field, expected }
 }
@@ -443,6 +488,35 @@ pub fn content_text(content: Option<&Value>, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_openai_upstream_never_gets_the_thinking_blocks_carried_for_anthropic() {
+        let block = json!({"type": "thinking", "thinking": "t", "signature": "s"});
+        let body = json!({"model": "a", "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "thinking_blocks": [block],
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+            {"role": "assistant", "content": null, "thinking_blocks": [block]},
+            {"role": "user", "content": "Thanks"}
+        ]});
+        let mut request = ChatRequest::from_body(body.as_object().unwrap().clone()).unwrap();
+        let upstream = |request: &mut ChatRequest, format| {
+            let sent = request.upstream_body(format, "m", false).unwrap();
+            serde_json::from_slice::<Value>(&sent.bytes).unwrap()
+        };
+        let openai = upstream(&mut request, ApiFormat::OpenAi);
+        let messages = openai["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4, "the turn of thinking alone is gone");
+        assert!(messages.iter().all(|m| m.get("thinking_blocks").is_none()));
+        assert_eq!(messages[1]["tool_calls"][0]["id"], "c");
+        let anthropic = upstream(&mut request, ApiFormat::Anthropic);
+        assert_eq!(
+            anthropic["messages"][1]["thinking_blocks"],
+            json!([block]),
+            "kept for Anthropic"
+        );
+    }
 
     fn parse(value: Value) -> Result<ChatRequest, RequestError> {
         ChatRequest::parse(value.to_string().as_bytes())

@@ -239,3 +239,35 @@ def test_the_headers_of_the_upstreams_api_are_forwarded_on_every_path(client, no
     other = "openai-beta" if model == "claude" else "anthropic-beta"
     assert received[own] == sent[own]
     assert other not in received
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_with_tools_on_anthropic_round_trips_the_signed_thinking(client, node, stream):
+    """`reasoning.effort` asks an Anthropic deployment to think; the
+    thinking comes back as a reasoning item whose summary is its text and
+    whose `encrypted_content` carries the signed blocks, which the next
+    turn's input sends back ahead of the tool call, as Anthropic (and the
+    mock, as strictly) requires."""
+    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
+    request = dict(model="claude", tools=[WEATHER], reasoning={"effort": "low"}, max_output_tokens=2048)
+    if stream:
+        with client.responses.stream(input=asked, **request) as events:
+            kinds = [event.type for event in events]
+            first = events.get_final_response()
+        assert "response.reasoning_summary_text.delta" in kinds
+    else:
+        first = client.responses.create(input=asked, **request)
+    received = last_request(node)["body"]
+    assert received["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    reasoning, call = first.output[0], first.output[-1]
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text
+    assert reasoning.encrypted_content
+    assert call.type == "function_call"
+    follow_up = asked + [item.model_dump(exclude_none=True) for item in first.output] + [
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18C and sunny"}]
+    second = client.responses.create(input=follow_up, **request)
+    assistant = last_request(node)["body"]["messages"][1]["content"]
+    assert assistant[0]["type"] == "thinking" and assistant[0]["signature"]
+    assert assistant[0]["thinking"] == reasoning.summary[0].text
+    assert assistant[-1]["type"] == "tool_use"
+    assert second.output_text

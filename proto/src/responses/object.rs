@@ -4,6 +4,7 @@
 //! any status — `in_progress` for a stream's first events, `completed`,
 //! `incomplete` or `failed` at its end.
 
+use base64::Engine;
 use serde_json::{json, Map, Value};
 
 /// The request parameters a response repeats, with the value the
@@ -174,6 +175,40 @@ impl Draft {
 pub fn message_item(id: &str, kind: PartKind, text: &str, status: &str) -> Value {
     json!({"type": "message", "id": id, "status": status, "role": "assistant",
         "content": [kind.part(text)]})
+}
+
+/// What a reasoning item's `encrypted_content` starts with when it
+/// carries thinking blocks from Chorus's translation; OpenAI's own is
+/// opaque and never starts so.
+const THINKING_PREFIX: &str = "chorus-thinking-v1:";
+
+/// A reasoning item: the model's thinking as its summary, and the thinking
+/// blocks a later turn must send back (Anthropic's, signed) in
+/// `encrypted_content`, as opaque to the client as OpenAI's own.
+pub fn reasoning_item(id: &str, text: &str, blocks: &[Value], status: &str) -> Value {
+    let mut item = json!({"type": "reasoning", "id": id, "status": status,
+        "summary": [{"type": "summary_text", "text": text}]});
+    if !blocks.is_empty() {
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(Value::from(blocks.to_vec()).to_string());
+        item["encrypted_content"] = json!(format!("{THINKING_PREFIX}{encoded}"));
+    }
+    item
+}
+
+/// The thinking blocks a reasoning item carries back, when Chorus made it.
+pub fn reasoning_blocks(item: &Value) -> Vec<Value> {
+    let encoded = item["encrypted_content"]
+        .as_str()
+        .and_then(|content| content.strip_prefix(THINKING_PREFIX));
+    encoded
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_default()
 }
 
 /// A function call item.

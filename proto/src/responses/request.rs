@@ -6,6 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::object::reasoning_blocks;
 use crate::chat::{wrong_type, RequestError};
 
 /// Parameters that mean the same in both APIs, under the same name.
@@ -184,9 +185,9 @@ fn untranslatable(field: &'static str, reason: &str) -> RequestError {
 }
 
 /// One input item as chat turns: a message, a function call (joined to
-/// the assistant turn before it), or a function call's output. Reasoning
-/// items have no chat counterpart and only tune the upstream, so they are
-/// left out; items by reference need stored responses.
+/// the assistant turn before it), a function call's output, or the
+/// thinking blocks a reasoning item carries. Items by reference are not
+/// looked up.
 fn push_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), RequestError> {
     let kind = item.get("type").and_then(Value::as_str);
     match kind {
@@ -205,7 +206,13 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), RequestError
                 }
             };
             let content = message_content(item.get("content"), role)?;
-            messages.push(json!({"role": role, "content": content}));
+            match messages.last_mut() {
+                // The answer its reasoning item opened.
+                Some(last) if role == "assistant" && only_thinking(last) => {
+                    last["content"] = content;
+                }
+                _ => messages.push(json!({"role": role, "content": content})),
+            }
         }
         Some("function_call") => {
             let field = |name: &str| item.get(name).and_then(Value::as_str);
@@ -249,7 +256,16 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), RequestError
             };
             messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
         }
-        Some("reasoning") => {}
+        // Reasoning items only tune the upstream, but those that carry
+        // thinking blocks (Anthropic's, which it wants back) open the
+        // assistant turn with them.
+        Some("reasoning") => {
+            let blocks = reasoning_blocks(item);
+            if !blocks.is_empty() {
+                messages
+                    .push(json!({"role": "assistant", "content": null, "thinking_blocks": blocks}));
+            }
+        }
         Some("item_reference") => {
             return Err(untranslatable(
                 "input",
@@ -264,6 +280,14 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), RequestError
         }
     }
     Ok(())
+}
+
+/// Whether `message` is an assistant turn of thinking blocks alone, so far.
+fn only_thinking(message: &Value) -> bool {
+    message["role"] == "assistant"
+        && message["content"].is_null()
+        && message.get("tool_calls").is_none()
+        && message.get("thinking_blocks").is_some()
 }
 
 /// A message's content in chat terms: text, images and files for a user,

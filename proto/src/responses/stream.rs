@@ -8,7 +8,7 @@
 use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 
-use super::object::{call_item, message_item, Draft, Envelope, PartKind};
+use super::object::{call_item, message_item, reasoning_item, Draft, Envelope, PartKind};
 use crate::error::ErrorBody;
 
 /// Writes one chat stream as Responses events, keeping what the mapping
@@ -21,8 +21,20 @@ pub struct ToResponseEvents {
     started: bool,
     part: Option<OpenPart>,
     calls: Vec<OpenCall>,
+    /// The reasoning item being streamed, before the answer's first part.
+    reasoning: Option<OpenReasoning>,
     /// The response as `done` wrote it.
     ended: Option<Value>,
+}
+
+/// A reasoning item being streamed: its summary's text so far, and the
+/// thinking blocks that come whole.
+#[derive(Debug)]
+struct OpenReasoning {
+    output_index: usize,
+    id: String,
+    text: String,
+    blocks: Vec<Value>,
 }
 
 /// The message item whose content part is being streamed.
@@ -53,6 +65,7 @@ impl ToResponseEvents {
             started: false,
             part: None,
             calls: Vec::new(),
+            reasoning: None,
             ended: None,
         }
     }
@@ -64,6 +77,14 @@ impl ToResponseEvents {
         self.start(out);
         if let Some(choice) = chunk.pointer("/choices/0") {
             let delta = &choice["delta"];
+            let reasoning = delta["reasoning_content"].as_str().unwrap_or("");
+            let blocks = delta["thinking_blocks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !reasoning.is_empty() || !blocks.is_empty() {
+                self.think(reasoning, blocks, out);
+            }
             for (field, kind) in [("content", PartKind::Text), ("refusal", PartKind::Refusal)] {
                 if let Some(text) = delta[field].as_str().filter(|text| !text.is_empty()) {
                     self.text(kind, text, out);
@@ -83,6 +104,7 @@ impl ToResponseEvents {
     /// the response, completed or incomplete.
     pub fn done(&mut self, out: &mut BytesMut) {
         self.start(out);
+        self.close_reasoning(out);
         self.close_part(out);
         for call in std::mem::take(&mut self.calls) {
             self.close_call(call, out);
@@ -127,7 +149,71 @@ impl ToResponseEvents {
 
     /// A text or refusal delta, opening its message item first when the
     /// open one (if any) holds the other kind.
+    /// Reasoning text as summary deltas of the reasoning item, opened
+    /// first; thinking blocks are kept for the item's end.
+    fn think(&mut self, text: &str, blocks: Vec<Value>, out: &mut BytesMut) {
+        let mut reasoning = match self.reasoning.take() {
+            Some(reasoning) => reasoning,
+            None => self.open_reasoning(out),
+        };
+        if !text.is_empty() {
+            let delta = json!({"item_id": reasoning.id, "output_index": reasoning.output_index,
+                "summary_index": 0, "delta": text});
+            self.emit("response.reasoning_summary_text.delta", delta, out);
+            reasoning.text.push_str(text);
+        }
+        reasoning.blocks.extend(blocks);
+        self.reasoning = Some(reasoning);
+    }
+
+    fn open_reasoning(&mut self, out: &mut BytesMut) -> OpenReasoning {
+        self.close_part(out);
+        let id = self.draft.next_item_id("rs");
+        let mut item = reasoning_item(&id, "", &[], "in_progress");
+        item["summary"] = json!([]);
+        let output_index = self.draft.output.len();
+        self.draft.output.push(item.clone());
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": output_index, "item": item}),
+            out,
+        );
+        self.emit(
+            "response.reasoning_summary_part.added",
+            json!({"item_id": id, "output_index": output_index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""}}),
+            out,
+        );
+        OpenReasoning {
+            output_index,
+            id,
+            text: String::new(),
+            blocks: Vec::new(),
+        }
+    }
+
+    fn close_reasoning(&mut self, out: &mut BytesMut) {
+        let Some(reasoning) = self.reasoning.take() else {
+            return;
+        };
+        let (id, index, text) = (&reasoning.id, reasoning.output_index, &reasoning.text);
+        self.emit(
+            "response.reasoning_summary_text.done",
+            json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+            out,
+        );
+        self.emit(
+            "response.reasoning_summary_part.done",
+            json!({"item_id": id, "output_index": index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": text}}),
+            out,
+        );
+        let item = reasoning_item(id, text, &reasoning.blocks, "completed");
+        self.finish_item(index, item, out);
+    }
+
     fn text(&mut self, kind: PartKind, text: &str, out: &mut BytesMut) {
+        self.close_reasoning(out);
         if self.part.as_ref().is_some_and(|part| part.kind != kind) {
             self.close_part(out);
         }
@@ -200,6 +286,7 @@ impl ToResponseEvents {
     fn call(&mut self, delta: &Value, out: &mut BytesMut) {
         let tool = delta["index"].as_u64().unwrap_or(0);
         if !self.calls.iter().any(|call| call.tool == tool) {
+            self.close_reasoning(out);
             self.close_part(out);
             let id = self.draft.next_item_id("fc");
             let field = |pointer: &str| delta.pointer(pointer).and_then(Value::as_str);

@@ -143,3 +143,36 @@ fn malformed_input_names_the_parameter() {
         assert_eq!(chat(body).unwrap_err().param(), Some(field));
     }
 }
+
+#[test]
+fn a_reasoning_item_of_ours_opens_the_assistant_turn_with_its_thinking_blocks() {
+    let block = json!({"type": "thinking", "thinking": "Use the tool.", "signature": "sig"});
+    let reasoning = crate::responses::object::reasoning_item(
+        "rs_1",
+        "Use the tool.",
+        std::slice::from_ref(&block),
+        "completed",
+    );
+    let foreign = json!({"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAAAB-openai"});
+    let body = json!({"model": "m", "input": [
+        {"role": "user", "content": "Weather?"},
+        reasoning,
+        {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        reasoning,
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+        foreign,
+        {"role": "user", "content": "Thanks"}
+    ]});
+    let messages = chat(body).unwrap()["messages"].clone();
+    assert_eq!(messages[1]["thinking_blocks"], json!([block]));
+    assert_eq!(messages[1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(messages[3]["thinking_blocks"], json!([block]));
+    assert_eq!(messages[3]["content"], "Sunny.");
+    assert_eq!(
+        messages[4],
+        json!({"role": "user", "content": "Thanks"}),
+        "OpenAI's own reasoning is left out"
+    );
+    assert_eq!(messages.as_array().unwrap().len(), 5);
+}

@@ -160,3 +160,46 @@ fn a_failure_before_any_chunk_still_opens_the_response() {
         ]
     );
 }
+
+#[test]
+fn thinking_streams_as_a_reasoning_item_equal_to_the_whole_answers() {
+    let block = json!({"type": "thinking", "thinking": "Sunny, surely.", "signature": "sig"});
+    let mut out = BytesMut::new();
+    let mut stream = ToResponseEvents::new(envelope());
+    for payload in [
+        chunk(json!({"reasoning_content": "Sunny, "}), None),
+        chunk(json!({"reasoning_content": "surely."}), None),
+        chunk(json!({"thinking_blocks": [block]}), None),
+        chunk(json!({"content": "Sunny."}), Some("stop")),
+    ] {
+        stream.chunk(&payload, &mut out).unwrap();
+    }
+    stream.done(&mut out);
+    let events = events(&out);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds[2..9],
+        [
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+        ]
+    );
+    let streamed = &events.last().unwrap()["response"];
+    let reasoning = &streamed["output"][0];
+    assert_eq!(reasoning["summary"][0]["text"], "Sunny, surely.");
+    assert_eq!(
+        super::super::object::reasoning_blocks(reasoning),
+        std::slice::from_ref(&block)
+    );
+    let whole = json!({"model": "alias", "choices": [{"finish_reason": "stop",
+        "message": {"role": "assistant", "content": "Sunny.", "reasoning_content": "Sunny, surely.",
+            "thinking_blocks": [block]}}]});
+    let whole = to_response(whole.to_string().as_bytes(), &envelope()).unwrap();
+    let whole: Value = serde_json::from_slice(&whole).unwrap();
+    assert_eq!(streamed, &whole);
+}
