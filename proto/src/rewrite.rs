@@ -30,9 +30,22 @@ pub struct RewrittenBody {
     /// that only names the role, which a gateway may hold back until
     /// content follows.
     pub starts_reply: bool,
-    /// Whether it is the event that ends a complete stream: OpenAI's
-    /// `[DONE]`, Anthropic's `message_stop`.
+    /// Whether it is the event that ends the stream: OpenAI's `[DONE]`,
+    /// Anthropic's `message_stop`, the Responses API's last event.
     pub ends_stream: bool,
+    /// The upstream's message when it ended its stream with an error of
+    /// its own (Anthropic's `error` event, the Responses API's
+    /// `response.failed` or `error`): the call failed, though the stream
+    /// ended in order.
+    pub failure: Option<String>,
+}
+
+/// The message at `pointer` in an upstream's error event, or a stand-in.
+pub(crate) fn failure_message(data: &[u8], pointer: &str) -> String {
+    serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|event| event.pointer(pointer)?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "the upstream ended its stream with an error".to_owned())
 }
 
 /// The top level of a completion, chunk or embeddings list. `model` and
@@ -124,6 +137,7 @@ pub fn rewrite_model(
             usage_error,
             starts_reply: true,
             ends_stream: false,
+            failure: None,
         });
     }
     let starts_reply = match &body.choices {
@@ -149,6 +163,7 @@ pub fn rewrite_model(
         usage_error,
         starts_reply,
         ends_stream: false,
+        failure: None,
     })
 }
 
@@ -221,6 +236,7 @@ impl StreamRewriter {
                     usage_error: None,
                     starts_reply: true,
                     ends_stream: true,
+                    failure: None,
                 })
             }
             StreamRewriter::OpenAi { hide_usage } => rewrite_model(data, alias, *hide_usage, text),

@@ -1,8 +1,10 @@
 //! `POST /v1/responses` counts like every other endpoint: a response that
 //! passed through from an upstream speaking the Responses API, and one
 //! translated to chat completions, put the tokens their usage reports,
-//! at the deployment's prices, on the cluster's counters; and a pass-through
-//! stream cut before any content falls back without the client seeing it.
+//! at the deployment's prices, on the cluster's counters; a pass-through
+//! stream cut before any content falls back without the client seeing it;
+//! and one the upstream ends with `response.failed` reaches the client as
+//! it came but counts as an error, with the tokens it used.
 
 use std::time::Duration;
 
@@ -40,6 +42,18 @@ alias = "cut"
 max_retries = 0
 fallbacks = ["native"]
 deployments = [{{ provider = "native-cut", model = "gpt-5" }}]
+
+[[providers]]
+name = "native-failing"
+format = "openai"
+responses = true
+base_url = "{base_url}"
+headers = {{ "x-mock-fault" = "failed" }}
+
+[[models]]
+alias = "failing"
+max_retries = 0
+deployments = [{{ provider = "native-failing", model = "gpt-5" }}]
 
 [[models]]
 alias = "translated"
@@ -134,4 +148,38 @@ async fn a_passed_through_stream_cut_before_content_falls_back_unseen() {
         2,
         "cut, then the fallback"
     );
+}
+
+#[tokio::test]
+async fn an_upstreams_response_failed_counts_as_an_error_with_its_tokens() {
+    let upstream = MockUpstream::start(&[]);
+    let node = Node::start(&config(&upstream)).await;
+    let response = respond(
+        &node,
+        json!({"model": "failing", "input": "Hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let events = sse_events(&response.text().await.unwrap());
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|(kind, _)| kind.as_deref())
+        .collect();
+    assert!(kinds.contains(&"response.output_text.delta"), "{kinds:?}");
+    assert_eq!(
+        kinds.last(),
+        Some(&"response.failed"),
+        "as the upstream ended it"
+    );
+    assert!(!kinds.contains(&"error"), "nothing added: {kinds:?}");
+    node.wait_for_deployment("native-failing/gpt-5", |deployment| {
+        deployment["errors"] == 1
+    })
+    .await;
+    let counted = eventually(Duration::from_secs(10), "the call counted", || async {
+        let tokens = node.counter("native-failing/gpt-5", "prompt_tokens").await;
+        (tokens > 0).then_some(tokens)
+    })
+    .await;
+    assert_eq!(counted, 3, "the usage the failed response reported");
 }

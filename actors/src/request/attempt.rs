@@ -266,12 +266,7 @@ impl CallLimits {
     }
 
     /// `due`, or the request's deadline when that is sooner.
-    fn capped(
-        &self,
-        due: Instant,
-        timeout: Duration,
-        from: Instant,
-    ) -> (Instant, Duration) {
+    fn capped(&self, due: Instant, timeout: Duration, from: Instant) -> (Instant, Duration) {
         match self.end {
             Some(end) if end < due => (end, end.saturating_duration_since(from)),
             _ => (due, timeout),

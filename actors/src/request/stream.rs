@@ -82,7 +82,7 @@ impl Stream<'_> {
                     return Pumped::Ended(Ending::cancelled(ttft), text);
                 }
             };
-            let (frame, done) = match next {
+            let (frame, done, failure) = match next {
                 Ok(Some(Ok(event))) => match event.data() {
                     // A comment or keep-alive: passed on once the client
                     // has its answer; it is no progress, so the idle timer
@@ -114,6 +114,16 @@ impl Stream<'_> {
                         let Some(json) = rewritten.json else {
                             continue;
                         };
+                        // The upstream's own error before any content: a
+                        // failure like any other, retried unseen.
+                        if let (ClientSide::Waiting(..), Some(detail)) =
+                            (&client, rewritten.failure.clone())
+                        {
+                            let cause = ProviderError::Broken(detail);
+                            return self
+                                .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                .await;
+                        }
                         let frame = event.with_data(&json);
                         if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
                             if held.len() == MAX_HELD_FRAMES {
@@ -127,7 +137,7 @@ impl Stream<'_> {
                             held.push(frame);
                             continue;
                         }
-                        (frame, rewritten.ends_stream)
+                        (frame, rewritten.ends_stream, rewritten.failure)
                     }
                 },
                 Ok(Some(Err(cause))) => {
@@ -165,7 +175,20 @@ impl Stream<'_> {
                 }
             }
             if done {
-                return Pumped::Ended(Ending::completed(ttft, usage), text);
+                let ending = match failure {
+                    None => Ending::completed(ttft, usage),
+                    // It reached the client as the upstream wrote it; the
+                    // call still failed, and what it used is counted.
+                    Some(detail) => {
+                        let error = self.record.error(ProviderError::Broken(detail));
+                        let ending = Ending::failed(200, ttft, error);
+                        match usage {
+                            Some(usage) => ending.with_usage(usage),
+                            None => ending,
+                        }
+                    }
+                };
+                return Pumped::Ended(ending, text);
             }
             (due, timeout) = self.limits.next_by(Instant::now());
         }

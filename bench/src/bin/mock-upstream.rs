@@ -15,8 +15,9 @@
 //! (400s worded as OpenAI words a prompt too long and a filtered prompt),
 //! `hang`, `reset` (connection closed before headers), `cut` (stream closed
 //! after `x-mock-cut-after` chunks), `garbage` (malformed body),
-//! `error-event` (an SSE `error` event mid-stream) and `overloaded`
-//! (Anthropic's 529). Errors come in the format of the endpoint called.
+//! `error-event` (an SSE `error` event mid-stream), `failed` (a Responses
+//! stream ended by `response.failed`) and `overloaded` (Anthropic's 529).
+//! Errors come in the format of the endpoint called.
 //! `GET /mock/stats` counts requests and streams (including streams the
 //! client abandoned); `GET /mock/last-request` shows the last request's
 //! body (parsed, and as text), credential headers and `anthropic-*` and
@@ -98,10 +99,14 @@ enum Fault {
         after_chunks: usize,
     },
     Garbage,
-    /// Streams only: an SSE `error` event after two chunks, then `[DONE]`.
+    /// Streams only: an SSE `error` event, in the endpoint's format, after
+    /// two frames, then the rest of the stream.
     ErrorEvent,
     /// Anthropic's 529 `overloaded_error`.
     Overloaded,
+    /// Responses streams only: `response.failed` after two frames, as the
+    /// stream's last event.
+    Failed,
 }
 
 /// The API an endpoint speaks: its request, answer and error formats.
@@ -541,13 +546,31 @@ fn stream_response(
         Some(Fault::ErrorEvent) => {
             let mut error = ErrorBody::new(ErrorType::Upstream, "injected overload mid-stream");
             let frame = match format {
-                Format::OpenAi | Format::Responses => sse::error_frame(&error),
+                Format::OpenAi => sse::error_frame(&error),
+                // The Responses API's own error event, next in sequence.
+                Format::Responses => {
+                    let event = serde_json::json!({"type": "error", "sequence_number": 2,
+                        "code": "server_error", "message": error.error.message, "param": null});
+                    Bytes::from(format!("event: error\ndata: {event}\n\n"))
+                }
                 Format::Anthropic => {
                     error.error.kind = "overloaded_error".into();
                     anthropic::stream::error_event_for(anthropic::error::OVERLOADED, &error)
                 }
             };
             frames.insert(2, frame);
+            None
+        }
+        Some(Fault::Failed) if format == Format::Responses => {
+            let failed = serde_json::json!({"type": "response.failed", "sequence_number": 99,
+                "response": {"id": "resp_mock_failed", "object": "response", "status": "failed",
+                    "model": "mock", "output": [],
+                    "error": {"code": "server_error", "message": "injected failure"},
+                    "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}});
+            frames.truncate(2);
+            frames.push(Bytes::from(format!(
+                "event: response.failed\ndata: {failed}\n\n"
+            )));
             None
         }
         _ => None,
@@ -651,6 +674,7 @@ fn fault(headers: &HeaderMap) -> Option<Fault> {
         "garbage" => Fault::Garbage,
         "error-event" => Fault::ErrorEvent,
         "overloaded" => Fault::Overloaded,
+        "failed" => Fault::Failed,
         _ => return None,
     })
 }

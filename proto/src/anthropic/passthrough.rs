@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::usage;
-use crate::rewrite::{with_model, RewrittenBody};
+use crate::rewrite::{failure_message, with_model, RewrittenBody};
 
 /// A message, or the `message` of `message_start`.
 #[derive(Deserialize)]
@@ -79,6 +79,7 @@ pub fn rewrite_message(
         usage_error,
         starts_reply: true,
         ends_stream: false,
+        failure: None,
     })
 }
 
@@ -129,7 +130,8 @@ impl EventReader {
             usage,
             usage_error,
             starts_reply: !opening,
-            ends_stream: event.kind == "message_stop",
+            ends_stream: matches!(event.kind.as_ref(), "message_stop" | "error"),
+            failure: (event.kind == "error").then(|| failure_message(data, "/error/message")),
         })
     }
 }
@@ -174,6 +176,17 @@ mod tests {
 
     use super::*;
     use crate::Usage;
+
+    #[test]
+    fn an_error_event_ends_the_stream_as_a_failure() {
+        let mut reader = EventReader::default();
+        let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        let read = reader
+            .event(error.to_string().as_bytes(), "claude", &mut String::new())
+            .unwrap();
+        assert!(read.ends_stream);
+        assert_eq!(read.failure.as_deref(), Some("Overloaded"));
+    }
 
     #[test]
     fn a_message_keeps_every_byte_but_the_model() {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::error::ErrorBody;
-use crate::rewrite::{with_model, RewrittenBody};
+use crate::rewrite::{failure_message, with_model, RewrittenBody};
 use crate::Usage;
 
 /// A response object, or a lifecycle event's `response`.
@@ -76,6 +76,7 @@ pub fn rewrite_response(
         usage_error,
         starts_reply: true,
         ends_stream: false,
+        failure: None,
     })
 }
 
@@ -109,12 +110,18 @@ impl EventReader {
         if event.kind.ends_with(".delta") {
             text.push_str(event.delta.as_deref().unwrap_or(""));
         }
+        let failure = match event.kind.as_ref() {
+            "response.failed" => Some(failure_message(data, "/response/error/message")),
+            "error" => Some(failure_message(data, "/message")),
+            _ => None,
+        };
         Ok(RewrittenBody {
             json: Some(json.unwrap_or_else(|| data.to_vec())),
             usage,
             usage_error,
             starts_reply: !OPENING.contains(&event.kind.as_ref()),
-            ends_stream: ENDING.contains(&event.kind.as_ref()),
+            ends_stream: ENDING.contains(&event.kind.as_ref()) || failure.is_some(),
+            failure,
         })
     }
 
@@ -190,6 +197,37 @@ mod tests {
         assert_eq!(String::from_utf8(out.json.unwrap()).unwrap(), expected);
         assert_eq!(out.usage, Some(Usage::new(120, 9).with_cache(100, 0)));
         assert_eq!(text, r#"Hi{"x":1.10}"#);
+    }
+
+    #[test]
+    fn an_upstreams_failure_ends_the_stream_as_a_failure() {
+        let mut reader = EventReader::default();
+        let mut text = String::new();
+        let mut read = |event: Value| {
+            reader
+                .event(event.to_string().as_bytes(), "gpt", &mut text)
+                .unwrap()
+        };
+        let failed = read(json!({"type": "response.failed", "sequence_number": 4,
+            "response": {"id": "r", "model": "gpt-5", "status": "failed",
+                "error": {"code": "server_error", "message": "model crashed"},
+                "usage": {"input_tokens": 5, "output_tokens": 1}}}));
+        assert!(failed.ends_stream);
+        assert_eq!(failed.failure.as_deref(), Some("model crashed"));
+        assert_eq!(
+            failed.usage,
+            Some(Usage::new(5, 1)),
+            "what it used still counts"
+        );
+        let error = read(
+            json!({"type": "error", "sequence_number": 5, "code": "server_error",
+            "message": "overloaded", "param": null}),
+        );
+        assert!(error.ends_stream);
+        assert_eq!(error.failure.as_deref(), Some("overloaded"));
+        let done = read(json!({"type": "response.completed", "sequence_number": 3,
+            "response": {"id": "r", "model": "gpt-5", "status": "completed", "usage": null}}));
+        assert_eq!(done.failure, None);
     }
 
     #[test]
