@@ -199,15 +199,18 @@ mod tests {
         assert_eq!(text, r#"Hi{"x":1.10}"#);
     }
 
+    /// What `reader` makes of `event`, for alias `gpt`.
+    fn read(reader: &mut EventReader, text: &mut String, event: Value) -> RewrittenBody {
+        reader
+            .event(event.to_string().as_bytes(), "gpt", text)
+            .unwrap()
+    }
+
     #[test]
     fn an_upstreams_failure_ends_the_stream_as_a_failure() {
         let mut reader = EventReader::default();
         let mut text = String::new();
-        let mut read = |event: Value| {
-            reader
-                .event(event.to_string().as_bytes(), "gpt", &mut text)
-                .unwrap()
-        };
+        let mut read = |event: Value| read(&mut reader, &mut text, event);
         let failed = read(json!({"type": "response.failed", "sequence_number": 4,
             "response": {"id": "r", "model": "gpt-5", "status": "failed",
                 "error": {"code": "server_error", "message": "model crashed"},
@@ -234,11 +237,7 @@ mod tests {
     fn a_stream_holds_openings_and_ends_at_completed() {
         let mut reader = EventReader::default();
         let mut text = String::new();
-        let mut read = |event: Value| {
-            reader
-                .event(event.to_string().as_bytes(), "gpt", &mut text)
-                .unwrap()
-        };
+        let mut read = |event: Value| read(&mut reader, &mut text, event);
         let created = read(json!({"type": "response.created", "sequence_number": 0,
             "response": {"id": "resp_1", "model": "gpt-5", "status": "in_progress", "usage": null}}));
         assert!(!created.starts_reply && created.usage.is_none());
