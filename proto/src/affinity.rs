@@ -7,9 +7,11 @@
 //! 2. `prompt_cache_key`, OpenAI's own name for it;
 //! 3. `user` (where an Anthropic client's `metadata.user_id` lands), an
 //!    agent's session;
-//! 4. its leading prefix: the messages up to the last one that marks a
-//!    `cache_control` breakpoint, or else its system messages and first
-//!    other message, which every later turn of a conversation repeats.
+//! 4. its leading prefix: the messages up to the first one that marks a
+//!    `cache_control` breakpoint (agents move their last breakpoint to
+//!    the newest turn, while the first stays on the same system prompt or
+//!    document), or else its system messages and first other message,
+//!    which every later turn of a conversation repeats.
 //!
 //! Each is hashed with its kind, so a key and a prefix never collide.
 
@@ -49,7 +51,7 @@ pub fn identity(body: &Map<String, Value>, named: Option<&str>) -> Option<[u8; 3
 
 /// The messages a conversation's every turn starts with.
 fn prefix(messages: &[Value]) -> &[Value] {
-    let marked = messages.iter().rposition(marks_breakpoint);
+    let marked = messages.iter().position(marks_breakpoint);
     if let Some(last) = marked {
         return &messages[..=last];
     }
@@ -104,6 +106,14 @@ mod tests {
                 {"role": "user", "content": question}]}))
         };
         assert_eq!(identity(&marked("Q1"), None), identity(&marked("Q2"), None));
+        // A later turn marks its newest message too: the first breakpoint
+        // still names the conversation.
+        let mut later = marked("Q1");
+        if let Some(Value::Array(messages)) = later.get_mut("messages") {
+            messages.push(json!({"role": "user", "content": [
+                {"type": "text", "text": "Q3", "cache_control": {"type": "ephemeral"}}]}));
+        }
+        assert_eq!(identity(&later, None), identity(&marked("Q1"), None));
         let keyed = |key: &str, question: &str| {
             body(
                 json!({"prompt_cache_key": key, "user": "u", "messages": [{"role": "user", "content": question}]}),

@@ -21,11 +21,11 @@ use crate::routing::Attempt;
 pub(super) struct Ending {
     pub(super) outcome: CallOutcome,
     /// The status the client got; 499 when it went away first.
-    pub(super) status: u16,
-    pub(super) ttft: Option<Duration>,
+    status: u16,
+    ttft: Option<Duration>,
     pub(super) usage: Option<Usage>,
     /// Why the upstream call failed, for the log line.
-    pub(super) error: Option<CallError>,
+    error: Option<CallError>,
 }
 
 impl Ending {
@@ -209,7 +209,7 @@ impl CallRecord<'_> {
         );
     }
 
-    pub(super) fn record(
+    fn record(
         &self,
         outcome: CallOutcome,
         ttft: Option<Duration>,

@@ -1,7 +1,8 @@
 //! A streamed answer on its way to the client: events forwarded as they
 //! come, `model` rewritten, held back until the first content so that a
 //! stream failing before then can be retried unseen, and ended with an
-//! SSE `error` event, never a normal finish, when it breaks after.
+//! SSE `error` event, never a normal finish, when it breaks after — or,
+//! when the upstream ended it with an error of its own, with that.
 
 use std::time::{Duration, Instant};
 
@@ -57,8 +58,10 @@ impl Stream<'_> {
     /// the first event with content (a role-only first chunk, Anthropic's
     /// `message_start`, wait for it), so a stream that fails before then
     /// can be retried or fall back unseen. A stream counts as complete
-    /// only when the upstream ended it (`[DONE]`, `message_stop`); any
-    /// other end after content (closed early, broken,
+    /// only when the upstream ended it in order (`[DONE]`, `message_stop`,
+    /// `response.completed`); one the upstream ended with its own failure
+    /// (`response.failed`) reaches the client as it came but counts as
+    /// failed; any other end after content (closed early, broken,
     /// stalled, garbage, past the deadline) reaches the client as an SSE
     /// `error` event, never as a normal finish. A client that goes away,
     /// or stops reading for the idle timeout, cancels the stream.
@@ -117,9 +120,9 @@ impl Stream<'_> {
                         // The upstream's own error before any content: a
                         // failure like any other, retried unseen.
                         if let (ClientSide::Waiting(..), Some(detail)) =
-                            (&client, rewritten.failure.clone())
+                            (&client, rewritten.failure.as_ref())
                         {
-                            let cause = ProviderError::Broken(detail);
+                            let cause = ProviderError::Broken(detail.clone());
                             return self
                                 .fail(client, cause, ttft, text, &frames_tx, &rewriter)
                                 .await;

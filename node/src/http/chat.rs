@@ -111,16 +111,6 @@ async fn checked(
 ) -> Result<Response, Refusal> {
     let (caller, request, route, thread) = check(dialect, state, headers, body, trail).await?;
     let writer = dialect.writer(thread);
-    // Only an alias with a deployment of another API may translate.
-    let translates = route.targets.iter().any(|target| {
-        let provider = target.deployment.provider();
-        !provider.speaks(request.client_format())
-    });
-    let writer = if translates {
-        writer.counting_prompt(&request)
-    } else {
-        writer
-    };
     let refused = |error: ApiError| (error, Some(request.model.clone()));
     // The answer's place in the cache, when the request takes part in it.
     let taking_part = match lookup(state, &caller, &request, headers)
@@ -149,6 +139,14 @@ async fn checked(
     });
     let fallbacks = Fallbacks::resolve(&route, &state.routes, |alias| caller.allows_model(alias));
     let admission = limits::admit(state, &caller, &request, &route).map_err(refused)?;
+    // An Anthropic client's stream that may come back translated reports
+    // its prompt's size first: counted meanwhile, once it is sure to run.
+    let writer = if dialect == Dialect::Anthropic && request.stream && translates(&route, &request)
+    {
+        writer.counting_prompt(&request)
+    } else {
+        writer
+    };
     let admitted = Admitted {
         request,
         route,
@@ -253,6 +251,16 @@ async fn check(
         return Err((error, Some(request.model)));
     }
     Ok((caller, request, route, thread))
+}
+
+/// Whether any of the alias's deployments speaks another API than the
+/// request's client: only then may its answer be translated.
+fn translates(route: &AliasRoute, request: &ChatRequest) -> bool {
+    let format = request.client_format();
+    route
+        .targets
+        .iter()
+        .any(|target| !target.deployment.provider().speaks(format))
 }
 
 /// The 400 for a request that only deployments of its client's format

@@ -10,7 +10,7 @@ use axum::Json;
 use chorus_actors::estimate;
 use chorus_proto::ErrorType;
 use http::{HeaderMap, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::body::read_body;
 use super::dialect::Dialect;
@@ -43,8 +43,12 @@ async fn count(state: &AppState, headers: &HeaderMap, body: Body) -> Result<u64,
             format!("the model `{}` does not exist", request.model),
         ));
     }
-    let tools = request
-        .field("tools")
-        .map_or(0, |tools| estimate::tokens(&tools.to_string()));
-    Ok(estimate::prompt_tokens(request.messages()) + tools)
+    Ok(prompt_tokens(request.messages(), request.field("tools")))
+}
+
+/// A prompt's tokens as this endpoint counts them: its messages, then its
+/// tools' definitions.
+pub(super) fn prompt_tokens(messages: &[Value], tools: Option<&Value>) -> u64 {
+    let tools = tools.map_or(0, |tools| estimate::tokens(&tools.to_string()));
+    estimate::prompt_tokens(messages) + tools
 }

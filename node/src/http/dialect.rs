@@ -11,7 +11,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use chorus_actors::estimate;
 use chorus_proto::anthropic::stream::{error_event_for, ToEvents};
 use chorus_proto::anthropic::{reply, request};
 use chorus_proto::responses::stream::ToResponseEvents;
@@ -123,16 +122,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// The writer, counting `request`'s prompt meanwhile when it is an
-    /// Anthropic client's stream (which may come back translated): as
-    /// `/v1/messages/count_tokens` counts it, off the async threads.
+    /// The writer, counting `request`'s prompt in the background (off
+    /// the async threads) as `/v1/messages/count_tokens` counts it, for
+    /// the `message_start` of an Anthropic stream written translated.
     pub fn counting_prompt(mut self, request: &ChatRequest) -> Self {
-        if self.dialect == Dialect::Anthropic && request.stream {
-            let messages = request.messages().to_vec();
-            let count = tokio::task::spawn_blocking(move || estimate::prompt_tokens(&messages));
-            let count = count.map(|counted| counted.unwrap_or(0)).boxed().shared();
-            self.prompt_tokens = Some(count);
-        }
+        let messages = request.messages().to_vec();
+        let tools = request.field("tools").cloned();
+        let count = tokio::task::spawn_blocking(move || {
+            super::count_tokens::prompt_tokens(&messages, tools.as_ref())
+        });
+        let count = count.map(|counted| counted.unwrap_or(0)).boxed().shared();
+        self.prompt_tokens = Some(count);
         self
     }
 

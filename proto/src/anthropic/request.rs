@@ -57,19 +57,21 @@ pub fn to_messages(
         out.insert("system".into(), Value::Array(system));
     }
     out.insert("messages".into(), Value::Array(turns.0));
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
+    let client_max_tokens = ["max_completion_tokens", "max_tokens"]
         .iter()
-        .find_map(|field| chat.get(*field).and_then(Value::as_u64))
-        .unwrap_or(default_max_tokens);
-    out.insert("max_tokens".into(), max_tokens.into());
+        .find_map(|field| chat.get(*field).and_then(Value::as_u64));
+    let mut max_tokens = client_max_tokens.unwrap_or(default_max_tokens);
     if let Some(effort) = chat.get("reasoning_effort").filter(|e| !e.is_null()) {
         let effort = effort
             .as_str()
             .ok_or_else(|| wrong_type("reasoning_effort", "a string"))?;
-        if let Some(thinking) = thinking::to_thinking(effort, max_tokens, chat)? {
+        let asked = thinking::to_thinking(effort, client_max_tokens, default_max_tokens, chat)?;
+        if let Some((thinking, with_room)) = asked {
             out.insert("thinking".into(), thinking);
+            max_tokens = with_room;
         }
     }
+    out.insert("max_tokens".into(), max_tokens.into());
     for field in ["temperature", "top_p"] {
         if let Some(value) = chat.get(field).filter(|value| !value.is_null()) {
             out.insert(field.into(), value.clone());

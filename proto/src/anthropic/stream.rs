@@ -145,11 +145,15 @@ impl ToChunks {
 
     /// Appends `text` to `field` of the open thinking block at `index`.
     fn grow_thinking(&mut self, index: u64, field: &str, text: &str) {
-        if let Some((open, block)) = &mut self.thinking {
-            if *open == index {
-                let grown = format!("{}{text}", block[field].as_str().unwrap_or(""));
-                block[field] = Value::String(grown);
-            }
+        let Some((open, block)) = &mut self.thinking else {
+            return;
+        };
+        if *open != index {
+            return;
+        }
+        match &mut block[field] {
+            Value::String(grown) => grown.push_str(text),
+            slot => *slot = Value::String(text.to_owned()),
         }
     }
 

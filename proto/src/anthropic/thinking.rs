@@ -28,7 +28,7 @@ pub fn budget(effort: &str) -> Result<Option<u64>, RequestError> {
         "high" => Ok(Some(4 * MIN_BUDGET)),
         _ => Err(crate::chat::wrong_type(
             "reasoning_effort",
-            "`minimal`, `low`, `medium` or `high`",
+            "`none`, `minimal`, `low`, `medium` or `high`",
         )),
     }
 }
@@ -43,25 +43,32 @@ pub fn effort(budget_tokens: u64) -> &'static str {
 }
 
 /// Anthropic's `thinking` for an OpenAI request's `reasoning_effort`,
-/// with the `max_tokens` it needs: Anthropic counts thinking within
-/// `max_tokens` and wants the budget below it, so a budget that does not
-/// fit is cut to what does, and refused when that is below the minimum.
-/// Sampling settings Anthropic refuses with thinking are refused here,
-/// naming them.
+/// and the `max_tokens` to send with it. Anthropic counts thinking within
+/// `max_tokens`, as OpenAI counts reasoning within `max_completion_tokens`:
+/// a limit the client set is kept, and the budget takes at most half of
+/// it, so the answer has the rest (refused when that half is below the
+/// minimum); with no limit set, the default is the answer's and the
+/// budget comes on top. Sampling settings Anthropic refuses with thinking
+/// are refused here, naming them.
 pub fn to_thinking(
     effort: &str,
-    max_tokens: u64,
+    client_max_tokens: Option<u64>,
+    default_max_tokens: u64,
     chat: &serde_json::Map<String, Value>,
-) -> Result<Option<Value>, RequestError> {
+) -> Result<Option<(Value, u64)>, RequestError> {
     let Some(wanted) = budget(effort)? else {
         return Ok(None);
     };
-    let budget = wanted.min(max_tokens.saturating_sub(1));
+    let (budget, max_tokens) = match client_max_tokens {
+        Some(max_tokens) => (wanted.min(max_tokens / 2), max_tokens),
+        None => (wanted, default_max_tokens.saturating_add(wanted)),
+    };
     if budget < MIN_BUDGET {
         return Err(untranslatable(
             "max_completion_tokens",
             format!(
-                "Anthropic models think within the output limit and need it above {MIN_BUDGET} tokens for `reasoning_effort`"
+                "Anthropic models think within the output limit: `reasoning_effort` needs it at {} tokens or more",
+                2 * MIN_BUDGET
             ),
         ));
     }
@@ -85,7 +92,8 @@ pub fn to_thinking(
                 .into(),
         ));
     }
-    Ok(Some(json!({"type": "enabled", "budget_tokens": budget})))
+    let thinking = json!({"type": "enabled", "budget_tokens": budget});
+    Ok(Some((thinking, max_tokens)))
 }
 
 /// An assistant turn's thinking blocks, to go back to Anthropic first.
@@ -145,29 +153,35 @@ mod tests {
     }
 
     #[test]
-    fn thinking_fits_in_the_output_limit_or_is_refused() {
+    fn thinking_leaves_the_answer_room_or_is_refused() {
         let none = chat(json!({}));
+        let thinking = |tokens: u64| json!({"type": "enabled", "budget_tokens": tokens});
         assert_eq!(
-            to_thinking("high", 10_000, &none).unwrap(),
-            Some(json!({"type": "enabled", "budget_tokens": 4096}))
+            to_thinking("high", Some(10_000), 4096, &none).unwrap(),
+            Some((thinking(4096), 10_000))
         );
         assert_eq!(
-            to_thinking("high", 3_000, &none).unwrap(),
-            Some(json!({"type": "enabled", "budget_tokens": 2999})),
-            "cut to fit"
+            to_thinking("high", Some(3_000), 4096, &none).unwrap(),
+            Some((thinking(1500), 3_000)),
+            "half the client's limit at most"
         );
-        assert_eq!(to_thinking("minimal", 10, &none).unwrap(), None);
-        let short = to_thinking("low", 1024, &none).unwrap_err();
+        assert_eq!(
+            to_thinking("high", None, 4096, &none).unwrap(),
+            Some((thinking(4096), 8192)),
+            "no limit set: the budget comes on top of the default"
+        );
+        assert_eq!(to_thinking("minimal", Some(10), 4096, &none).unwrap(), None);
+        let short = to_thinking("low", Some(2047), 4096, &none).unwrap_err();
         assert_eq!(short.param(), Some("max_completion_tokens"));
-        let cold = to_thinking("low", 4096, &chat(json!({"temperature": 0.2}))).unwrap_err();
+        let cold = to_thinking("low", None, 4096, &chat(json!({"temperature": 0.2}))).unwrap_err();
         assert_eq!(cold.param(), Some("temperature"));
         let forced = chat(json!({"tool_choice": "required"}));
         assert_eq!(
-            to_thinking("low", 4096, &forced).unwrap_err().param(),
+            to_thinking("low", None, 4096, &forced).unwrap_err().param(),
             Some("tool_choice")
         );
         let warm = chat(json!({"temperature": 1.0, "tool_choice": "auto"}));
-        assert!(to_thinking("low", 4096, &warm).unwrap().is_some());
+        assert!(to_thinking("low", None, 4096, &warm).unwrap().is_some());
     }
 
     #[test]

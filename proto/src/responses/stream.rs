@@ -147,8 +147,6 @@ impl ToResponseEvents {
         }
     }
 
-    /// A text or refusal delta, opening its message item first when the
-    /// open one (if any) holds the other kind.
     /// Reasoning text as summary deltas of the reasoning item, opened
     /// first; thinking blocks are kept for the item's end.
     fn think(&mut self, text: &str, blocks: Vec<Value>, out: &mut BytesMut) {
@@ -212,6 +210,9 @@ impl ToResponseEvents {
         self.finish_item(index, item, out);
     }
 
+    /// A text or refusal delta, opening its message item first when the
+    /// open one (if any) holds the other kind; the reasoning before it
+    /// ends.
     fn text(&mut self, kind: PartKind, text: &str, out: &mut BytesMut) {
         self.close_reasoning(out);
         if self.part.as_ref().is_some_and(|part| part.kind != kind) {
