@@ -144,6 +144,7 @@ pub fn build_routes(config: &Config, http_client: &reqwest::Client, ledger: &Led
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    keep_running_on_hangup();
     // Estimates are rare, but the first should not pay for loading the tokenizer.
     tokio::task::spawn_blocking(chorus_actors::estimate::warm_up);
     let http_client = providers::http_client().context("cannot build the upstream HTTP client")?;
@@ -339,6 +340,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cluster.leave();
     }
     Ok(())
+}
+
+/// SIGHUP — `systemctl reload`, a closed terminal — must never stop a
+/// node, as its default action would. The node has nothing to reload yet,
+/// so each one is logged and the node goes on as it was.
+fn keep_running_on_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP received: the node keeps running on the config it started with"
+                        );
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot handle SIGHUP; it would stop the node"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

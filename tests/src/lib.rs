@@ -232,13 +232,23 @@ impl Node {
 
     /// Sends SIGTERM and waits for the node to exit; its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.process.0.wait().expect("wait for the node")
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`, …) to the node.
+    pub fn signal(&self, name: &str) {
         let pid = self.process.0.id().to_string();
         let sent = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
-        self.process.0.wait().expect("wait for the node")
+        assert!(sent.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Whether the node's process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.process.0.try_wait(), Ok(Some(_)))
     }
 
     /// `GET /metrics`, as text.

@@ -1,6 +1,7 @@
 //! Starting a node: bad config stops it with exit code 2 and a message
 //! naming the file and the field; flags and `CHORUS_*` variables override
-//! the file; logs are one structured line per request with no secrets.
+//! the file; logs are one structured line per request with no secrets;
+//! and SIGHUP, which would stop a process by default, never stops a node.
 
 use std::process::Command;
 use std::time::Duration;
@@ -272,4 +273,17 @@ async fn listen_flag_and_env_override_the_file() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(live, 200);
+}
+
+#[tokio::test]
+async fn sighup_never_stops_a_node() {
+    let mut node = Node::start(&chorus_tests::mock_config()).await;
+    for _ in 0..3 {
+        node.signal("HUP");
+    }
+    node.wait_for_log("SIGHUP received").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!node.has_exited(), "the node stopped on SIGHUP");
+    let answer = node.chat_json(&chat_body("fast", false)).await;
+    assert_eq!(answer["model"], "fast");
 }
