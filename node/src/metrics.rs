@@ -49,6 +49,7 @@ pub struct Metrics {
     gossip_bytes: IntCounterVec,
     gossip_packets: IntCounterVec,
     gossip_auth_failures: IntCounter,
+    gossip_dropped: IntCounterVec,
     request_log_dropped: IntCounter,
     /// The last ten minutes, for the status page's charts.
     recent: Recent,
@@ -151,6 +152,13 @@ impl Metrics {
             "Gossip datagrams dropped because their seal did not verify.",
         )?;
         registry.register(Box::new(gossip_auth_failures.clone()))?;
+        let gossip_dropped = counter(
+            "gossip_dropped_total",
+            "Gossip datagrams or messages dropped, by cause: auth_failure (no accepted \
+             secret, or sealed for another node), other_cluster, malformed, undecodable, \
+             replayed, stale, wrong_sender, incomplete, queue_full.",
+            &["cause"],
+        )?;
         let request_log_dropped = IntCounter::new(
             "request_log_dropped_total",
             "Request log records dropped because the writer could not keep up.",
@@ -178,6 +186,7 @@ impl Metrics {
             gossip_bytes,
             gossip_packets,
             gossip_auth_failures,
+            gossip_dropped,
             request_log_dropped,
             recent,
             scrape: Mutex::new(()),
@@ -273,6 +282,19 @@ impl Metrics {
                 gossip.packets_received,
             );
             catch_up(&self.gossip_auth_failures, gossip.auth_failures);
+            for (cause, total) in [
+                ("auth_failure", gossip.auth_failures),
+                ("other_cluster", gossip.other_cluster),
+                ("malformed", gossip.malformed),
+                ("undecodable", gossip.undecodable),
+                ("replayed", gossip.replayed),
+                ("stale", gossip.stale),
+                ("wrong_sender", gossip.wrong_sender),
+                ("incomplete", gossip.incomplete),
+                ("queue_full", gossip.queue_full),
+            ] {
+                catch_up(&self.gossip_dropped.with_label_values(&[cause]), total);
+            }
         }
         let mut text = String::new();
         if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text) {

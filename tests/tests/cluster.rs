@@ -119,21 +119,27 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
         .try_into()
         .unwrap();
     let own_address = sender.local_addr().unwrap();
-    let seal = |tag: &[u8],
-                key: &[u8],
-                from: std::net::SocketAddr,
-                sent_at: u64,
-                sequence: u64,
-                payload: &[u8]| {
-        let ip = match from.ip() {
+    // An address as the seal carries it: IPv6 (IPv4 mapped), then port.
+    let address = |at: std::net::SocketAddr| {
+        let ip = match at.ip() {
             std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped(),
             std::net::IpAddr::V6(ip) => ip,
         };
+        [ip.octets().as_slice(), &at.port().to_be_bytes()].concat()
+    };
+    let node_a: std::net::SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+    // Sealed for node a, unless `to` says otherwise.
+    let seal_to = |to: std::net::SocketAddr,
+                   tag: &[u8],
+                   key: &[u8],
+                   from: std::net::SocketAddr,
+                   sent_at: u64,
+                   sequence: u64,
+                   payload: &[u8]| {
         let header = [
             b"CHG2".as_slice(),
             tag,
-            &ip.octets(),
-            &from.port().to_be_bytes(),
+            &address(from),
             &sent_at.to_be_bytes(),
             &sequence.to_be_bytes(),
             &[0, 1],
@@ -141,9 +147,17 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
         .concat();
         let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
         mac.update(&header);
+        mac.update(&address(to));
         mac.update(payload);
         [header.as_slice(), &mac.finalize().into_bytes(), payload].concat()
     };
+    let seal =
+        |tag: &[u8],
+         key: &[u8],
+         from: std::net::SocketAddr,
+         sent_at: u64,
+         sequence: u64,
+         payload: &[u8]| { seal_to(node_a, tag, key, from, sent_at, sequence, payload) };
     let send = |datagram: &[u8]| {
         sender.send_to(datagram, &target).unwrap();
     };
@@ -179,13 +193,25 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
     // The right key, sealed for another sender than the one sending it.
     let elsewhere: std::net::SocketAddr = ([127, 0, 0, 1], 9).into();
     send(&seal(&tag, secret, elsewhere, now_ms(), 5, b"relayed"));
+    // The right key, sealed for node b: captured on its way there and
+    // replayed to node a, it does not open.
+    let node_b: std::net::SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+    send(&seal_to(
+        node_b,
+        &tag,
+        secret,
+        own_address,
+        now_ms(),
+        6,
+        b"for b",
+    ));
 
     let gossip = eventually(PATIENCE, "drops counted", || async {
         let gossip = a.cluster_view().await["gossip"].clone();
         let counted = |field: &str| gossip[field].as_u64().unwrap_or(0);
         (counted("malformed") >= 2
             && counted("other_cluster") >= 1
-            && counted("auth_failures") >= 2
+            && counted("auth_failures") >= 3
             && counted("undecodable") >= 1
             && counted("replayed") >= 1
             && counted("stale") >= 1
@@ -193,7 +219,7 @@ async fn forged_foreign_and_garbage_gossip_is_dropped_and_counted() {
             .then_some(gossip)
     })
     .await;
-    assert!(gossip["dropped"].as_u64().unwrap() >= 9, "{gossip}");
+    assert!(gossip["dropped"].as_u64().unwrap() >= 10, "{gossip}");
 
     // The cluster is undisturbed and the intruder never appears.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,15 +1,16 @@
 //! `GET /metrics` as Prometheus scrapes it: requests by alias, deployment
 //! and status, tokens, cost, latency histograms, rejections, breakers,
-//! cluster members and gossip traffic — valid for `promtool check metrics`
+//! cluster members, gossip traffic and gossip drops by cause — valid for `promtool check metrics`
 //! (Debian's `prometheus` package; `tests/run.sh` installs it) and with no
 //! key, token or prompt in it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use chorus_tests::{
-    chat_body, standard_config, start_cluster, MockUpstream, Node, ADMIN_TOKEN, TEST_KEY,
-    UPSTREAM_KEY,
+    chat_body, eventually, standard_config, start_cluster, MockUpstream, Node, ADMIN_TOKEN,
+    TEST_KEY, UPSTREAM_KEY,
 };
 
 async fn scrape(node: &Node) -> String {
@@ -149,8 +150,23 @@ async fn requests_rejections_and_breakers_are_exposed_and_pass_promtool() {
 
 #[tokio::test]
 async fn cluster_members_and_gossip_traffic_are_exposed() {
-    let (nodes, _) = start_cluster(&["metrics-a", "metrics-b"], "metrics-secret-0123456789").await;
-    let text = scrape(&nodes[0]).await;
+    let (nodes, gossip_ports) =
+        start_cluster(&["metrics-a", "metrics-b"], "metrics-secret-0123456789").await;
+    // A datagram that is not gossip at all, on node a's gossip port.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger
+        .send_to(b"not a sealed datagram", ("127.0.0.1", gossip_ports[0]))
+        .unwrap();
+    let dropped = r#"chorus_gossip_dropped_total{cause="malformed"}"#;
+    let text = eventually(Duration::from_secs(5), "the drop counted", || async {
+        let text = scrape(&nodes[0]).await;
+        (value(&text, dropped) == 1.0).then_some(text)
+    })
+    .await;
+    for cause in ["auth_failure", "replayed", "stale", "wrong_sender"] {
+        let series = format!(r#"chorus_gossip_dropped_total{{cause="{cause}"}}"#);
+        assert_eq!(value(&text, &series), 0.0, "{cause}");
+    }
     assert_eq!(
         value(&text, r#"chorus_cluster_members{state="alive"}"#),
         2.0

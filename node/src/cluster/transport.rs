@@ -138,10 +138,17 @@ impl Transport for AuthenticatedTransport {
             .with_context(|| format!("cannot bind the gossip socket to {listen_addr}/udp"))?;
         let public = Arc::new(public);
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+        // Peers send to the advertised address; one that reaches the
+        // listen address names that one.
+        let mut receivers = vec![self.advertise];
+        if listen_addr != self.advertise && !listen_addr.ip().is_unspecified() {
+            receivers.push(listen_addr);
+        }
         let receiver = Receiver {
             public: public.clone(),
             codec: LoopbackCodec::open().await?,
             sealer: self.sealer.clone(),
+            receivers,
             replay: ReplayGuard::default(),
             reassembly: Reassembly::default(),
             counters: self.counters.clone(),
@@ -166,6 +173,9 @@ struct Receiver {
     public: Arc<tokio::net::UdpSocket>,
     codec: LoopbackCodec,
     sealer: Sealer,
+    /// This node's gossip addresses: a datagram sealed for another node's
+    /// does not open here.
+    receivers: Vec<SocketAddr>,
     replay: ReplayGuard,
     reassembly: Reassembly,
     counters: Arc<GossipCounters>,
@@ -232,7 +242,7 @@ impl Receiver {
             tracing::debug!(%from, length = datagram.len(), "dropped a gossip datagram");
             None
         };
-        let (header, piece) = match self.sealer.open(datagram) {
+        let (header, piece) = match self.sealer.open(datagram, &self.receivers) {
             Ok(opened) => opened,
             Err(refused) => return refuse(counters.refused(refused)),
         };
@@ -324,7 +334,7 @@ impl Socket for AuthenticatedSocket {
                 fragments,
             };
             self.next_sequence += 1;
-            let datagram = self.sealer.seal(&header, piece);
+            let datagram = self.sealer.seal(&header, to, piece);
             sent += self
                 .public
                 .send_to(&datagram, to)

@@ -53,6 +53,8 @@ pub struct GossipFigures {
     pub stale: u64,
     pub wrong_sender: u64,
     pub incomplete: u64,
+    /// Messages chitchat was too far behind to take.
+    pub queue_full: u64,
     pub dropped: u64,
 }
 
@@ -176,6 +178,7 @@ impl GossipFigures {
             stale: counters.stale.load(Relaxed),
             wrong_sender: counters.wrong_sender.load(Relaxed),
             incomplete: counters.incomplete.load(Relaxed),
+            queue_full: counters.queue_full.load(Relaxed),
             dropped: counters.dropped(),
             ..GossipFigures::default()
         }

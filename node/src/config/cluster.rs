@@ -25,10 +25,12 @@ pub struct RawCluster {
     /// UDP address gossip listens on. Default `127.0.0.1:7946`.
     pub listen: Option<String>,
     /// Address peers reach this node's gossip at; every datagram is sealed
-    /// with it, and peers drop datagrams that come from elsewhere. Default:
-    /// `listen`.
+    /// with it, and peers drop datagrams that come from elsewhere. Peers
+    /// seal theirs for it too: a datagram sealed for another node's
+    /// address does not open here. Default: `listen`.
     pub advertise: Option<String>,
-    /// Gossip addresses (`host:port`) of nodes to join through. Default none.
+    /// Gossip addresses (`host:port`) of nodes to join through: each one's
+    /// `advertise` (or `listen`) address. Default none.
     #[serde(default)]
     pub seeds: Vec<String>,
     /// Nodes only gossip with nodes of the same cluster id. Default `chorus`.

@@ -8,12 +8,15 @@
 //! sent at    8  the sender's clock, ms since the Unix epoch
 //! sequence   8  per sender, increasing, never reused across restarts
 //! fragment   2  index, count
-//! MAC       32  HMAC-SHA256 over all of the above and the payload
+//! MAC       32  HMAC-SHA256 over all of the above, the receiver's
+//!               gossip address (18 bytes, as the sender's; not sent)
+//!               and the payload
 //! ```
 //!
-//! The MAC binds the payload to the sender, the time and the sequence, so
-//! a captured packet cannot be replayed from elsewhere (the sender must be
-//! where the packet comes from), later (the time must be recent) or twice
+//! The MAC binds the payload to the sender, the receiver, the time and the
+//! sequence, so a captured packet cannot be replayed from elsewhere (the
+//! sender must be where the packet comes from), to another node (only the
+//! node it was sent to opens it), later (the time must be recent) or twice
 //! (each sequence number is taken once). Several secrets may be accepted
 //! at once, the first one signing, so a secret can be rotated without a
 //! partition.
@@ -76,29 +79,31 @@ impl Sealer {
         Ok(Sealer { keys, cluster_tag })
     }
 
-    pub fn seal(&self, header: &Header, payload: &[u8]) -> Vec<u8> {
+    /// `payload` sealed with `header`, for the node at `receiver` alone.
+    pub fn seal(&self, header: &Header, receiver: SocketAddr, payload: &[u8]) -> Vec<u8> {
         let mut datagram = Vec::with_capacity(HEADER_LEN + payload.len());
         datagram.extend_from_slice(&MAGIC);
         datagram.extend_from_slice(&self.cluster_tag);
-        let ip = match header.sender.ip() {
-            IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-            IpAddr::V6(ip) => ip,
-        };
-        datagram.extend_from_slice(&ip.octets());
-        datagram.extend_from_slice(&header.sender.port().to_be_bytes());
+        datagram.extend_from_slice(&address_bytes(header.sender));
         datagram.extend_from_slice(&header.sent_at_ms.to_be_bytes());
         datagram.extend_from_slice(&header.sequence.to_be_bytes());
         datagram.extend_from_slice(&[header.fragment, header.fragments]);
         let mut mac = self.keys[0].clone();
         mac.update(&datagram);
+        mac.update(&address_bytes(receiver));
         mac.update(payload);
         datagram.extend_from_slice(&mac.finalize().into_bytes());
         datagram.extend_from_slice(payload);
         datagram
     }
 
-    /// The header and payload of an authentic datagram.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<(Header, &'a [u8]), Refused> {
+    /// The header and payload of an authentic datagram sent to one of
+    /// `receivers`, this node's own gossip addresses.
+    pub fn open<'a>(
+        &self,
+        datagram: &'a [u8],
+        receivers: &[SocketAddr],
+    ) -> Result<(Header, &'a [u8]), Refused> {
         if datagram.len() < HEADER_LEN || datagram[..MAGIC.len()] != MAGIC {
             return Err(Refused::Malformed);
         }
@@ -108,11 +113,14 @@ impl Sealer {
         }
         let (mac, payload) = rest.split_at(MAC_LEN);
         let authentic = self.keys.iter().any(|key| {
-            let mut expected = key.clone();
-            expected.update(signed);
-            expected.update(payload);
-            // `verify_slice` compares in constant time.
-            expected.verify_slice(mac).is_ok()
+            receivers.iter().any(|receiver| {
+                let mut expected = key.clone();
+                expected.update(signed);
+                expected.update(&address_bytes(*receiver));
+                expected.update(payload);
+                // `verify_slice` compares in constant time.
+                expected.verify_slice(mac).is_ok()
+            })
         });
         if !authentic {
             return Err(Refused::AuthFailure);
@@ -138,6 +146,19 @@ impl Sealer {
     }
 }
 
+/// An address as a seal carries it: the IP as IPv6 (IPv4 mapped), then
+/// the port.
+fn address_bytes(address: SocketAddr) -> [u8; SENDER_LEN] {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
+    };
+    let mut bytes = [0; SENDER_LEN];
+    bytes[..16].copy_from_slice(&ip.octets());
+    bytes[16..].copy_from_slice(&address.port().to_be_bytes());
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +166,10 @@ mod tests {
     fn sealer(secrets: &[&str]) -> Sealer {
         let secrets: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
         Sealer::new(&secrets, "prod").unwrap()
+    }
+
+    fn receiver() -> SocketAddr {
+        "10.0.0.8:7946".parse().unwrap()
     }
 
     fn header() -> Header {
@@ -159,52 +184,78 @@ mod tests {
 
     #[test]
     fn sealed_datagrams_open_with_their_header() {
-        let sealed = sealer(&["s3cret"]).seal(&header(), b"hello");
+        let sealed = sealer(&["s3cret"]).seal(&header(), receiver(), b"hello");
         assert_eq!(sealed.len(), HEADER_LEN + 5);
         assert_eq!(
-            sealer(&["s3cret"]).open(&sealed),
+            sealer(&["s3cret"]).open(&sealed, &[receiver()]),
             Ok((header(), &b"hello"[..]))
         );
         let v6 = Header {
             sender: "[2001:db8::1]:7946".parse().unwrap(),
             ..header()
         };
-        let sealed = sealer(&["s3cret"]).seal(&v6, b"");
-        assert_eq!(sealer(&["s3cret"]).open(&sealed).unwrap().0, v6);
+        let sealed = sealer(&["s3cret"]).seal(&v6, receiver(), b"");
+        assert_eq!(
+            sealer(&["s3cret"]).open(&sealed, &[receiver()]).unwrap().0,
+            v6
+        );
+    }
+
+    #[test]
+    fn only_the_node_it_was_sent_to_opens_a_datagram() {
+        let sealed = sealer(&["s3cret"]).seal(&header(), receiver(), b"hello");
+        let elsewhere: SocketAddr = "10.0.0.9:7946".parse().unwrap();
+        assert_eq!(
+            sealer(&["s3cret"]).open(&sealed, &[elsewhere]),
+            Err(Refused::AuthFailure),
+            "relayed to another node"
+        );
+        assert!(sealer(&["s3cret"])
+            .open(&sealed, &[elsewhere, receiver()])
+            .is_ok());
     }
 
     #[test]
     fn any_change_or_another_key_is_refused() {
-        let sealed = sealer(&["s3cret"]).seal(&header(), b"hello");
+        let sealed = sealer(&["s3cret"]).seal(&header(), receiver(), b"hello");
         for at in [20, 40, 45, 50, sealed.len() - 1] {
             let mut tampered = sealed.clone();
             tampered[at] ^= 1;
             assert_eq!(
-                sealer(&["s3cret"]).open(&tampered),
+                sealer(&["s3cret"]).open(&tampered, &[receiver()]),
                 Err(Refused::AuthFailure),
                 "byte {at}"
             );
         }
-        assert_eq!(sealer(&["guess"]).open(&sealed), Err(Refused::AuthFailure));
+        assert_eq!(
+            sealer(&["guess"]).open(&sealed, &[receiver()]),
+            Err(Refused::AuthFailure)
+        );
         let other = Sealer::new(&["s3cret".to_owned()], "staging")
             .unwrap()
-            .seal(&header(), b"hello");
-        assert_eq!(sealer(&["s3cret"]).open(&other), Err(Refused::OtherCluster));
+            .seal(&header(), receiver(), b"hello");
+        assert_eq!(
+            sealer(&["s3cret"]).open(&other, &[receiver()]),
+            Err(Refused::OtherCluster)
+        );
         for garbage in [&b""[..], b"CHG2", &[0u8; 100][..]] {
-            assert_eq!(sealer(&["s3cret"]).open(garbage), Err(Refused::Malformed));
+            assert_eq!(
+                sealer(&["s3cret"]).open(garbage, &[receiver()]),
+                Err(Refused::Malformed)
+            );
         }
     }
 
     #[test]
     fn during_a_rotation_both_secrets_open_and_the_first_signs() {
-        let old = sealer(&["old-secret"]).seal(&header(), b"x");
-        let new = sealer(&["new-secret"]).seal(&header(), b"x");
+        let old = sealer(&["old-secret"]).seal(&header(), receiver(), b"x");
+        let new = sealer(&["new-secret"]).seal(&header(), receiver(), b"x");
         let rotating = sealer(&["new-secret", "old-secret"]);
-        assert!(rotating.open(&old).is_ok());
-        assert!(rotating.open(&new).is_ok());
+        assert!(rotating.open(&old, &[receiver()]).is_ok());
+        assert!(rotating.open(&new, &[receiver()]).is_ok());
         assert!(sealer(&["old-secret"])
-            .open(&rotating.seal(&header(), b"x"))
+            .open(&rotating.seal(&header(), receiver(), b"x"), &[receiver()])
             .is_err());
-        assert!(sealer(&["new-secret"]).open(&old).is_err());
+        assert!(sealer(&["new-secret"]).open(&old, &[receiver()]).is_err());
     }
 }

@@ -38,7 +38,14 @@ impl RawPeer {
         }
     }
 
-    async fn sealed(&mut self, secret: &str, sent_at_ms: u64, sequence: u64) -> Vec<u8> {
+    /// A datagram for the node at `to`.
+    async fn sealed(
+        &mut self,
+        secret: &str,
+        to: SocketAddr,
+        sent_at_ms: u64,
+        sequence: u64,
+    ) -> Vec<u8> {
         let payload = self.codec.encode(syn(CLUSTER)).await.unwrap();
         let header = Header {
             sender: self.socket.local_addr().unwrap(),
@@ -49,7 +56,7 @@ impl RawPeer {
         };
         Sealer::new(&secrets(&[secret]), CLUSTER)
             .unwrap()
-            .seal(&header, &payload)
+            .seal(&header, to, &payload)
     }
 
     async fn send(&self, datagram: &[u8], to: SocketAddr) {
@@ -72,7 +79,9 @@ fn load(counter: &AtomicU64) -> u64 {
 async fn a_replayed_stale_or_relayed_datagram_is_dropped() {
     let (mut node, counters, addr) = socket(&["the-secret-0123456789"]).await;
     let mut peer = RawPeer::new().await;
-    let datagram = peer.sealed("the-secret-0123456789", unix_millis(), 7).await;
+    let datagram = peer
+        .sealed("the-secret-0123456789", addr, unix_millis(), 7)
+        .await;
     peer.send(&datagram, addr).await;
     assert_eq!(received(&mut node).await.unwrap().envelope, syn(CLUSTER));
 
@@ -86,11 +95,27 @@ async fn a_replayed_stale_or_relayed_datagram_is_dropped() {
     assert_eq!(load(&counters.wrong_sender), 1);
 
     let old = peer
-        .sealed("the-secret-0123456789", unix_millis() - 60_000, 8)
+        .sealed("the-secret-0123456789", addr, unix_millis() - 60_000, 8)
         .await;
     peer.send(&old, addr).await;
     assert!(received(&mut node).await.is_none());
     assert_eq!(load(&counters.stale), 1);
+}
+
+#[tokio::test]
+async fn a_datagram_captured_on_its_way_to_one_node_does_not_open_at_another() {
+    let (mut meant, _, meant_addr) = socket(&["the-secret-0123456789"]).await;
+    let (mut other, other_counters, other_addr) = socket(&["the-secret-0123456789"]).await;
+    let mut peer = RawPeer::new().await;
+    let datagram = peer
+        .sealed("the-secret-0123456789", meant_addr, unix_millis(), 1)
+        .await;
+    // Re-sent from the sender's own address, fresh and never seen there.
+    peer.send(&datagram, other_addr).await;
+    assert!(received(&mut other).await.is_none());
+    assert_eq!(load(&other_counters.auth_failures), 1);
+    peer.send(&datagram, meant_addr).await;
+    assert!(received(&mut meant).await.is_some());
 }
 
 #[tokio::test]
@@ -99,9 +124,14 @@ async fn the_old_secret_is_accepted_during_a_rotation_and_refused_after() {
         socket(&["new-secret-0123456789", "old-secret-0123456789"]).await;
     let (mut rotated, rotated_counters, rotated_addr) = socket(&["new-secret-0123456789"]).await;
     let mut peer = RawPeer::new().await;
-    let old = peer.sealed("old-secret-0123456789", unix_millis(), 1).await;
+    let old = peer
+        .sealed("old-secret-0123456789", rotating_addr, unix_millis(), 1)
+        .await;
     peer.send(&old, rotating_addr).await;
     assert!(received(&mut rotating).await.is_some());
+    let old = peer
+        .sealed("old-secret-0123456789", rotated_addr, unix_millis(), 2)
+        .await;
     peer.send(&old, rotated_addr).await;
     assert!(received(&mut rotated).await.is_none());
     assert_eq!(load(&rotated_counters.auth_failures), 1);
