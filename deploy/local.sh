@@ -93,15 +93,23 @@ for i in $(seq 1 "$nodes"); do
   "$chorus" serve --config "$config" >/dev/null 2>"$data/node-$i.log" &
   pids+=($!)
   wait_for_port "$http_port" "$!" || { echo "node-$i failed to start; see $data/node-$i.log" >&2; exit 1; }
-  servers+="    server node-$i 127.0.0.1:$http_port check inter 1s fall 2 rise 1"$'\n'
+  servers+="    server node-$i 127.0.0.1:$http_port check inter 500ms fall 2 rise 1"$'\n'
 done
 
+# TCP (L4) balancing, as in production. A node that refuses connections
+# (killed) costs a client nothing: the connection is retried on another
+# node at once (`redispatch`). One that accepts but does not answer
+# (stopped, wedged) is taken out by the HTTP check on /health/ready
+# within two seconds, and put back once it answers again.
 cat > "$data/haproxy.cfg" <<CFG
 global
     maxconn 4096
 defaults
     mode tcp
-    timeout connect 2s
+    retries 3
+    option redispatch 1
+    timeout connect 500ms
+    timeout check 500ms
     timeout client 10m
     timeout server 10m
 frontend chorus
@@ -109,6 +117,8 @@ frontend chorus
     default_backend nodes
 backend nodes
     balance roundrobin
+    option httpchk GET /health/ready
+    http-check expect status 200
 $servers
 CFG
 haproxy -db -f "$data/haproxy.cfg" >"$data/haproxy.log" 2>&1 &
