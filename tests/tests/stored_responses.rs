@@ -85,6 +85,13 @@ async fn respond(node: &Node, body: Value) -> Value {
     answer
 }
 
+/// The status and error code of a `POST /v1/responses` of `body` through
+/// `node` with `key`.
+async fn refusal(node: &Node, key: &str, body: Value) -> (u16, Value) {
+    let (status, error) = call(node, Method::POST, "/v1/responses", key, Some(body)).await;
+    (status, error["error"]["code"].clone())
+}
+
 /// The text of every message the upstream received last, in order.
 async fn received(upstream: &MockUpstream) -> Vec<String> {
     let request = upstream.last_request().await;
@@ -185,18 +192,10 @@ async fn a_response_stored_on_a_node_is_continued_through_another_after_it_is_ki
         assert_eq!(status, 404, "{error}");
         for model in ["chat", "native"] {
             let continued = json!({"model": model, "input": "?", "previous_response_id": id});
-            let (status, error) = call(
-                node,
-                Method::POST,
-                "/v1/responses",
-                &other_key,
-                Some(continued),
-            )
-            .await;
             assert_eq!(
-                (status, error["error"]["code"].as_str()),
-                (404, Some("previous_response_not_found")),
-                "{model}: {error}"
+                refusal(node, &other_key, continued).await,
+                (404, json!("previous_response_not_found")),
+                "{model}"
             );
         }
     }
@@ -224,18 +223,10 @@ async fn a_response_stored_on_a_node_is_continued_through_another_after_it_is_ki
     .await;
     assert_eq!(status, 404);
     let continued = json!({"model": "native", "input": "?", "previous_response_id": id});
-    let (status, error) = call(
-        &nodes[2],
-        Method::POST,
-        "/v1/responses",
-        TEST_KEY,
-        Some(continued),
-    )
-    .await;
     assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (404, Some("previous_response_not_found")),
-        "deleted: {error}"
+        refusal(&nodes[2], TEST_KEY, continued).await,
+        (404, json!("previous_response_not_found")),
+        "deleted"
     );
 }
 
@@ -332,18 +323,10 @@ async fn a_conversation_gathers_the_turns_made_through_every_node() {
     .await;
     assert_eq!(status, 200);
     let continued = json!({"model": "chat", "input": "?", "conversation": id});
-    let (status, error) = call(
-        &nodes[0],
-        Method::POST,
-        "/v1/responses",
-        TEST_KEY,
-        Some(continued),
-    )
-    .await;
     assert_eq!(
-        (status, error["error"]["code"].as_str()),
-        (404, Some("conversation_not_found")),
-        "{error}"
+        refusal(&nodes[0], TEST_KEY, continued).await,
+        (404, json!("conversation_not_found")),
+        "a deleted conversation"
     );
 }
 

@@ -196,6 +196,17 @@ pub fn reasoning_item(id: &str, text: &str, blocks: &[Value], status: &str) -> V
     item
 }
 
+/// A chat message's (or delta's) thinking: `reasoning_content` and the
+/// `thinking_blocks` kept with it; `None` when it has neither.
+pub fn thinking_of(message: &Value) -> Option<(&str, Vec<Value>)> {
+    let reasoning = message["reasoning_content"].as_str().unwrap_or("");
+    let blocks = message["thinking_blocks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (!reasoning.is_empty() || !blocks.is_empty()).then_some((reasoning, blocks))
+}
+
 /// The thinking blocks a reasoning item carries back, when Chorus made it.
 pub fn reasoning_blocks(item: &Value) -> Vec<Value> {
     let encoded = item["encrypted_content"]

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use super::object::{call_item, message_item, reasoning_item, Draft, Envelope, PartKind};
+use super::object::{
+    call_item, message_item, reasoning_item, thinking_of, Draft, Envelope, PartKind,
+};
 
 /// A chat completion (its `model` already the client's) as the response
 /// `envelope` names: the message's text or refusal as a message item,
@@ -15,12 +17,7 @@ pub fn to_response(completion: &[u8], envelope: &Envelope) -> Result<Vec<u8>, St
     let message = &choice["message"];
     let mut draft = Draft::new(envelope.clone());
     draft.set_model(&completion["model"]);
-    let reasoning = message["reasoning_content"].as_str().unwrap_or("");
-    let blocks = message["thinking_blocks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !reasoning.is_empty() || !blocks.is_empty() {
+    if let Some((reasoning, blocks)) = thinking_of(message) {
         let id = draft.next_item_id("rs");
         let item = reasoning_item(&id, reasoning, &blocks, "completed");
         draft.output.push(item);

@@ -155,17 +155,7 @@ pub fn to_chat_text(body: &Map<String, Value>) -> Map<String, Value> {
 /// a call output's.
 fn item_text(item: &Value, out: &mut String) {
     for field in ["content", "output"] {
-        match item.get(field) {
-            Some(Value::String(text)) => out.push_str(text),
-            Some(Value::Array(parts)) => {
-                for part in parts {
-                    if let Some(text) = part.get("text").and_then(Value::as_str) {
-                        out.push_str(text);
-                    }
-                }
-            }
-            _ => {}
-        }
+        crate::chat::content_text(item.get(field), out);
     }
     if let Some(arguments) = item.get("arguments").and_then(Value::as_str) {
         out.push_str(arguments);

@@ -8,7 +8,9 @@
 use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 
-use super::object::{call_item, message_item, reasoning_item, Draft, Envelope, PartKind};
+use super::object::{
+    call_item, message_item, reasoning_item, thinking_of, Draft, Envelope, PartKind,
+};
 use crate::error::ErrorBody;
 
 /// Writes one chat stream as Responses events, keeping what the mapping
@@ -77,12 +79,7 @@ impl ToResponseEvents {
         self.start(out);
         if let Some(choice) = chunk.pointer("/choices/0") {
             let delta = &choice["delta"];
-            let reasoning = delta["reasoning_content"].as_str().unwrap_or("");
-            let blocks = delta["thinking_blocks"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if !reasoning.is_empty() || !blocks.is_empty() {
+            if let Some((reasoning, blocks)) = thinking_of(delta) {
                 self.think(reasoning, blocks, out);
             }
             for (field, kind) in [("content", PartKind::Text), ("refusal", PartKind::Refusal)] {
@@ -169,13 +166,7 @@ impl ToResponseEvents {
         let id = self.draft.next_item_id("rs");
         let mut item = reasoning_item(&id, "", &[], "in_progress");
         item["summary"] = json!([]);
-        let output_index = self.draft.output.len();
-        self.draft.output.push(item.clone());
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": output_index, "item": item}),
-            out,
-        );
+        let output_index = self.add_item(item, out);
         self.emit(
             "response.reasoning_summary_part.added",
             json!({"item_id": id, "output_index": output_index, "summary_index": 0,
@@ -237,13 +228,7 @@ impl ToResponseEvents {
         let id = self.draft.next_item_id("msg");
         let mut item = message_item(&id, kind, "", "in_progress");
         item["content"] = json!([]);
-        let output_index = self.draft.output.len();
-        self.draft.output.push(item.clone());
-        self.emit(
-            "response.output_item.added",
-            json!({"output_index": output_index, "item": item}),
-            out,
-        );
+        let output_index = self.add_item(item, out);
         self.emit(
             "response.content_part.added",
             json!({"item_id": id, "output_index": output_index, "content_index": 0,
@@ -294,13 +279,7 @@ impl ToResponseEvents {
             let call_id = field("/id").unwrap_or(&id).to_owned();
             let name = field("/function/name").unwrap_or("").to_owned();
             let item = call_item(&id, &call_id, &name, "", "in_progress");
-            let output_index = self.draft.output.len();
-            self.draft.output.push(item.clone());
-            self.emit(
-                "response.output_item.added",
-                json!({"output_index": output_index, "item": item}),
-                out,
-            );
+            let output_index = self.add_item(item, out);
             self.calls.push(OpenCall {
                 tool,
                 output_index,
@@ -341,6 +320,18 @@ impl ToResponseEvents {
             "completed",
         );
         self.finish_item(call.output_index, item, out);
+    }
+
+    /// Adds `item`, in progress, to the output: its index there.
+    fn add_item(&mut self, item: Value, out: &mut BytesMut) -> usize {
+        let output_index = self.draft.output.len();
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": output_index, "item": &item}),
+            out,
+        );
+        self.draft.output.push(item);
+        output_index
     }
 
     fn finish_item(&mut self, output_index: usize, item: Value, out: &mut BytesMut) {
