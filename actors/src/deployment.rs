@@ -300,6 +300,11 @@ impl DeploymentHandle {
         &self.0.retry_budget
     }
 
+    /// The ledger its counts go to.
+    pub fn ledger(&self) -> &Ledger {
+        &self.0.ledger
+    }
+
     /// Records a finished call: its counts, tokens and cost go to this run's
     /// figures and the ledger at once, on the caller's thread; the timing
     /// goes to the actor as a sample. Returns the call's cost in micro-dollars.

@@ -12,8 +12,11 @@
 //!
 //! The request path counts through an [`OwnCounter`] handle and never
 //! takes the ledger's lock; the store flush ([`LedgerActor`]) and the
-//! gossip exchange each take what changed since they last looked.
+//! gossip exchange each take what changed since they last looked. Before
+//! an answer leaves, the request waits for its counts to be written
+//! ([`Ledger::committed`]), one write for every request waiting then.
 
+mod commit;
 mod own;
 mod runs;
 mod store;
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally};
 
+use commit::Commits;
 pub use own::{OwnCounter, SyncView};
 use runs::Runs;
 pub use store::{LedgerActor, LedgerArgs, LedgerMsg, LedgerStore, StoreChange, StoreError};
@@ -81,6 +85,7 @@ struct Shared {
     book: Mutex<Book>,
     /// Other live nodes, as of the last gossip exchange: 0 alone.
     live_peers: AtomicU64,
+    commits: Commits,
 }
 
 #[derive(Default)]
@@ -112,6 +117,7 @@ impl Ledger {
             run,
             book: Mutex::new(Book::default()),
             live_peers: AtomicU64::new(0),
+            commits: Commits::default(),
         }));
         for contribution in restored {
             ledger.observe(contribution);
@@ -147,6 +153,13 @@ impl Ledger {
             .book
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until every count made so far is in the store (at once on a
+    /// node that stores none): an answered call is on disk before its
+    /// last byte leaves, so a SIGKILL right after cannot lose it.
+    pub async fn committed(&self) {
+        self.0.commits.written(self).await;
     }
 
     /// This run's counter `key`: the handle the request path counts with.

@@ -142,6 +142,39 @@ async fn a_standalone_node_with_storage_keeps_its_counts_across_restarts() {
     assert_eq!(calls(&node).await, 3);
 }
 
+/// The answer reaches the client only once its call is counted on disk:
+/// a node SIGKILLed the moment the client has read its answer, whole or
+/// streamed, still counts the call when it comes back.
+#[tokio::test]
+async fn a_call_answered_just_before_a_sigkill_is_counted_after_the_restart() {
+    let data = scratch_dir();
+    let config = cluster_config("solo", free_udp_port(), &[], SECRET, Some(&data));
+    let config = config.split("[cluster]").next().unwrap().to_owned();
+    let mut node = Node::start(&config).await;
+    let mut tokens = 0;
+    for answered in 1..=6 {
+        let stream = answered % 2 == 0;
+        let body = node.chat_text(&chat_body("fast", stream)).await;
+        assert!(
+            !stream || body.trim_end().ends_with("data: [DONE]"),
+            "a whole stream: {body}"
+        );
+        node.kill();
+        node = Node::start(&config).await;
+        assert_eq!(
+            calls(&node).await,
+            answered,
+            "call {answered}, stream: {stream}"
+        );
+        let now = node.counter(DEPLOYMENT, "completion_tokens").await;
+        assert!(
+            now > tokens,
+            "call {answered}'s tokens: {now} after {tokens}"
+        );
+        tokens = now;
+    }
+}
+
 /// Sends requests to `node` one after another until told to stop,
 /// counting those answered with 200.
 fn steady_load(

@@ -1,6 +1,7 @@
 //! Keeping the ledger between runs: the [`LedgerStore`] seam (RocksDB in
-//! `node`) and the `LedgerActor` that writes what changed to it every flush
-//! interval, in one batch, off the request path.
+//! `node`) and the `LedgerActor` that writes what changed to it in one
+//! batch, every flush interval and whenever requests wait for their counts
+//! to be written (see the `commit` module).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ impl Actor for LedgerActor {
         args: LedgerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.flush_interval, || LedgerMsg::Flush);
+        args.ledger.0.commits.attach(Arc::clone(&args.store));
         Ok(args)
     }
 
@@ -89,18 +91,17 @@ impl Actor for LedgerActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.ledger.0.commits.detach();
         flush(state);
         Ok(())
     }
 }
 
+/// Writes what changed since the last write.
 pub(crate) fn flush(state: &LedgerArgs) {
-    let changes = state.ledger.take_unsaved();
-    if changes.is_empty() {
-        return;
-    }
-    if let Err(error) = state.store.save(&changes) {
-        tracing::error!(%error, changes = changes.len(), "cannot save counters; will retry");
-        state.ledger.keep_unsaved(&changes);
-    }
+    state
+        .ledger
+        .0
+        .commits
+        .flush(&state.ledger, state.store.as_ref());
 }

@@ -91,6 +91,49 @@ fn flushed(ledger: &Ledger, store: &Arc<MemoryStore>) {
     });
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_in_the_store_once_committed() {
+    let store = Arc::new(MemoryStore::default());
+    let ledger = Ledger::new(run("a", 1), Vec::new());
+    let args = LedgerArgs {
+        ledger: ledger.clone(),
+        store: store.clone(),
+        // Never within the test: only the commits write.
+        flush_interval: Duration::from_secs(3_600),
+    };
+    let (writer, handle) = ractor::Actor::spawn(None, LedgerActor, args).await.unwrap();
+    let counter = ledger.counter(calls());
+    counter.add(1, 0);
+    ledger.committed().await;
+    assert_eq!(store.restore(), vec![contribution("a", 1, lifetime(1))]);
+
+    // Many at once: each finds its counts, and every count made before
+    // it asked, written when it returns, whoever wrote them.
+    let added = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let waiters = (0..50).map(|_| {
+        let (ledger, counter, store) = (ledger.clone(), counter.clone(), store.clone());
+        let added = added.clone();
+        tokio::spawn(async move {
+            counter.add(1, 0);
+            let counted = added.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+            ledger.committed().await;
+            let stored = store.restore()[0].tally.total.current;
+            assert!(stored >= counted, "{stored} stored, {counted} counted");
+        })
+    });
+    for waiter in futures::future::join_all(waiters).await {
+        waiter.unwrap();
+    }
+    assert_eq!(store.restore(), vec![contribution("a", 1, lifetime(51))]);
+
+    writer.stop(None);
+    handle.await.unwrap();
+    counter.add(1, 0);
+    tokio::time::timeout(Duration::from_millis(100), ledger.committed())
+        .await
+        .expect("with the ledger's actor gone, nobody waits for the store");
+}
+
 #[test]
 fn peers_add_up_and_repeated_or_stale_figures_count_once() {
     let ledger = Ledger::new(run("a", 1), Vec::new());

@@ -199,15 +199,14 @@ async fn call(
                 .usage
                 .unwrap_or_else(|| estimate::usage(request, &text));
             let json = rewritten.json.unwrap_or_default();
-            // Limits first, so the client's next request sees this one's
-            // real cost; the record and the log line are not the client's
-            // wait.
-            let cost = spec.price.cost_micros(&usage);
-            record
-                .facts
-                .settle_limits(Some(usage), Some(cost), unix_millis());
+            // Counted, and the counts on disk, before the client has the
+            // answer: its next request sees this one's real cost, and a
+            // node killed right after still counts it. The report and the
+            // log line are not the client's wait.
+            let counted = record.count(Ending::completed(None, Some(usage)));
+            record.commit().await;
             let _ = reply_tx.send(Ok(reply(ReplyBody::Complete(json.into()))));
-            record.finish(Ending::completed(None, Some(usage)));
+            record.report(counted);
             None
         }
         Ok(UpstreamReply::Stream(events)) => {
@@ -221,9 +220,10 @@ async fn call(
             let (frames_tx, frames_rx) = mpsc::channel(STREAM_BUFFER_FRAMES);
             let opening = reply(ReplyBody::Stream(frames_rx));
             let client = ClientSide::Waiting(reply_tx, opening);
-            let (ending, text) = match stream.pump(events, client, frames_tx).await {
+            let (ending, text, last_frame) = match stream.pump(events, client, &frames_tx).await {
                 Pumped::Early(cause, reply_tx) => return Some((cause, reply_tx)),
-                Pumped::Ended(ending, text) => (ending, text),
+                Pumped::Ended(ending, text) => (ending, text, None),
+                Pumped::Finished(ending, text, last_frame) => (ending, text, Some(last_frame)),
             };
             match ending.outcome {
                 CallOutcome::Completed => plan.succeeded(deployment, unix_millis()),
@@ -238,7 +238,14 @@ async fn call(
                     ending.with_usage(usage)
                 }
             };
-            record.finish(ending);
+            let counted = record.count(ending);
+            if let Some(last_frame) = last_frame {
+                // The stream's end reaches the client once it is counted on
+                // disk; a client gone by then was answered all the same.
+                record.commit().await;
+                let _ = frames_tx.send_timeout(last_frame, limits.idle).await;
+            }
+            record.report(counted);
             None
         }
     }

@@ -146,20 +146,51 @@ pub(super) struct CallRecord<'a> {
     pub(super) started: Instant,
 }
 
+/// The request's last call, counted and settled; what its report says.
+pub(super) struct Counted {
+    ending: Ending,
+    cost_micros: Option<u64>,
+}
+
 impl CallRecord<'_> {
     /// Records the request's last call and logs the request.
     pub(super) fn finish(&self, ending: Ending) {
-        let Ending {
-            outcome,
-            status,
-            ttft,
-            usage,
-            error,
-        } = ending;
+        let counted = self.count(ending);
+        self.report(counted);
+    }
+
+    /// Counts the request's last call on its deployment and settles the
+    /// request's limits with what it used: in memory, at once.
+    pub(super) fn count(&self, ending: Ending) -> Counted {
         let now_ms = unix_millis();
-        let cost_micros = self.record(outcome, ttft, usage, now_ms);
+        let cost_micros = self.record(ending.outcome, ending.ttft, ending.usage, now_ms);
+        self.facts.settle_limits(ending.usage, cost_micros, now_ms);
+        Counted {
+            ending,
+            cost_micros,
+        }
+    }
+
+    /// Waits until what was counted is in the node's store: before the
+    /// answer's last byte leaves, so a node killed then still counts it.
+    pub(super) async fn commit(&self) {
+        self.deployment.ledger().committed().await;
+    }
+
+    /// Tells the observer how the request ended, and logs it.
+    pub(super) fn report(&self, counted: Counted) {
+        let Counted {
+            ending:
+                Ending {
+                    outcome,
+                    status,
+                    ttft,
+                    usage,
+                    error,
+                },
+            cost_micros,
+        } = counted;
         let facts = self.facts;
-        facts.settle_limits(usage, cost_micros, now_ms);
         facts.observer.finished(&FinishedRequest {
             alias: facts.alias,
             deployment: Some(self.deployment.name()),

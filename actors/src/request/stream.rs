@@ -33,6 +33,10 @@ pub(super) enum Pumped {
     /// The client got the stream: how it ended and the text it carried,
     /// for estimating tokens when no usage came.
     Ended(Ending, String),
+    /// The upstream ended the stream in order: as `Ended`, with its last
+    /// frame (`[DONE]`, `message_stop`, `response.completed`, …) not yet
+    /// sent, for the caller to send once the call is counted.
+    Finished(Ending, String, Bytes),
 }
 
 /// Before its first content, a stream's reply is not yet sent.
@@ -69,7 +73,7 @@ impl Stream<'_> {
         &self,
         mut events: EventStream,
         mut client: ClientSide,
-        frames_tx: mpsc::Sender<Bytes>,
+        frames_tx: &mpsc::Sender<Bytes>,
     ) -> Pumped {
         let mut held: Vec<Bytes> = Vec::new();
         let mut rewriter = StreamRewriter::new(self.format, self.hide_usage);
@@ -81,7 +85,7 @@ impl Stream<'_> {
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout_at(due.into(), events.next()) => next,
-                () = client_gone(&mut client, &frames_tx) => {
+                () = client_gone(&mut client, frames_tx) => {
                     return Pumped::Ended(Ending::cancelled(ttft), text);
                 }
             };
@@ -107,7 +111,7 @@ impl Stream<'_> {
                             Err(detail) => {
                                 let cause = ProviderError::Malformed(detail);
                                 return self
-                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .fail(client, cause, ttft, text, frames_tx, &rewriter)
                                     .await;
                             }
                         };
@@ -124,7 +128,7 @@ impl Stream<'_> {
                         {
                             let cause = ProviderError::Broken(detail.clone());
                             return self
-                                .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                .fail(client, cause, ttft, text, frames_tx, &rewriter)
                                 .await;
                         }
                         let frame = event.with_data(&json);
@@ -134,7 +138,7 @@ impl Stream<'_> {
                                     "more than {MAX_HELD_FRAMES} chunks before any content"
                                 ));
                                 return self
-                                    .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                                    .fail(client, cause, ttft, text, frames_tx, &rewriter)
                                     .await;
                             }
                             held.push(frame);
@@ -145,19 +149,19 @@ impl Stream<'_> {
                 },
                 Ok(Some(Err(cause))) => {
                     return self
-                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
                         .await
                 }
                 Ok(None) => {
                     let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
                     return self
-                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
                         .await;
                 }
                 Err(_) => {
                     let cause = ProviderError::Timeout(timeout);
                     return self
-                        .fail(client, cause, ttft, text, &frames_tx, &rewriter)
+                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
                         .await;
                 }
             };
@@ -172,12 +176,18 @@ impl Stream<'_> {
                     return Pumped::Ended(Ending::cancelled(ttft), text);
                 }
             }
-            for frame in held.drain(..).chain(std::iter::once(frame)) {
+            // The last frame waits for the call to be counted.
+            let (frame, last_frame) = if done {
+                (None, Some(frame))
+            } else {
+                (Some(frame), None)
+            };
+            for frame in held.drain(..).chain(frame) {
                 if frames_tx.send_timeout(frame, idle).await.is_err() {
                     return Pumped::Ended(Ending::cancelled(ttft), text);
                 }
             }
-            if done {
+            if let Some(last_frame) = last_frame {
                 let ending = match failure {
                     None => Ending::completed(ttft, usage),
                     // It reached the client as the upstream wrote it; the
@@ -191,7 +201,7 @@ impl Stream<'_> {
                         }
                     }
                 };
-                return Pumped::Ended(ending, text);
+                return Pumped::Finished(ending, text, last_frame);
             }
             (due, timeout) = self.limits.next_by(Instant::now());
         }
