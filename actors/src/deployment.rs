@@ -284,7 +284,13 @@ impl DeploymentHandle {
         let allows = |counter: &OwnCounter, limit: Option<u64>, used: u64, need: u64| {
             limit.is_none_or(|limit| {
                 used.saturating_add(need) <= limit
-                    && counter.within_share(None, limit, need, peers, unix_ms)
+                    && counter.within_share(
+                        counter.sync_view().cluster_at_sync,
+                        limit,
+                        need,
+                        peers,
+                        unix_ms,
+                    )
             })
         };
         let counters = &self.0.counters;

@@ -31,7 +31,7 @@ use load::LoadSection;
 use crate::admin::AdminRegistry;
 use crate::clock::unix_millis;
 use crate::deployment::DeploymentHandle;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, RunId};
 use crate::limits::Limiter;
 
 #[derive(Clone)]
@@ -209,13 +209,16 @@ async fn exchange(state: &mut GossipState, occasion: Occasion) -> Timings {
             Section::Load => load.observe(&args.limiter, observed, unix_millis()),
         }
     }
-    // Every live run but this node's own: what limits and quotas share with.
-    let live = read
+    let live: Vec<RunId> = read
         .runs
         .iter()
         .filter(|status| status.liveness == Liveness::Alive)
-        .count();
-    args.ledger.set_live_peers(live.saturating_sub(1) as u64);
+        .map(|status| status.run.clone())
+        .collect();
+    // Every live run but this node's own: what limits and quotas share with.
+    args.ledger
+        .set_live_peers(live.len().saturating_sub(1) as u64);
+    args.ledger.set_alive_runs(live);
     deployments.update_views(args.ledger.node_id(), &args.deployments, &read.runs);
     let mut changes = deployments.changes(&args.deployments);
     split(&mut timings.merge);

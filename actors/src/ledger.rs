@@ -97,6 +97,9 @@ struct Book {
     runs: BTreeMap<CounterKey, BTreeMap<NodeId, Runs>>,
     /// Tallies of other runs changed or forgotten since the last flush.
     unsaved: BTreeSet<(CounterKey, RunId)>,
+    /// The other runs alive as of the last gossip exchange: only their
+    /// reservations still count.
+    alive: BTreeSet<RunId>,
     /// A newer run of this very node id was seen: two processes share an
     /// id, or this one is a leftover. Logged once.
     warned_newer_self: bool,
@@ -122,8 +125,13 @@ impl Ledger {
         for contribution in restored {
             ledger.observe(contribution);
         }
-        // What came from the store is in the store already.
-        ledger.book().unsaved.clear();
+        // What came from the store is in the store already, but for the
+        // reservations of this node's earlier runs, which died with them.
+        let own_node = ledger.node_id().to_owned();
+        ledger
+            .book()
+            .unsaved
+            .retain(|(key, run)| key.kind.is_held() && run.node_id == own_node);
         ledger
     }
 
@@ -144,6 +152,25 @@ impl Ledger {
 
     pub fn set_live_peers(&self, peers: u64) {
         self.0.live_peers.store(peers, Ordering::Release);
+    }
+
+    /// The other runs alive now, as gossip sees them. The reservations of a
+    /// run that is not stop counting: whatever it had in flight ended with
+    /// it (or, cut off by a partition, is its own to settle when it is back).
+    pub fn set_alive_runs(&self, alive: impl IntoIterator<Item = RunId>) {
+        let own_run = &self.0.run;
+        let alive: BTreeSet<RunId> = alive.into_iter().filter(|run| run != own_run).collect();
+        let mut guard = self.book();
+        let book = &mut *guard;
+        if book.alive == alive {
+            return;
+        }
+        book.alive = alive;
+        for (key, counter) in &book.own {
+            if key.kind.is_held() {
+                counter.set_other_nodes(other_nodes(book, own_run, key));
+            }
+        }
     }
 
     /// A poisoned lock only means another thread panicked mid-update of
@@ -183,6 +210,11 @@ impl Ledger {
             if run.generation >= own_run.generation {
                 return false;
             }
+            if key.kind.is_held() {
+                // An earlier run's reservations died with it.
+                book.unsaved.insert((key, run));
+                return false;
+            }
             let runs = book
                 .runs
                 .entry(key.clone())
@@ -194,13 +226,17 @@ impl Ledger {
             }
             return own_counter(&mut book, own_run, key).1;
         }
-        let changes = book
+        let runs = book
             .runs
             .entry(key.clone())
             .or_default()
             .entry(run.node_id.clone())
-            .or_default()
-            .observe(run.generation, tally);
+            .or_default();
+        let changes = if key.kind.is_held() {
+            runs.observe_newest(run.generation, tally)
+        } else {
+            runs.observe(run.generation, tally)
+        };
         let changed = changes.grew || !changes.forgotten.is_empty();
         for generation in changes.forgotten {
             let forgotten = RunId {
@@ -374,7 +410,10 @@ impl Ledger {
     pub fn runs_of(&self, select: impl Fn(&RunId) -> bool) -> Vec<Contribution> {
         let book = self.book();
         let mut picked = Vec::new();
-        for (key, nodes) in &book.runs {
+        // Reservations are never republished: a run whose state is gone
+        // is dead, and so are they.
+        let counts = book.runs.iter().filter(|(key, _)| !key.kind.is_held());
+        for (key, nodes) in counts {
             for (node_id, runs) in nodes {
                 if *node_id == self.0.run.node_id {
                     continue;
@@ -401,7 +440,8 @@ impl Ledger {
     pub fn known_runs(&self) -> BTreeMap<NodeId, BTreeSet<u64>> {
         let book = self.book();
         let mut known: BTreeMap<NodeId, BTreeSet<u64>> = BTreeMap::new();
-        for nodes in book.runs.values() {
+        let counts = book.runs.iter().filter(|(key, _)| !key.kind.is_held());
+        for (_, nodes) in counts {
             for (node_id, runs) in nodes {
                 if *node_id != self.0.run.node_id {
                     let generations = known.entry(node_id.clone()).or_default();
@@ -462,6 +502,7 @@ fn own_counter(book: &mut Book, own_run: &RunId, key: CounterKey) -> (Arc<OwnCou
     let earlier = book
         .runs
         .get(&key)
+        .filter(|_| !key.kind.is_held())
         .and_then(|nodes| nodes.get(&own_run.node_id))
         .map(Runs::total);
     let counter = match book.own.get(&key) {
@@ -484,7 +525,7 @@ fn other_nodes(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
         .into_iter()
         .flatten()
         .filter(|(node_id, _)| **node_id != own_run.node_id)
-        .map(|(_, runs)| runs.total())
+        .map(|(node_id, runs)| node_count(book, key, node_id, runs))
         .fold(Buckets::default(), Buckets::plus)
 }
 
@@ -494,8 +535,25 @@ fn cluster_buckets(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
     let others = book.runs.get(key).into_iter().flatten();
     others
         .filter(|(node_id, _)| own.is_none() || **node_id != own_run.node_id)
-        .map(|(_, runs)| runs.total())
+        .map(|(node_id, runs)| node_count(book, key, node_id, runs))
         .chain(own)
+        .fold(Buckets::default(), Buckets::plus)
+}
+
+/// What node `node_id`'s runs counted of `key`: all of it, or for
+/// reservations, only what its live run holds.
+fn node_count(book: &Book, key: &CounterKey, node_id: &NodeId, runs: &Runs) -> Buckets {
+    if !key.kind.is_held() {
+        return runs.total();
+    }
+    runs.iter()
+        .filter(|(generation, _)| {
+            book.alive.contains(&RunId {
+                node_id: node_id.clone(),
+                generation: *generation,
+            })
+        })
+        .map(|(_, tally)| tally.total)
         .fold(Buckets::default(), Buckets::plus)
 }
 

@@ -97,23 +97,29 @@ pub enum CounterKind {
     CostMicrosDay,
     /// Requests admitted in the last minute, per key or team.
     RequestsMinute,
-    /// Tokens reserved and used in the last minute, per key or team: each
-    /// request's estimate at admission, plus what it used beyond it.
+    /// Tokens used in the last minute, per key or team, as requests end.
     TokensMinute,
-    /// Reserved tokens a request turned out not to use, given back.
-    TokensMinuteReleased,
-    /// Spend today (UTC), in micro-dollars, per key or team: estimates
-    /// reserved at admission, plus what requests cost beyond them.
+    /// Tokens reserved at admission in the last minute, per key or team.
+    /// A reservation counts until its request ends (see
+    /// [`CounterKind::TokensMinuteFreed`]) or its node is known dead.
+    TokensMinuteHeld,
+    /// Reserved tokens whose request ended, counted in the minute they
+    /// were reserved in.
+    TokensMinuteFreed,
+    /// Spend today (UTC), in micro-dollars, per key or team, as requests
+    /// end.
     SpendMicrosDay,
-    /// Reserved spend a request turned out not to cost, given back.
-    SpendMicrosDayReleased,
+    /// Spend reserved at admission today; see `TokensMinuteHeld`.
+    SpendMicrosDayHeld,
+    SpendMicrosDayFreed,
     /// Spend this month (UTC), in micro-dollars, per key or team.
     SpendMicrosMonth,
-    SpendMicrosMonthReleased,
+    SpendMicrosMonthHeld,
+    SpendMicrosMonthFreed,
 }
 
 impl CounterKind {
-    pub const ALL: [CounterKind; 14] = [
+    pub const ALL: [CounterKind; 17] = [
         CounterKind::Calls,
         CounterKind::Errors,
         CounterKind::PromptTokens,
@@ -123,12 +129,30 @@ impl CounterKind {
         CounterKind::CostMicrosDay,
         CounterKind::RequestsMinute,
         CounterKind::TokensMinute,
-        CounterKind::TokensMinuteReleased,
+        CounterKind::TokensMinuteHeld,
+        CounterKind::TokensMinuteFreed,
         CounterKind::SpendMicrosDay,
-        CounterKind::SpendMicrosDayReleased,
+        CounterKind::SpendMicrosDayHeld,
+        CounterKind::SpendMicrosDayFreed,
         CounterKind::SpendMicrosMonth,
-        CounterKind::SpendMicrosMonthReleased,
+        CounterKind::SpendMicrosMonthHeld,
+        CounterKind::SpendMicrosMonthFreed,
     ];
+
+    /// Whether it counts reservations, opened or closed: a run's count of
+    /// those stands only while the run lives, since a dead run's requests
+    /// died with it. Never folded into a later run, never republished.
+    pub const fn is_held(self) -> bool {
+        matches!(
+            self,
+            CounterKind::TokensMinuteHeld
+                | CounterKind::TokensMinuteFreed
+                | CounterKind::SpendMicrosDayHeld
+                | CounterKind::SpendMicrosDayFreed
+                | CounterKind::SpendMicrosMonthHeld
+                | CounterKind::SpendMicrosMonthFreed
+        )
+    }
 
     /// The stable name used in gossip keys, store keys and the API.
     pub const fn code(self) -> &'static str {
@@ -142,11 +166,14 @@ impl CounterKind {
             CounterKind::CostMicrosDay => "cost_micros_day",
             CounterKind::RequestsMinute => "requests_minute",
             CounterKind::TokensMinute => "tokens_minute",
-            CounterKind::TokensMinuteReleased => "tokens_minute_released",
+            CounterKind::TokensMinuteHeld => "tokens_minute_held",
+            CounterKind::TokensMinuteFreed => "tokens_minute_freed",
             CounterKind::SpendMicrosDay => "spend_micros_day",
-            CounterKind::SpendMicrosDayReleased => "spend_micros_day_released",
+            CounterKind::SpendMicrosDayHeld => "spend_micros_day_held",
+            CounterKind::SpendMicrosDayFreed => "spend_micros_day_freed",
             CounterKind::SpendMicrosMonth => "spend_micros_month",
-            CounterKind::SpendMicrosMonthReleased => "spend_micros_month_released",
+            CounterKind::SpendMicrosMonthHeld => "spend_micros_month_held",
+            CounterKind::SpendMicrosMonthFreed => "spend_micros_month_freed",
         }
     }
 
@@ -169,11 +196,15 @@ impl CounterKind {
             CounterKind::CostMicrosDay => 6,
             CounterKind::RequestsMinute => 7,
             CounterKind::TokensMinute => 8,
-            CounterKind::TokensMinuteReleased => 9,
+            // 9, 11 and 13 were the retired `…Released` kinds.
             CounterKind::SpendMicrosDay => 10,
-            CounterKind::SpendMicrosDayReleased => 11,
             CounterKind::SpendMicrosMonth => 12,
-            CounterKind::SpendMicrosMonthReleased => 13,
+            CounterKind::TokensMinuteHeld => 14,
+            CounterKind::TokensMinuteFreed => 15,
+            CounterKind::SpendMicrosDayHeld => 16,
+            CounterKind::SpendMicrosDayFreed => 17,
+            CounterKind::SpendMicrosMonthHeld => 18,
+            CounterKind::SpendMicrosMonthFreed => 19,
         }
     }
 
@@ -191,11 +222,15 @@ impl CounterKind {
             CounterKind::CallsMinute
             | CounterKind::RequestsMinute
             | CounterKind::TokensMinute
-            | CounterKind::TokensMinuteReleased => Window::Minute,
+            | CounterKind::TokensMinuteHeld
+            | CounterKind::TokensMinuteFreed => Window::Minute,
             CounterKind::CostMicrosDay
             | CounterKind::SpendMicrosDay
-            | CounterKind::SpendMicrosDayReleased => Window::Day,
-            CounterKind::SpendMicrosMonth | CounterKind::SpendMicrosMonthReleased => Window::Month,
+            | CounterKind::SpendMicrosDayHeld
+            | CounterKind::SpendMicrosDayFreed => Window::Day,
+            CounterKind::SpendMicrosMonth
+            | CounterKind::SpendMicrosMonthHeld
+            | CounterKind::SpendMicrosMonthFreed => Window::Month,
         }
     }
 }

@@ -69,10 +69,12 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-/// Spend today on `subject`, net of what settling gave back.
+/// Spend today on `subject`: what requests used, and what live nodes hold
+/// reserved for requests under way.
 async fn net_spend(node: &Node, subject: &str) -> u64 {
-    let reserved = node.counter(subject, "spend_micros_day").await;
-    reserved.saturating_sub(node.counter(subject, "spend_micros_day_released").await)
+    let used = node.counter(subject, "spend_micros_day").await;
+    let held = node.counter(subject, "spend_micros_day_held").await;
+    (used + held).saturating_sub(node.counter(subject, "spend_micros_day_freed").await)
 }
 
 #[tokio::test]
@@ -236,25 +238,31 @@ async fn a_limit_holds_across_three_nodes_not_three_times_over() {
     }
 }
 
+/// A node killed mid-request cannot settle what it reserved: its peers
+/// stop counting the reservation once they see the node dead, and the
+/// node, back from its store, does not count it either.
 #[tokio::test]
-async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
+async fn a_node_killed_mid_request_has_its_reservation_released_once_seen_dead() {
     let data = chorus_tests::scratch_dir();
     let ports = [chorus_tests::free_udp_port(), chorus_tests::free_udp_port()];
-    let priced_slow = "\n[[models]]\nalias = \"slow-priced\"\n\
-        deployments = [{ provider = \"paced\", model = \"priced\", input_per_mtok = 1000, output_per_mtok = 2000 }]\n";
+    let priced = "\n[[models]]\nalias = \"slow-priced\"\n\
+        deployments = [{ provider = \"paced\", model = \"priced\", input_per_mtok = 1000, output_per_mtok = 2000 }]\n\
+        \n[[models]]\nalias = \"fast-priced\"\n\
+        deployments = [{ provider = \"builtin\", model = \"priced\", input_per_mtok = 1000, output_per_mtok = 2000 }]\n";
     let config = |index: usize, port: u16| {
         let id = format!("kill-{index}");
         let seed = ports[1 - index];
-        chorus_tests::cluster_config(&id, port, &[seed], SECRET, Some(&data)) + priced_slow
+        chorus_tests::cluster_config(&id, port, &[seed], SECRET, Some(&data)) + priced
     };
     let survivor = Node::start(&config(0, ports[0])).await;
     let mut doomed = Node::start(&config(1, ports[1])).await;
     survivor.wait_for_live_members(2).await;
+    // Room for one reservation of 100 output tokens (about USD 0.21), not two.
     let (status, created) = survivor
         .admin(
             Method::POST,
             "/admin/keys",
-            Some(json!({"name": "spender", "budget_daily_usd": 10})),
+            Some(json!({"name": "spender", "budget_daily_usd": 0.3})),
         )
         .await;
     assert_eq!(status, 201, "{created}");
@@ -267,7 +275,7 @@ async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
     )
     .await;
 
-    // A 2 s stream reserving about USD 0.21 (100 output tokens at 0.002).
+    // A 2 s stream, held open while the node dies.
     let mut body = chat_body("slow-priced", true);
     body["max_tokens"] = json!(100);
     let stream = reqwest::Client::new()
@@ -284,20 +292,40 @@ async fn a_node_killed_mid_request_leaves_its_reservation_counted() {
         || async { Some(net_spend(&survivor, &subject).await).filter(|spent| *spent >= 200_000) },
     )
     .await;
+    assert_ne!(
+        chat(&survivor, &key, "fast-priced", Some(100))
+            .await
+            .status(),
+        200,
+        "the doomed node's reservation holds the budget while it lives"
+    );
     doomed.kill();
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the reservation released and the budget free again",
+        || async {
+            let answered = chat(&survivor, &key, "fast-priced", Some(100))
+                .await
+                .status()
+                == 200;
+            answered.then_some(())
+        },
+    )
+    .await;
+    let spent = net_spend(&survivor, &subject).await;
     assert!(
-        net_spend(&survivor, &subject).await >= reserved,
-        "the dead node's reservation was forgotten"
+        spent < reserved,
+        "{spent} spent: only the survivor's request"
     );
     // Back from its store (on a new gossip port: a parallel test may have
-    // taken the old one), the node still counts it.
+    // taken the old one), the node does not hold its dead run's reservation.
     let back = Node::start(&config(1, chorus_tests::free_udp_port())).await;
+    back.wait_for_live_members(2).await;
     eventually(
         Duration::from_secs(10),
-        "the restarted node counts it",
-        || async { Some(net_spend(&back, &subject).await).filter(|spent| *spent >= reserved) },
+        "the restarted node agrees",
+        || async { (net_spend(&back, &subject).await == spent).then_some(()) },
     )
     .await;
 }

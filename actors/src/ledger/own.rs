@@ -142,9 +142,12 @@ impl OwnCounter {
     /// nothing since the last exchange may always take one request the
     /// cluster-wide figure allows, so a request larger than a share is not
     /// refused for ever and a node whose peers are idle still goes on.
+    ///
+    /// `cluster_at_sync` is the limited figure at the last exchange: this
+    /// counter's own, or what it is one part of.
     pub fn within_share(
         &self,
-        released: Option<&OwnCounter>,
+        cluster_at_sync: Buckets,
         limit: u64,
         need: u64,
         peers: u64,
@@ -159,14 +162,8 @@ impl OwnCounter {
         if taken == 0 {
             return true;
         }
-        let at_sync = match released {
-            Some(released) => view
-                .cluster_at_sync
-                .minus(released.sync_view().cluster_at_sync),
-            None => view.cluster_at_sync,
-        };
         let share = limit
-            .saturating_sub(window.value(at_sync, now_ms))
+            .saturating_sub(window.value(cluster_at_sync, now_ms))
             .div_ceil(peers + 1);
         let wanted = taken.saturating_add(need);
         if wanted.saturating_mul(2) > share {

@@ -62,6 +62,28 @@ impl Runs {
         }
     }
 
+    /// Takes in a reservation count of run `generation` (see
+    /// [`CounterKind::is_held`](chorus_proto::counter::CounterKind::is_held)):
+    /// only the newest run's stands, so an older run's is forgotten, and a
+    /// late echo of one changes nothing.
+    pub fn observe_newest(&mut self, generation: u64, tally: Tally) -> RunChanges {
+        if self.0.range(generation + 1..).next().is_some() {
+            return RunChanges::default();
+        }
+        let known = self.0.get(&generation).copied();
+        let merged = known.unwrap_or_default().merge(tally);
+        if Some(merged) == known || (known.is_none() && merged == Tally::default()) {
+            return RunChanges::default();
+        }
+        let newer = self.0.split_off(&generation);
+        let forgotten = std::mem::replace(&mut self.0, newer);
+        self.0.insert(generation, merged);
+        RunChanges {
+            grew: true,
+            forgotten: forgotten.into_keys().collect(),
+        }
+    }
+
     /// Everything counted by the runs older than `generation`, or `None`
     /// when there are none.
     pub fn lineage_before(&self, generation: u64) -> Option<Buckets> {
@@ -121,6 +143,21 @@ mod tests {
             total: Buckets::new(0, total),
             earlier_runs: Buckets::new(0, earlier_runs),
         }
+    }
+
+    #[test]
+    fn only_the_newest_run_of_a_reservation_count_stands() {
+        let mut runs = Runs::default();
+        assert!(runs.observe_newest(1, run(5, 0)).grew);
+        let changes = runs.observe_newest(2, run(3, 0));
+        assert_eq!((changes.grew, changes.forgotten), (true, vec![1]));
+        assert_eq!(
+            runs.observe_newest(1, run(9, 0)),
+            RunChanges::default(),
+            "a dead run's late echo"
+        );
+        assert_eq!(runs.observe_newest(2, run(2, 0)), RunChanges::default());
+        assert_eq!(runs.iter().collect::<Vec<_>>(), vec![(2, run(3, 0))]);
     }
 
     #[test]

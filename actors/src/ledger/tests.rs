@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chorus_proto::counter::{Buckets, CounterKind};
+use chorus_proto::counter::{Buckets, CounterKind, Window};
 
 use super::store::flush;
 use super::*;
@@ -132,6 +132,46 @@ async fn counts_are_in_the_store_once_committed() {
     tokio::time::timeout(Duration::from_millis(100), ledger.committed())
         .await
         .expect("with the ledger's actor gone, nobody waits for the store");
+}
+
+#[test]
+fn reservations_count_only_while_their_run_lives() {
+    let held = CounterKey::new(CounterKind::SpendMicrosDayHeld, "key:k");
+    let held_by = |node_id: &str, generation: u64, total: u64| Contribution {
+        key: held.clone(),
+        run: run(node_id, generation),
+        tally: Tally::new(Buckets::new(0, total)),
+    };
+    let ledger = Ledger::new(run("a", 2), vec![held_by("a", 1, 7)]);
+    let counter = ledger.counter(held.clone());
+    counter.add(2, 0);
+    let cluster = || Window::Day.value(counter.cluster_buckets(), 0);
+    assert_eq!(
+        (ledger.value(&held, 0), cluster()),
+        (2, 2),
+        "an earlier run's reservations died with it"
+    );
+    assert!(ledger.take_unsaved().contains(&StoreChange::Remove {
+        key: held.clone(),
+        node_id: "a".into(),
+        generation: 1,
+    }));
+
+    ledger.observe(held_by("b", 1, 5));
+    assert_eq!(ledger.value(&held, 0), 2, "b is not known to be alive");
+    ledger.set_alive_runs([run("a", 2), run("b", 1)]);
+    assert_eq!((ledger.value(&held, 0), cluster()), (7, 7));
+    ledger.set_alive_runs([run("a", 2)]);
+    assert_eq!((ledger.value(&held, 0), cluster()), (2, 2), "b died");
+    assert!(ledger.runs_of(|_| true).is_empty(), "never republished");
+
+    ledger.observe(held_by("b", 2, 1));
+    ledger.set_alive_runs([run("a", 2), run("b", 1), run("b", 2)]);
+    assert_eq!(
+        ledger.value(&held, 0),
+        3,
+        "a newer run of b means the older one is gone"
+    );
 }
 
 #[test]

@@ -27,12 +27,9 @@ pub struct Subject {
     pub label: String,
     lock: Mutex<()>,
     requests: Arc<OwnCounter>,
-    tokens: Arc<OwnCounter>,
-    tokens_released: Arc<OwnCounter>,
-    spend_day: Arc<OwnCounter>,
-    spend_day_released: Arc<OwnCounter>,
-    spend_month: Arc<OwnCounter>,
-    spend_month_released: Arc<OwnCounter>,
+    tokens: Reserved,
+    spend_day: Reserved,
+    spend_month: Reserved,
     in_flight: AtomicU64,
     /// Held to a `max_parallel`: only then do peers need its figure.
     parallel_limited: AtomicBool,
@@ -40,6 +37,60 @@ pub struct Subject {
     pub(super) others_in_flight: AtomicU64,
     /// When a request last used it, for the idle sweep.
     pub(super) last_used_ms: AtomicU64,
+}
+
+/// One quantity a request reserves an estimate of at admission (tokens
+/// per minute, spend per day or month): what requests used once they
+/// ended, and the reservations opened and closed. A reservation counts
+/// until its request ends, or until its node is known dead: a node
+/// killed mid-request leaves nothing held for good.
+#[derive(Debug)]
+struct Reserved {
+    used: Arc<OwnCounter>,
+    held: Arc<OwnCounter>,
+    freed: Arc<OwnCounter>,
+}
+
+impl Reserved {
+    fn new(ledger: &Ledger, subject: &str, [used, held, freed]: [CounterKind; 3]) -> Self {
+        let counter = |kind| ledger.counter(CounterKey::new(kind, subject));
+        Reserved {
+            used: counter(used),
+            held: counter(held),
+            freed: counter(freed),
+        }
+    }
+
+    /// Cluster-wide: what was used, plus what live runs hold reserved.
+    fn buckets(&self) -> Buckets {
+        self.used
+            .cluster_buckets()
+            .plus(self.held.cluster_buckets())
+            .minus(self.freed.cluster_buckets())
+    }
+
+    /// See [`OwnCounter::within_share`]: what this node took since the
+    /// last exchange is what it reserved since, out of what was left of
+    /// `limit` then.
+    fn within_share(&self, limit: u64, need: u64, peers: u64, now_ms: u64) -> bool {
+        let at_sync = |counter: &OwnCounter| counter.sync_view().cluster_at_sync;
+        let cluster_at_sync = at_sync(&self.used)
+            .plus(at_sync(&self.held))
+            .minus(at_sync(&self.freed));
+        self.held
+            .within_share(cluster_at_sync, limit, need, peers, now_ms)
+    }
+
+    fn reserve(&self, amount: u64, now_ms: u64) {
+        self.held.add(amount, now_ms);
+    }
+
+    /// Replaces a reservation of `reserved` made at `reserved_at_ms` with
+    /// what was `used`, in the bucket the reservation was made in.
+    fn settle(&self, reserved: u64, used: u64, reserved_at_ms: u64, now_ms: u64) {
+        self.used.add_in(used, reserved_at_ms, now_ms);
+        self.freed.add_in(reserved, reserved_at_ms, now_ms);
+    }
 }
 
 /// Until the next exchange brings a fresh share, roughly.
@@ -50,22 +101,30 @@ const PARALLEL_RETRY_MS: u64 = 1_000;
 /// which is refused as too large before it gets here.
 const MINUTE_MS: u64 = 60_000;
 
-/// Net buckets: what was counted minus what was given back.
-fn net(counted: &OwnCounter, released: &OwnCounter) -> Buckets {
-    counted.cluster_buckets().minus(released.cluster_buckets())
-}
-
 impl Subject {
     pub(super) fn new(id: String, label: String, ledger: &Ledger) -> Self {
-        let counter = |kind| ledger.counter(CounterKey::new(kind, id.clone()));
+        use CounterKind::*;
         Subject {
-            requests: counter(CounterKind::RequestsMinute),
-            tokens: counter(CounterKind::TokensMinute),
-            tokens_released: counter(CounterKind::TokensMinuteReleased),
-            spend_day: counter(CounterKind::SpendMicrosDay),
-            spend_day_released: counter(CounterKind::SpendMicrosDayReleased),
-            spend_month: counter(CounterKind::SpendMicrosMonth),
-            spend_month_released: counter(CounterKind::SpendMicrosMonthReleased),
+            requests: ledger.counter(CounterKey::new(RequestsMinute, id.clone())),
+            tokens: Reserved::new(
+                ledger,
+                &id,
+                [TokensMinute, TokensMinuteHeld, TokensMinuteFreed],
+            ),
+            spend_day: Reserved::new(
+                ledger,
+                &id,
+                [SpendMicrosDay, SpendMicrosDayHeld, SpendMicrosDayFreed],
+            ),
+            spend_month: Reserved::new(
+                ledger,
+                &id,
+                [
+                    SpendMicrosMonth,
+                    SpendMicrosMonthHeld,
+                    SpendMicrosMonthFreed,
+                ],
+            ),
             id,
             label,
             lock: Mutex::new(()),
@@ -111,8 +170,8 @@ impl Subject {
 
     /// Spend in micro-dollars (reserved and settled) today and this month.
     pub fn spend_micros(&self, now_ms: u64) -> (u64, u64) {
-        let day = Window::Day.value(net(&self.spend_day, &self.spend_day_released), now_ms);
-        let month = Window::Month.value(net(&self.spend_month, &self.spend_month_released), now_ms);
+        let day = Window::Day.value(self.spend_day.buckets(), now_ms);
+        let month = Window::Month.value(self.spend_month.buckets(), now_ms);
         (day, month)
     }
 
@@ -133,7 +192,13 @@ impl Subject {
             let figures = MinuteFigures::of(buckets, rpm, now_ms);
             let wait = if !figures.fits(1) {
                 Some(wait_ms(buckets, rpm, 1, now_ms).unwrap_or(MINUTE_MS))
-            } else if !self.requests.within_share(None, rpm, 1, peers, now_ms) {
+            } else if !self.requests.within_share(
+                self.requests.sync_view().cluster_at_sync,
+                rpm,
+                1,
+                peers,
+                now_ms,
+            ) {
                 Some(SHARE_RETRY_MS)
             } else {
                 None
@@ -156,12 +221,11 @@ impl Subject {
                     need,
                 });
             }
-            let buckets = net(&self.tokens, &self.tokens_released);
+            let buckets = self.tokens.buckets();
             let figures = MinuteFigures::of(buckets, tpm, now_ms);
-            let released = Some(&*self.tokens_released);
             let wait = if !figures.fits(need) {
                 Some(wait_ms(buckets, tpm, need, now_ms).unwrap_or(MINUTE_MS))
-            } else if !self.tokens.within_share(released, tpm, need, peers, now_ms) {
+            } else if !self.tokens.within_share(tpm, need, peers, now_ms) {
                 Some(SHARE_RETRY_MS)
             } else {
                 None
@@ -207,11 +271,11 @@ impl Subject {
                 });
             }
             self.note_use(spent.saturating_add(need), budget);
-            let (counted, released) = match period {
-                Period::Day => (&self.spend_day, &self.spend_day_released),
-                Period::Month => (&self.spend_month, &self.spend_month_released),
+            let spend = match period {
+                Period::Day => &self.spend_day,
+                Period::Month => &self.spend_month,
             };
-            if !counted.within_share(Some(released), budget, need, peers, now_ms) {
+            if !spend.within_share(budget, need, peers, now_ms) {
                 return Err(Refusal::RateLimited {
                     kind: RateKind::BudgetShare(period),
                     label: self.label.clone(),
@@ -255,13 +319,12 @@ impl Subject {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.last_used_ms.store(now_ms, Ordering::Release);
         self.requests.add(1, now_ms);
-        self.tokens.add(reservation.tokens, now_ms);
-        self.spend_day.add(reservation.cost_micros, now_ms);
-        self.spend_month.add(reservation.cost_micros, now_ms);
+        self.tokens.reserve(reservation.tokens, now_ms);
+        self.spend_day.reserve(reservation.cost_micros, now_ms);
+        self.spend_month.reserve(reservation.cost_micros, now_ms);
     }
 
-    /// Replaces what a finished request reserved with what it `used`: more
-    /// is counted now, less is given back in the bucket it was reserved in.
+    /// Replaces what a finished request reserved with what it `used`.
     pub(super) fn settle(
         &self,
         reserved: Reservation,
@@ -269,31 +332,11 @@ impl Subject {
         reserved_at_ms: u64,
         now_ms: u64,
     ) {
-        let correct = |counted: &OwnCounter, released: &OwnCounter, reserved: u64, used: u64| {
-            if used > reserved {
-                counted.add(used - reserved, now_ms);
-            } else {
-                released.add_in(reserved - used, reserved_at_ms, now_ms);
-            }
-        };
-        correct(
-            &self.tokens,
-            &self.tokens_released,
-            reserved.tokens,
-            used.tokens,
-        );
-        correct(
-            &self.spend_day,
-            &self.spend_day_released,
-            reserved.cost_micros,
-            used.cost_micros,
-        );
-        correct(
-            &self.spend_month,
-            &self.spend_month_released,
-            reserved.cost_micros,
-            used.cost_micros,
-        );
+        let at = reserved_at_ms;
+        self.tokens.settle(reserved.tokens, used.tokens, at, now_ms);
+        let (reserved, used) = (reserved.cost_micros, used.cost_micros);
+        self.spend_day.settle(reserved, used, at, now_ms);
+        self.spend_month.settle(reserved, used, at, now_ms);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.last_used_ms.store(now_ms, Ordering::Release);
     }

@@ -114,12 +114,14 @@ impl Cluster {
         Ok((id, key))
     }
 
-    /// The settled spend of key `id` today, in micro-dollars, as `node` sees it.
+    /// The spend of key `id` today, in micro-dollars, as `node` sees it:
+    /// what requests used, and what requests under way hold reserved.
     async fn spend_micros(&self, node: usize, id: &str) -> Result<u64> {
         let view = self.nodes[node].cluster(&self.client).await?;
         let counters = &view["counters"][format!("key:{id}")];
         let figure = |kind: &str| counters[kind].as_u64().unwrap_or(0);
-        Ok(figure("spend_micros_day").saturating_sub(figure("spend_micros_day_released")))
+        let held = figure("spend_micros_day_held").saturating_sub(figure("spend_micros_day_freed"));
+        Ok(figure("spend_micros_day") + held)
     }
 }
 
