@@ -8,6 +8,7 @@ mod body;
 mod cache;
 mod chat;
 mod cluster;
+pub mod connections;
 mod count_tokens;
 mod dialect;
 mod error;

@@ -2,13 +2,11 @@
 //! supervisor and its actors; the HTTP listener.
 
 use std::collections::HashMap;
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use chorus_actors::clock::unix_millis;
 use chorus_actors::routing::breaker::BreakerPolicy;
 use chorus_actors::routing::Target;
@@ -284,11 +282,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stored,
         peers: peer_client,
     };
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
     // The one line on stdout: launchers and tests read the bound address
     // from it, which matters with `--listen 127.0.0.1:0`.
     println!("chorus listening on http://{address}");
@@ -301,13 +294,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
+    let server = http::connections::serve(
+        listener,
+        http::router(state),
+        config.server.client_idle_timeout,
+        http::connections::connection_limit(),
+        async move {
+            let mut stop_rx = stop_rx;
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    );
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = &mut server => result.context("the HTTP server failed")?,
+        () = &mut server => {}
         () = shutdown_signal() => {
             tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutting down");
             let _ = stop_tx.send(true);

@@ -230,6 +230,17 @@ impl Node {
             .unwrap_or(0)
     }
 
+    /// The node's resident memory, in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))
+            .expect("the node's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+
     /// Sends SIGTERM and waits for the node to exit; its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("TERM");
