@@ -14,7 +14,7 @@ trap cleanup EXIT
 # a subshell: its pid must reach the cleanup.
 start() { # name command...
   local name="$1"; shift
-  "$@" >"$work/$name.out" 2>/dev/null &
+  "$@" >"$work/$name.out" 2>"$work/$name.err" &
   pids+=($!)
 }
 
@@ -24,7 +24,7 @@ address_of() { # name
     if grep -q "http://" "$work/$1.out" 2>/dev/null; then sed -n 's|.*http://||p' "$work/$1.out" | head -1; return; fi
     sleep 0.05
   done
-  echo "failed to start: $1" >&2; exit 1
+  echo "failed to start: $1" >&2; cat "$work/$1.err" >&2 2>/dev/null; exit 1
 }
 
 # Echoes a free port on 127.0.0.1: UDP for gossip, TCP otherwise.
