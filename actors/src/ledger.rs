@@ -100,6 +100,10 @@ struct Book {
     /// The other runs alive as of the last gossip exchange: only their
     /// reservations still count.
     alive: BTreeSet<RunId>,
+    /// The newest run heard of for each other node, by liveness or by a
+    /// tally: an older run's reservations stop counting the moment a newer
+    /// one is known, whatever gossip says of its liveness yet.
+    newest: BTreeMap<NodeId, u64>,
     /// A newer run of this very node id was seen: two processes share an
     /// id, or this one is a leftover. Logged once.
     warned_newer_self: bool,
@@ -162,14 +166,13 @@ impl Ledger {
         let alive: BTreeSet<RunId> = alive.into_iter().filter(|run| run != own_run).collect();
         let mut guard = self.book();
         let book = &mut *guard;
-        if book.alive == alive {
-            return;
+        let mut changed = book.alive != alive;
+        for run in &alive {
+            changed |= note_newest(book, run);
         }
         book.alive = alive;
-        for (key, counter) in &book.own {
-            if key.kind.is_held() {
-                counter.set_other_nodes(other_nodes(book, own_run, key));
-            }
+        if changed {
+            refresh_held(book, own_run);
         }
     }
 
@@ -237,6 +240,7 @@ impl Ledger {
         } else {
             runs.observe(run.generation, tally)
         };
+        let newer_run = note_newest(&mut book, &run);
         let changed = changes.grew || !changes.forgotten.is_empty();
         for generation in changes.forgotten {
             let forgotten = RunId {
@@ -252,6 +256,9 @@ impl Ledger {
         }
         if changes.grew {
             book.unsaved.insert((key, run));
+        }
+        if newer_run {
+            refresh_held(&book, &self.0.run);
         }
         changed
     }
@@ -540,18 +547,38 @@ fn cluster_buckets(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
         .fold(Buckets::default(), Buckets::plus)
 }
 
+/// Notes `run` as its node's newest if it is; returns whether it was.
+fn note_newest(book: &mut Book, run: &RunId) -> bool {
+    let newest = book.newest.entry(run.node_id.clone()).or_default();
+    let newer = run.generation > *newest;
+    *newest = (*newest).max(run.generation);
+    newer
+}
+
+/// Sums this run's reservation counters anew from the other runs', after
+/// which runs count changed.
+fn refresh_held(book: &Book, own_run: &RunId) {
+    for (key, counter) in &book.own {
+        if key.kind.is_held() {
+            counter.set_other_nodes(other_nodes(book, own_run, key));
+        }
+    }
+}
+
 /// What node `node_id`'s runs counted of `key`: all of it, or for
-/// reservations, only what its live run holds.
+/// reservations, only what its newest run holds while it lives.
 fn node_count(book: &Book, key: &CounterKey, node_id: &NodeId, runs: &Runs) -> Buckets {
     if !key.kind.is_held() {
         return runs.total();
     }
+    let newest = book.newest.get(node_id).copied();
     runs.iter()
         .filter(|(generation, _)| {
-            book.alive.contains(&RunId {
-                node_id: node_id.clone(),
-                generation: *generation,
-            })
+            newest == Some(*generation)
+                && book.alive.contains(&RunId {
+                    node_id: node_id.clone(),
+                    generation: *generation,
+                })
         })
         .map(|(_, tally)| tally.total)
         .fold(Buckets::default(), Buckets::plus)

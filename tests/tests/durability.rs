@@ -142,6 +142,19 @@ async fn a_standalone_node_with_storage_keeps_its_counts_across_restarts() {
     assert_eq!(calls(&node).await, 3);
 }
 
+/// Streams a chat completion on `model` until `needle` has arrived, and
+/// stops reading there, the way a client that has what it wanted does.
+async fn read_until(node: &Node, model: &str, needle: &str) -> String {
+    let mut response = node.chat(&chat_body(model, true)).send().await.unwrap();
+    let mut body = String::new();
+    while !body.contains(needle) {
+        let chunk = response.chunk().await.unwrap();
+        let chunk = chunk.unwrap_or_else(|| panic!("the stream ended without {needle}: {body}"));
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    body
+}
+
 /// The answer reaches the client only once its call is counted on disk:
 /// a node SIGKILLed the moment the client has read its answer, whole or
 /// streamed, still counts the call when it comes back.
@@ -154,11 +167,15 @@ async fn a_call_answered_just_before_a_sigkill_is_counted_after_the_restart() {
     let mut tokens = 0;
     for answered in 1..=6 {
         let stream = answered % 2 == 0;
-        let body = node.chat_text(&chat_body("fast", stream)).await;
-        assert!(
-            !stream || body.trim_end().ends_with("data: [DONE]"),
-            "a whole stream: {body}"
-        );
+        if stream {
+            // As SDKs do: done at `[DONE]`, whatever follows it.
+            read_until(&node, "fast", "data: [DONE]").await;
+        } else {
+            assert_eq!(
+                node.chat_json(&chat_body("fast", false)).await["model"],
+                "fast"
+            );
+        }
         node.kill();
         node = Node::start(&config).await;
         assert_eq!(
@@ -172,6 +189,27 @@ async fn a_call_answered_just_before_a_sigkill_is_counted_after_the_restart() {
             "call {answered}'s tokens: {now} after {tokens}"
         );
         tokens = now;
+    }
+}
+
+/// A stream that breaks after content ends with an `error` event, which
+/// also leaves only once the call (an error, with its tokens) is on disk.
+#[tokio::test]
+async fn a_stream_broken_just_before_a_sigkill_is_counted_after_the_restart() {
+    let upstream = chorus_tests::MockUpstream::start(&[]);
+    let data = scratch_dir();
+    let config = format!(
+        "{}\n[storage]\npath = \"{}\"\n",
+        chorus_tests::standard_config(&upstream),
+        data.join("broken").display()
+    );
+    let deployment = "fault-cut/gpt-4o-mini";
+    let mut node = Node::start(&config).await;
+    for broken in 1..=3 {
+        let body = read_until(&node, "fault-cut", "upstream_broken").await;
+        node.kill();
+        node = Node::start(&config).await;
+        assert_eq!(node.counter(deployment, "errors").await, broken, "{body}");
     }
 }
 

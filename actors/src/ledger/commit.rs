@@ -21,7 +21,8 @@ use super::store::LedgerStore;
 use super::Ledger;
 
 /// The longest a request waits for another's write to cover its counts: a
-/// store that hangs delays answers by this much, never holds them for good.
+/// store that hangs delays their answers by this much. The request that
+/// writes waits for its write, which RocksDB bounds itself.
 const COMMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The writes, and who waits for them.
@@ -83,14 +84,14 @@ impl Commits {
             if *written.borrow_and_update() >= ticket {
                 return;
             }
-            if let Some(leading) = Leading::take(&self.leading) {
+            if let Some(leading) = Leading::take(self) {
                 // Let the requests ready to run count and ask first: one
                 // write then covers them all.
                 tokio::task::yield_now().await;
                 let ticket = self.write(ledger, store.as_ref());
-                // The next leader may step up as soon as the waiters wake.
-                drop(leading);
                 self.announce(ticket);
+                // Wakes the waiters the write did not cover, to lead the next.
+                drop(leading);
                 continue;
             }
             // Another write is under way: its end may cover this ticket,
@@ -131,8 +132,7 @@ impl Commits {
         ticket
     }
 
-    /// Wakes the waiters up to `ticket`, and the others to lead the next
-    /// write.
+    /// Wakes the waiters up to `ticket`.
     fn announce(&self, ticket: u64) {
         self.written.send_if_modified(|written| {
             let moved = ticket > *written;
@@ -143,17 +143,20 @@ impl Commits {
 }
 
 /// The one waiter that writes for the others, until dropped (also when
-/// its request is dropped mid-wait).
-struct Leading<'a>(&'a AtomicBool);
+/// its request is dropped mid-wait). Dropped, it wakes every waiter, so
+/// one whose ticket is still ahead steps up: a leader's write may have
+/// covered none of them.
+struct Leading<'a>(&'a Commits);
 
 impl<'a> Leading<'a> {
-    fn take(flag: &'a AtomicBool) -> Option<Self> {
-        (!flag.swap(true, Ordering::AcqRel)).then_some(Leading(flag))
+    fn take(commits: &'a Commits) -> Option<Self> {
+        (!commits.leading.swap(true, Ordering::AcqRel)).then_some(Leading(commits))
     }
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.leading.store(false, Ordering::Release);
+        self.0.written.send_modify(|_| {});
     }
 }

@@ -10,6 +10,7 @@
 //! restarts often from piling up tallies.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use chorus_proto::counter::{Buckets, Tally};
 
@@ -67,7 +68,12 @@ impl Runs {
     /// only the newest run's stands, so an older run's is forgotten, and a
     /// late echo of one changes nothing.
     pub fn observe_newest(&mut self, generation: u64, tally: Tally) -> RunChanges {
-        if self.0.range(generation + 1..).next().is_some() {
+        if self
+            .0
+            .range((Excluded(generation), Unbounded))
+            .next()
+            .is_some()
+        {
             return RunChanges::default();
         }
         let known = self.0.get(&generation).copied();

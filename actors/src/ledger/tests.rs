@@ -172,6 +172,16 @@ fn reservations_count_only_while_their_run_lives() {
         3,
         "a newer run of b means the older one is gone"
     );
+    ledger.observe(Contribution {
+        key: calls(),
+        run: run("b", 3),
+        tally: lifetime(1),
+    });
+    assert_eq!(
+        ledger.value(&held, 0),
+        2,
+        "a run newer still, heard of by any count, before gossip calls it alive"
+    );
 }
 
 #[test]

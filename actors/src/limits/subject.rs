@@ -86,9 +86,12 @@ impl Reserved {
     }
 
     /// Replaces a reservation of `reserved` made at `reserved_at_ms` with
-    /// what was `used`, in the bucket the reservation was made in.
+    /// what was `used`: up to the reservation in the bucket it was made
+    /// in, anything beyond it now.
     fn settle(&self, reserved: u64, used: u64, reserved_at_ms: u64, now_ms: u64) {
-        self.used.add_in(used, reserved_at_ms, now_ms);
+        let within = used.min(reserved);
+        self.used.add_in(within, reserved_at_ms, now_ms);
+        self.used.add(used - within, now_ms);
         self.freed.add_in(reserved, reserved_at_ms, now_ms);
     }
 }

@@ -33,9 +33,10 @@ pub(super) enum Pumped {
     /// The client got the stream: how it ended and the text it carried,
     /// for estimating tokens when no usage came.
     Ended(Ending, String),
-    /// The upstream ended the stream in order: as `Ended`, with its last
-    /// frame (`[DONE]`, `message_stop`, `response.completed`, …) not yet
-    /// sent, for the caller to send once the call is counted.
+    /// The stream reached its end, in order or not: as `Ended`, with its
+    /// last frame (`[DONE]`, `message_stop`, `response.completed`, … or
+    /// the `error` event) not yet sent, for the caller to send once the
+    /// call is counted.
     Finished(Ending, String, Bytes),
 }
 
@@ -110,9 +111,7 @@ impl Stream<'_> {
                             Ok(rewritten) => rewritten,
                             Err(detail) => {
                                 let cause = ProviderError::Malformed(detail);
-                                return self
-                                    .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                                    .await;
+                                return self.fail(client, cause, ttft, text, &rewriter);
                             }
                         };
                         self.record
@@ -127,9 +126,7 @@ impl Stream<'_> {
                             (&client, rewritten.failure.as_ref())
                         {
                             let cause = ProviderError::Broken(detail.clone());
-                            return self
-                                .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                                .await;
+                            return self.fail(client, cause, ttft, text, &rewriter);
                         }
                         let frame = event.with_data(&json);
                         if matches!(client, ClientSide::Waiting(..)) && !rewritten.starts_reply {
@@ -137,9 +134,7 @@ impl Stream<'_> {
                                 let cause = ProviderError::Malformed(format!(
                                     "more than {MAX_HELD_FRAMES} chunks before any content"
                                 ));
-                                return self
-                                    .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                                    .await;
+                                return self.fail(client, cause, ttft, text, &rewriter);
                             }
                             held.push(frame);
                             continue;
@@ -147,22 +142,14 @@ impl Stream<'_> {
                         (frame, rewritten.ends_stream, rewritten.failure)
                     }
                 },
-                Ok(Some(Err(cause))) => {
-                    return self
-                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                        .await
-                }
+                Ok(Some(Err(cause))) => return self.fail(client, cause, ttft, text, &rewriter),
                 Ok(None) => {
                     let cause = ProviderError::Broken("the stream ended without `[DONE]`".into());
-                    return self
-                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                        .await;
+                    return self.fail(client, cause, ttft, text, &rewriter);
                 }
                 Err(_) => {
                     let cause = ProviderError::Timeout(timeout);
-                    return self
-                        .fail(client, cause, ttft, text, frames_tx, &rewriter)
-                        .await;
+                    return self.fail(client, cause, ttft, text, &rewriter);
                 }
             };
             if let ClientSide::Waiting(reply_tx, mut opening) =
@@ -207,14 +194,14 @@ impl Stream<'_> {
         }
     }
 
-    /// The stream failed: unseen before content, an SSE `error` event after.
-    async fn fail(
+    /// The stream failed: unseen before content, an SSE `error` event after
+    /// (left for the caller to send).
+    fn fail(
         &self,
         client: ClientSide,
         cause: ProviderError,
         ttft: Option<Duration>,
         text: String,
-        frames_tx: &mpsc::Sender<Bytes>,
         rewriter: &StreamRewriter,
     ) -> Pumped {
         if let ClientSide::Waiting(reply_tx, _) = client {
@@ -222,14 +209,7 @@ impl Stream<'_> {
         }
         let error = self.record.error(cause);
         let frame = rewriter.error_frame(error.status(), &error.to_error_body());
-        if frames_tx
-            .send_timeout(frame, self.limits.idle)
-            .await
-            .is_err()
-        {
-            return Pumped::Ended(Ending::cancelled(ttft), text);
-        }
-        Pumped::Ended(Ending::failed(200, ttft, error), text)
+        Pumped::Finished(Ending::failed(200, ttft, error), text, frame)
     }
 }
 

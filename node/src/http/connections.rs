@@ -26,6 +26,10 @@ const RESERVED_FILES: u64 = 1_024;
 const MAX_CONNECTIONS: u64 = 65_536;
 /// Connections allowed when the file limit cannot be read.
 const FALLBACK_CONNECTIONS: u64 = 1_024;
+/// Linux's errors for out of memory, of files system-wide, of files here.
+const ENOMEM: i32 = 12;
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
 
 /// How many client connections the node may hold: its file limit, raised
 /// to the hard limit first, less what the rest of the node needs.
@@ -78,8 +82,11 @@ pub async fn serve(
                 Err(error) => {
                     // Out of files or memory for a moment: waiting lets
                     // connections close instead of spinning on the error.
-                    tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Anything else is one client's (reset, aborted).
+                    if matches!(error.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE)) {
+                        tracing::warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     continue;
                 }
             },
