@@ -97,11 +97,7 @@ key = "sk-bench"
 TOML
 start chorus "$bin/chorus" serve --config "$work/chorus.toml" --listen 127.0.0.1:0
 node="$(address_of chorus)"
-limited_key="$(curl -sf "http://$node/admin/keys" -H "Authorization: Bearer overhead-bench-admin-0123456789" \
-  -H "Content-Type: application/json" \
-  -d '{"name": "limited", "rpm": 100000000, "tpm": 1000000000000, "max_parallel": 100000,
-       "budget_daily_usd": 1000000, "budget_monthly_usd": 1000000}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
+limited_key="$(create_limited_key "$node" overhead-bench-admin-0123456789)"
 baseline=""
 if [ -n "${CHORUS_BASELINE_BIN:-}" ]; then
   baseline_gossip="$(free_port udp)"

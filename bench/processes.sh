@@ -32,3 +32,13 @@ free_port() { # udp|tcp
   local kind="SOCK_STREAM"; [ "$1" = udp ] && kind="SOCK_DGRAM"
   python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.$kind); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
 }
+
+# Echoes a new virtual key made on the node at ADDR, held to every kind of
+# limit, each set too high to refuse: what admission, reservations and
+# settling cost.
+create_limited_key() { # addr admin_token
+  curl -sf "http://$1/admin/keys" -H "Authorization: Bearer $2" -H "Content-Type: application/json" \
+    -d '{"name": "limited", "rpm": 100000000, "tpm": 1000000000000, "max_parallel": 100000,
+         "budget_daily_usd": 1000000, "budget_monthly_usd": 1000000}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
+}

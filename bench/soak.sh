@@ -67,11 +67,7 @@ TOML
 done
 node_a="$(address_of chorus-a)"
 node_b="$(address_of chorus-b)"
-limited_key="$(curl -sf "http://$node_a/admin/keys" -H "Authorization: Bearer $admin" \
-  -H "Content-Type: application/json" \
-  -d '{"name": "limited", "rpm": 100000000, "tpm": 1000000000000, "max_parallel": 100000,
-       "budget_daily_usd": 1000000, "budget_monthly_usd": 1000000}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
+limited_key="$(create_limited_key "$node_a" "$admin")"
 
 load() { # name node rate args...
   local name="$1" node="$2" rate="$3"; shift 3
