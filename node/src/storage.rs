@@ -25,7 +25,10 @@ use anyhow::Context;
 use chorus_actors::{AdminStore, Contribution, LedgerStore, RunId, StoreChange, StoreError};
 use chorus_proto::admin::{AdminEntry, EntryId};
 use chorus_proto::counter::{CounterKey, Tally};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch,
+    WriteBufferManager, WriteOptions, DB,
+};
 
 pub use cache::CacheStore;
 pub use items::ItemStore;
@@ -35,6 +38,18 @@ const COUNTERS: &str = "counters";
 const META: &str = "meta";
 const ADMIN: &str = "admin";
 const GENERATION: &[u8] = b"generation";
+
+/// What all memtables together may hold before RocksDB flushes the largest.
+/// RocksDB's default is 64 MiB per column family, eight of them here: a
+/// node's memory would climb by hundreds of MiB as the request log fills
+/// them, then fall at each flush.
+const MEMTABLES_BYTES: usize = 16 << 20;
+/// One memtable's size, before it is frozen and flushed.
+const MEMTABLE_BYTES: usize = 4 << 20;
+/// The block cache all families share. Index and filter blocks live in it
+/// too, so the memory that reading needs stays bounded however large the
+/// request log grows (by default each table keeps its own outside any cache).
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
 
 pub struct Storage {
     db: DB,
@@ -59,7 +74,7 @@ fn missing_family(name: &'static str) -> StoreError {
 
 impl Storage {
     pub fn open(path: &Path) -> anyhow::Result<Storage> {
-        let mut options = Options::default();
+        let mut options = bounded_memory();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let families = [
@@ -72,7 +87,7 @@ impl Storage {
             items::ITEMS,
             items::ITEMS_EXPIRY,
         ]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        .map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
         Ok(Storage { db })
@@ -183,6 +198,25 @@ impl LedgerStore for Storage {
             .write(batch)
             .map_err(|e| store_error("write the counters to", e))
     }
+}
+
+/// Options under which the store's memory stays within [`MEMTABLES_BYTES`]
+/// and [`BLOCK_CACHE_BYTES`] (plus RocksDB's own bookkeeping), however much
+/// it holds: every family shares one memtable budget and one block cache.
+fn bounded_memory() -> Options {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&table);
+    options.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager(
+        MEMTABLES_BYTES,
+        false,
+    ));
+    options.set_write_buffer_size(MEMTABLE_BYTES);
+    options
 }
 
 fn encode_key(key: &CounterKey, run: &RunId) -> Vec<u8> {
