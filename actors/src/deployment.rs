@@ -18,7 +18,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use chorus_proto::counter::{CounterKey, CounterKind, Window};
+use chorus_proto::counter::{CounterKey, CounterKind};
 use chorus_proto::{Price, Usage};
 
 use crate::ewma::Ewma;
@@ -257,7 +257,7 @@ impl DeploymentHandle {
         let Quota { rpm, tpm } = self.0.spec.quota;
         let used = |counter: &OwnCounter, limited: bool| {
             if limited {
-                Window::Minute.value(counter.cluster_buckets(), unix_ms)
+                counter.cluster_buckets().value(unix_ms)
             } else {
                 0
             }
@@ -285,7 +285,7 @@ impl DeploymentHandle {
             limit.is_none_or(|limit| {
                 used.saturating_add(need) <= limit
                     && counter.within_share(
-                        counter.sync_view().cluster_at_sync,
+                        &counter.sync_view().cluster_at_sync,
                         limit,
                         need,
                         peers,

@@ -224,7 +224,7 @@ impl Ledger {
                 .or_default()
                 .entry(run.node_id)
                 .or_default();
-            if !runs.observe(run.generation, tally).grew {
+            if !runs.observe(run.generation, &tally).grew {
                 return false;
             }
             return own_counter(&mut book, own_run, key).1;
@@ -236,9 +236,9 @@ impl Ledger {
             .entry(run.node_id.clone())
             .or_default();
         let changes = if key.kind.is_held() {
-            runs.observe_newest(run.generation, tally)
+            runs.observe_newest(run.generation, &tally)
         } else {
-            runs.observe(run.generation, tally)
+            runs.observe(run.generation, &tally)
         };
         let newer_run = note_newest(&mut book, &run);
         let changed = changes.grew || !changes.forgotten.is_empty();
@@ -266,8 +266,7 @@ impl Ledger {
     /// The counter's cluster-wide value at `unix_ms`.
     pub fn value(&self, key: &CounterKey, unix_ms: u64) -> u64 {
         let book = self.book();
-        key.window()
-            .value(cluster_buckets(&book, &self.0.run, key), unix_ms)
+        cluster_buckets(&book, &self.0.run, key).value(unix_ms)
     }
 
     /// Every counter's cluster-wide value at `unix_ms`.
@@ -276,8 +275,8 @@ impl Ledger {
         let keys: BTreeSet<&CounterKey> = book.own.keys().chain(book.runs.keys()).collect();
         keys.into_iter()
             .map(|key| {
-                let buckets = cluster_buckets(&book, &self.0.run, key);
-                (key.clone(), key.window().value(buckets, unix_ms))
+                let value = cluster_buckets(&book, &self.0.run, key).value(unix_ms);
+                (key.clone(), value)
             })
             .collect()
     }
@@ -370,7 +369,11 @@ impl Ledger {
                 .and_then(|nodes| nodes.get(&run.node_id))
                 .and_then(|runs| runs.get(run.generation));
             changes.push(match stored {
-                Some(tally) => StoreChange::Put(Contribution { key, run, tally }),
+                Some(tally) => StoreChange::Put(Contribution {
+                    key,
+                    run,
+                    tally: tally.clone(),
+                }),
                 None if run == *own_run && book.own.contains_key(&key) => continue,
                 None => StoreChange::Remove {
                     key,
@@ -434,7 +437,7 @@ impl Ledger {
                         picked.push(Contribution {
                             key: key.clone(),
                             run,
-                            tally,
+                            tally: tally.clone(),
                         });
                     }
                 }
@@ -521,7 +524,7 @@ fn own_counter(book: &mut Book, own_run: &RunId, key: CounterKey) -> (Arc<OwnCou
             counter
         }
     };
-    let folded = earlier.is_some_and(|earlier| counter.fold_earlier_runs(earlier));
+    let folded = earlier.is_some_and(|earlier| counter.fold_earlier_runs(&earlier));
     (counter, folded)
 }
 
@@ -533,18 +536,19 @@ fn other_nodes(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
         .flatten()
         .filter(|(node_id, _)| **node_id != own_run.node_id)
         .map(|(node_id, runs)| node_count(book, key, node_id, runs))
-        .fold(Buckets::default(), Buckets::plus)
+        .fold(Buckets::default(), |sum, count| sum.plus(&count))
 }
 
 /// Every node's count of `key`, added up bucket by bucket.
 fn cluster_buckets(book: &Book, own_run: &RunId, key: &CounterKey) -> Buckets {
     let own = book.own.get(key).map(|counter| counter.tally().total);
+    let counted_own = own.is_some();
     let others = book.runs.get(key).into_iter().flatten();
     others
-        .filter(|(node_id, _)| own.is_none() || **node_id != own_run.node_id)
+        .filter(|(node_id, _)| !counted_own || **node_id != own_run.node_id)
         .map(|(node_id, runs)| node_count(book, key, node_id, runs))
         .chain(own)
-        .fold(Buckets::default(), Buckets::plus)
+        .fold(Buckets::default(), |sum, count| sum.plus(&count))
 }
 
 /// Notes `run` as its node's newest if it is; returns whether it was.
@@ -580,8 +584,7 @@ fn node_count(book: &Book, key: &CounterKey, node_id: &NodeId, runs: &Runs) -> B
                     generation: *generation,
                 })
         })
-        .map(|(_, tally)| tally.total)
-        .fold(Buckets::default(), Buckets::plus)
+        .fold(Buckets::default(), |sum, (_, tally)| sum.plus(&tally.total))
 }
 
 #[cfg(test)]

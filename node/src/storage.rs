@@ -236,19 +236,20 @@ fn decode(key: &[u8], value: &[u8]) -> Option<Contribution> {
     let separator = rest.iter().position(|byte| *byte == 0)?;
     let counter = CounterKey::decode(std::str::from_utf8(&rest[..separator]).ok()?)?;
     let node_id = std::str::from_utf8(&rest[separator + 1..]).ok()?;
+    let tally = Tally::decode(std::str::from_utf8(value).ok()?, counter.window())?;
     Some(Contribution {
         key: counter,
         run: RunId {
             node_id: node_id.to_owned(),
             generation: u64::from_be_bytes(*generation),
         },
-        tally: Tally::decode(std::str::from_utf8(value).ok()?)?,
+        tally,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use chorus_proto::counter::{Buckets, CounterKind};
+    use chorus_proto::counter::{Buckets, CounterKind, Window};
 
     use super::*;
 
@@ -259,7 +260,7 @@ mod tests {
                 node_id: node_id.into(),
                 generation,
             },
-            tally: Tally::new(Buckets::new(0, total)),
+            tally: Tally::new(Buckets::new(Window::Lifetime, 0, total)),
         }
     }
 

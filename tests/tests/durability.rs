@@ -405,9 +405,14 @@ async fn fifty_restarts_leave_the_gossip_state_the_size_it_was() {
     let after_fifty = settled_state(&nodes[0], 3).await;
     println!("gossip state (keys, bytes, runs) after 1 restart: {after_one:?}; after 50: {after_fifty:?}");
     let within_ten_percent = |one: u64, fifty: u64| fifty * 10 <= one * 11 && fifty * 10 >= one * 9;
+    // Each node's calls per minute is counted in 2 s slices, and the calls
+    // of fifty restarts fall in more of them than those of one: up to 30
+    // more `,1` in each of three nodes' entries. A run left behind by each
+    // restart would add far more than that.
+    let slices_more = 3 * 30 * 2;
     assert!(
         within_ten_percent(after_one.0, after_fifty.0)
-            && within_ten_percent(after_one.1, after_fifty.1),
+            && after_fifty.1 * 10 <= (after_one.1 + slices_more) * 11,
         "after 1 restart {after_one:?}, after 50 {after_fifty:?}"
     );
     // Fifty runs of one node, and every call counted exactly once.

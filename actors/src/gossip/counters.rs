@@ -361,7 +361,7 @@ fn delete(key: String) -> Change {
 
 #[cfg(test)]
 mod tests {
-    use chorus_proto::counter::Buckets;
+    use chorus_proto::counter::{Buckets, Window};
 
     use super::*;
 
@@ -399,8 +399,8 @@ mod tests {
         };
         let entry = entry_key(&run, "ollama/llama3:8b");
         assert_eq!(entry, "node-1:42:ollama/llama3:8b");
-        let calls = Tally::new(Buckets::new(0, 7));
-        let errors = Tally::new(Buckets::new(0, 1));
+        let calls = Tally::new(Buckets::new(Window::Lifetime, 0, 7));
+        let errors = Tally::new(Buckets::new(Window::Lifetime, 0, 1));
         let value = encode_tallies([(CounterKind::Calls, &calls), (CounterKind::Errors, &errors)]);
         let contribution = |kind, tally| Contribution {
             key: CounterKey::new(kind, "ollama/llama3:8b"),

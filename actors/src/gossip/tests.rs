@@ -277,7 +277,11 @@ async fn a_node_does_not_republish_runs_before_it_has_settled() {
     let restored = vec![crate::ledger::Contribution {
         key: CounterKey::new(CounterKind::Calls, "p/m"),
         run: run("b", 1),
-        tally: chorus_proto::counter::Tally::new(chorus_proto::counter::Buckets::new(0, 6)),
+        tally: chorus_proto::counter::Tally::new(chorus_proto::counter::Buckets::new(
+            chorus_proto::counter::Window::Lifetime,
+            0,
+            6,
+        )),
     }];
     let mut a = TestNode::start(&network, run("a", 2), restored);
     a.state.counters = CounterSection::new(Duration::from_secs(3600));

@@ -25,7 +25,7 @@ pub struct OwnCounter {
     urgent: AtomicBool,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct OwnTally {
     earlier_runs: Buckets,
     this_run: Buckets,
@@ -38,13 +38,13 @@ struct OwnTally {
 
 impl OwnTally {
     fn own(&self) -> Buckets {
-        self.earlier_runs.plus(self.this_run)
+        self.earlier_runs.plus(&self.this_run)
     }
 }
 
 /// What a limit needs to split the headroom left among the nodes that
 /// use it: see [`OwnCounter::sync_view`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncView {
     /// The cluster's count at the last gossip exchange.
     pub cluster_at_sync: Buckets,
@@ -94,18 +94,13 @@ impl OwnCounter {
             return;
         }
         let window = self.key.window();
-        let (bucket, now) = (window.epoch(bucket_ms), window.epoch(now_ms));
+        let added = Buckets::new(window, window.epoch(bucket_ms), amount).at(window.epoch(now_ms));
+        if added == Buckets::default() {
+            return;
+        }
         {
             let mut tally = self.lock();
-            let mut this_run = tally.this_run.at(now.max(bucket));
-            if bucket >= this_run.epoch {
-                this_run.current = this_run.current.saturating_add(amount);
-            } else if bucket + 1 == this_run.epoch {
-                this_run.previous = this_run.previous.saturating_add(amount);
-            } else {
-                return;
-            }
-            tally.this_run = this_run;
+            tally.this_run = tally.this_run.plus(&added);
         }
         self.changed();
     }
@@ -114,7 +109,7 @@ impl OwnCounter {
     /// exact figure and the others' as of the last gossip merge.
     pub fn cluster_buckets(&self) -> Buckets {
         let tally = self.lock();
-        tally.own().plus(tally.other_nodes)
+        tally.own().plus(&tally.other_nodes)
     }
 
     /// What the other nodes have counted, as the ledger merged it.
@@ -129,8 +124,8 @@ impl OwnCounter {
     pub fn sync_view(&self) -> SyncView {
         let tally = self.lock();
         SyncView {
-            cluster_at_sync: tally.cluster_at_sync,
-            own_since_sync: tally.own().minus(tally.own_at_sync),
+            cluster_at_sync: tally.cluster_at_sync.clone(),
+            own_since_sync: tally.own().minus(&tally.own_at_sync),
         }
     }
 
@@ -147,7 +142,7 @@ impl OwnCounter {
     /// counter's own, or what it is one part of.
     pub fn within_share(
         &self,
-        cluster_at_sync: Buckets,
+        cluster_at_sync: &Buckets,
         limit: u64,
         need: u64,
         peers: u64,
@@ -157,13 +152,12 @@ impl OwnCounter {
             return true;
         }
         let view = self.sync_view();
-        let window = self.key().window();
-        let taken = window.value(view.own_since_sync, now_ms);
+        let taken = view.own_since_sync.value(now_ms);
         if taken == 0 {
             return true;
         }
         let share = limit
-            .saturating_sub(window.value(cluster_at_sync, now_ms))
+            .saturating_sub(cluster_at_sync.value(now_ms))
             .div_ceil(peers + 1);
         let wanted = taken.saturating_add(need);
         if wanted.saturating_mul(2) > share {
@@ -176,7 +170,7 @@ impl OwnCounter {
 
     /// Takes in what this node's earlier runs counted, as far as learned,
     /// if it is more than already known. Returns whether it was.
-    pub(super) fn fold_earlier_runs(&self, earlier: Buckets) -> bool {
+    pub(super) fn fold_earlier_runs(&self, earlier: &Buckets) -> bool {
         let folded = {
             let mut tally = self.lock();
             if tally.earlier_runs.covers(earlier) {
@@ -201,7 +195,7 @@ impl OwnCounter {
     fn tally_of(tally: &OwnTally) -> Tally {
         Tally {
             total: tally.own(),
-            earlier_runs: tally.earlier_runs,
+            earlier_runs: tally.earlier_runs.clone(),
         }
     }
 
@@ -250,7 +244,7 @@ impl OwnCounter {
 
     fn sync(tally: &mut OwnTally) {
         tally.own_at_sync = tally.own();
-        tally.cluster_at_sync = tally.own_at_sync.plus(tally.other_nodes);
+        tally.cluster_at_sync = tally.own_at_sync.plus(&tally.other_nodes);
     }
 
     /// Has gossip take the tally again, changed or not.
@@ -274,14 +268,17 @@ mod tests {
     fn counts_this_run_on_top_of_earlier_runs() {
         let counter = OwnCounter::new(CounterKey::new(CounterKind::Calls, "p/m"));
         counter.add(2, 1_000);
-        assert!(counter.fold_earlier_runs(Buckets::new(0, 10)));
+        assert!(counter.fold_earlier_runs(&Buckets::new(Window::Lifetime, 0, 10)));
         assert!(
-            !counter.fold_earlier_runs(Buckets::new(0, 4)),
+            !counter.fold_earlier_runs(&Buckets::new(Window::Lifetime, 0, 4)),
             "an older figure of the earlier runs adds nothing"
         );
         let tally = counter.tally();
-        assert_eq!((tally.total.current, tally.earlier_runs.current), (12, 10));
-        assert_eq!(counter.take_unsaved(), Some(tally));
+        assert_eq!(
+            (tally.total.newest(), tally.earlier_runs.newest()),
+            (12, 10)
+        );
+        assert_eq!(counter.take_unsaved(), Some(tally.clone()));
         assert_eq!(counter.take_unsaved(), None);
         assert!(counter.is_unpublished());
         assert_eq!(counter.take_published(), tally);
@@ -290,29 +287,31 @@ mod tests {
 
     #[test]
     fn a_late_correction_lands_in_the_bucket_of_what_it_corrects() {
-        let minute = 60_000;
-        let counter = OwnCounter::new(CounterKey::new(CounterKind::TokensMinute, "key:k"));
-        counter.add(10, 5 * minute);
-        counter.add_in(4, 5 * minute, 6 * minute + 1);
+        let day = 86_400_000;
+        let counter = OwnCounter::new(CounterKey::new(CounterKind::SpendMicrosDay, "key:k"));
+        counter.add(10, 5 * day);
+        counter.add_in(4, 5 * day, 6 * day + 1);
         let total = counter.tally().total;
-        assert_eq!((total.epoch, total.current, total.previous), (6, 0, 14));
-        counter.add_in(7, 4 * minute, 6 * minute + 2);
+        assert_eq!((total.epoch(), total.counts()), (6, &[0, 14][..]));
+        counter.add_in(7, 4 * day, 6 * day + 2);
         assert_eq!(
-            counter.tally().total.previous,
-            14,
+            counter.tally().total.counts(),
+            [0, 14],
             "out of the window: dropped"
         );
-        counter.set_other_nodes(Buckets::new(6, 5));
-        let cluster = counter.cluster_buckets();
-        assert_eq!(Window::Minute.value(cluster, 6 * minute), 5 + 14);
+        counter.set_other_nodes(Buckets::new(Window::Day, 6, 5));
+        assert_eq!(counter.cluster_buckets().counts(), [5, 14]);
     }
 
     #[test]
-    fn windowed_counts_move_to_the_next_bucket() {
+    fn minute_counts_land_in_their_slice_and_leave_after_a_minute() {
         let counter = OwnCounter::new(CounterKey::new(CounterKind::CallsMinute, "p/m"));
-        counter.add(3, 60_000 * 5);
-        counter.add(1, 60_000 * 6 + 10);
+        let minute = 60_000;
+        counter.add(3, 5 * minute);
+        counter.add(1, 5 * minute + 3_000);
         let total = counter.tally().total;
-        assert_eq!((total.epoch, total.current, total.previous), (6, 1, 3));
+        assert_eq!((total.epoch(), total.counts()), (151, &[1, 3][..]));
+        assert_eq!(total.value(6 * minute + 1_999), 4);
+        assert_eq!(total.value(6 * minute + 2_000), 1);
     }
 }

@@ -26,7 +26,7 @@ impl LedgerStore for MemoryStore {
         for change in changes {
             match change {
                 StoreChange::Put(c) => {
-                    saved.insert((c.key.clone(), c.run.clone()), c.tally);
+                    saved.insert((c.key.clone(), c.run.clone()), c.tally.clone());
                 }
                 StoreChange::Remove {
                     key,
@@ -50,7 +50,7 @@ impl MemoryStore {
             .map(|((key, run), tally)| Contribution {
                 key: key.clone(),
                 run: run.clone(),
-                tally: *tally,
+                tally: tally.clone(),
             })
             .collect()
     }
@@ -72,7 +72,7 @@ fn calls() -> CounterKey {
 }
 
 fn lifetime(total: u64) -> Tally {
-    Tally::new(Buckets::new(0, total))
+    Tally::new(Buckets::new(Window::Lifetime, 0, total))
 }
 
 fn contribution(node_id: &str, generation: u64, tally: Tally) -> Contribution {
@@ -117,7 +117,7 @@ async fn counts_are_in_the_store_once_committed() {
             counter.add(1, 0);
             let counted = added.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
             ledger.committed().await;
-            let stored = store.restore()[0].tally.total.current;
+            let stored = store.restore()[0].tally.total.newest();
             assert!(stored >= counted, "{stored} stored, {counted} counted");
         })
     });
@@ -140,12 +140,12 @@ fn reservations_count_only_while_their_run_lives() {
     let held_by = |node_id: &str, generation: u64, total: u64| Contribution {
         key: held.clone(),
         run: run(node_id, generation),
-        tally: Tally::new(Buckets::new(0, total)),
+        tally: Tally::new(Buckets::new(Window::Lifetime, 0, total)),
     };
     let ledger = Ledger::new(run("a", 2), vec![held_by("a", 1, 7)]);
     let counter = ledger.counter(held.clone());
     counter.add(2, 0);
-    let cluster = || Window::Day.value(counter.cluster_buckets(), 0);
+    let cluster = || counter.cluster_buckets().value(0);
     assert_eq!(
         (ledger.value(&held, 0), cluster()),
         (2, 2),
@@ -234,8 +234,8 @@ fn a_restarted_node_that_lost_its_store_folds_what_peers_kept() {
         vec![(
             CounterKind::Calls,
             Tally {
-                total: Buckets::new(0, 11),
-                earlier_runs: Buckets::new(0, 10),
+                total: Buckets::new(Window::Lifetime, 0, 11),
+                earlier_runs: Buckets::new(Window::Lifetime, 0, 10),
             }
         )],
         "the published tally says what it folded, so peers can forget run 1"
@@ -250,8 +250,8 @@ fn peers_forget_a_run_once_its_successor_has_folded_it_however_often_it_restarts
     for generation in 1..=50 {
         // Each run starts from what the previous one counted, then counts 3.
         let tally = Tally {
-            total: Buckets::new(0, node_total + 3),
-            earlier_runs: Buckets::new(0, node_total),
+            total: Buckets::new(Window::Lifetime, 0, node_total + 3),
+            earlier_runs: Buckets::new(Window::Lifetime, 0, node_total),
         };
         node_total += 3;
         peer.observe(contribution("c", generation, tally));
@@ -296,7 +296,11 @@ fn windowed_tallies_expire_from_memory_and_store() {
     ledger.observe(Contribution {
         key: minute.clone(),
         run: run("b", 1),
-        tally: Tally::new(Buckets::new(10, 6)),
+        tally: Tally::new(Buckets::new(
+            Window::Minute,
+            Window::Minute.epoch(60_000 * 10),
+            6,
+        )),
     });
     flushed(&ledger, &store);
     assert_eq!(ledger.value(&minute, 60_000 * 10), 10);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_proto::admin::Limits;
-use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Window};
+use chorus_proto::counter::{Buckets, CounterKey, CounterKind};
 
 use super::window::{wait_ms, MinuteFigures};
 use super::{Period, RateHeaders, RateKind, Refusal, Reservation};
@@ -65,8 +65,8 @@ impl Reserved {
     fn buckets(&self) -> Buckets {
         self.used
             .cluster_buckets()
-            .plus(self.held.cluster_buckets())
-            .minus(self.freed.cluster_buckets())
+            .plus(&self.held.cluster_buckets())
+            .minus(&self.freed.cluster_buckets())
     }
 
     /// See [`OwnCounter::within_share`]: what this node took since the
@@ -75,10 +75,10 @@ impl Reserved {
     fn within_share(&self, limit: u64, need: u64, peers: u64, now_ms: u64) -> bool {
         let at_sync = |counter: &OwnCounter| counter.sync_view().cluster_at_sync;
         let cluster_at_sync = at_sync(&self.used)
-            .plus(at_sync(&self.held))
-            .minus(at_sync(&self.freed));
+            .plus(&at_sync(&self.held))
+            .minus(&at_sync(&self.freed));
         self.held
-            .within_share(cluster_at_sync, limit, need, peers, now_ms)
+            .within_share(&cluster_at_sync, limit, need, peers, now_ms)
     }
 
     fn reserve(&self, amount: u64, now_ms: u64) {
@@ -173,8 +173,8 @@ impl Subject {
 
     /// Spend in micro-dollars (reserved and settled) today and this month.
     pub fn spend_micros(&self, now_ms: u64) -> (u64, u64) {
-        let day = Window::Day.value(self.spend_day.buckets(), now_ms);
-        let month = Window::Month.value(self.spend_month.buckets(), now_ms);
+        let day = self.spend_day.buckets().value(now_ms);
+        let month = self.spend_month.buckets().value(now_ms);
         (day, month)
     }
 
@@ -192,11 +192,11 @@ impl Subject {
     ) -> Result<(), Refusal> {
         if let Some(rpm) = limits.rpm {
             let buckets = self.requests.cluster_buckets();
-            let figures = MinuteFigures::of(buckets, rpm, now_ms);
+            let figures = MinuteFigures::of(&buckets, rpm, now_ms);
             let wait = if !figures.fits(1) {
-                Some(wait_ms(buckets, rpm, 1, now_ms).unwrap_or(MINUTE_MS))
+                Some(wait_ms(&buckets, rpm, 1, now_ms).unwrap_or(MINUTE_MS))
             } else if !self.requests.within_share(
-                self.requests.sync_view().cluster_at_sync,
+                &self.requests.sync_view().cluster_at_sync,
                 rpm,
                 1,
                 peers,
@@ -225,9 +225,9 @@ impl Subject {
                 });
             }
             let buckets = self.tokens.buckets();
-            let figures = MinuteFigures::of(buckets, tpm, now_ms);
+            let figures = MinuteFigures::of(&buckets, tpm, now_ms);
             let wait = if !figures.fits(need) {
-                Some(wait_ms(buckets, tpm, need, now_ms).unwrap_or(MINUTE_MS))
+                Some(wait_ms(&buckets, tpm, need, now_ms).unwrap_or(MINUTE_MS))
             } else if !self.tokens.within_share(tpm, need, peers, now_ms) {
                 Some(SHARE_RETRY_MS)
             } else {

@@ -1,9 +1,8 @@
-use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally};
+use chorus_proto::counter::{Buckets, CounterKey, CounterKind, Tally, Window};
 
 use super::*;
 use crate::ledger::{Contribution, RunId};
 
-const MINUTE: u64 = 60_000;
 const IDLE_AFTER_MS: u64 = 120_000;
 /// 30 s into some minute, at noon some day.
 const NOW: u64 = 20_000 * 86_400_000 + 12 * 3_600_000 + 30_000;
@@ -63,15 +62,18 @@ fn requests_per_minute_count_down_then_refuse_with_a_wait() {
             headers,
             ..
         }) => {
-            // All three in this minute: into the next, until a third of
-            // them slid out.
-            assert_eq!(wait, 30_000 + 20_000);
+            // All three in the slice NOW begins: until it leaves the
+            // minute, 60 s after its end.
+            assert_eq!(wait, 62_000);
             assert_eq!(headers.requests.unwrap().remaining, 0);
         }
         other => panic!("not refused: {other:?}"),
     }
     assert!(limiter
-        .admit(&[key(&limits)], one_token(), NOW + 50_000)
+        .admit(&[key(&limits)], one_token(), NOW + 61_999)
+        .is_err());
+    assert!(limiter
+        .admit(&[key(&limits)], one_token(), NOW + 62_000)
         .is_ok());
 }
 
@@ -245,7 +247,7 @@ fn other_nodes_requests_count_as_gossip_brings_them() {
             node_id: "b".into(),
             generation: 1,
         },
-        tally: Tally::new(Buckets::new(NOW / MINUTE, 4)),
+        tally: Tally::new(Buckets::new(Window::Minute, Window::Minute.epoch(NOW), 4)),
     });
     assert!(
         limiter.admit(&[key(&limits)], one_token(), NOW).is_err(),
@@ -316,7 +318,7 @@ fn between_exchanges_a_node_takes_only_its_share_of_what_is_left() {
             node_id: "b".into(),
             generation: 1,
         },
-        tally: Tally::new(Buckets::new(NOW / MINUTE, 2)),
+        tally: Tally::new(Buckets::new(Window::Minute, Window::Minute.epoch(NOW), 2)),
     });
     limiter.admit(&[key(&limits)], one_token(), NOW).unwrap();
     publish(&ledger);
