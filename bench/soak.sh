@@ -3,7 +3,8 @@
 # response cache on, under steady mixed load for a long time — streams on
 # one node, requests held to every kind of limit on the other, and a
 # cached alias — sampling each node every 10 s: resident memory, open
-# files, store size and gossip state. Release builds only.
+# files, store size, what the store holds in memory (memtables, block
+# cache, table readers) and gossip state. Release builds only.
 #
 #   bash bench/soak.sh [MINUTES]        (default 30)
 #
@@ -81,7 +82,7 @@ load streamed "$node_b" 20 --stream --model streamed --header "Authorization: Be
 date="$(date -u +%Y-%m-%dT%H%MZ)"
 mkdir -p bench/results
 samples="bench/results/soak-$date.csv"
-echo "elapsed_s,node,rss_kib,open_files,store_bytes,gossip_keys,gossip_bytes,requests" >"$samples"
+echo "elapsed_s,node,rss_kib,open_files,store_bytes,gossip_keys,gossip_bytes,requests,store_memtables,store_cache,store_readers" >"$samples"
 pid_of() { pgrep -f -- "--config $work/$1.toml" | head -1; }
 started="$(date +%s)"
 while [ $(( $(date +%s) - started )) -lt "$seconds" ]; do
@@ -93,13 +94,23 @@ while [ $(( $(date +%s) - started )) -lt "$seconds" ]; do
     rss="$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")"
     files="$(ls "/proc/$pid/fd" | wc -l)"
     store="$(du -sb "$work/store-$node" | cut -f1)"
-    gossip="$(curl -sf "http://$address/v1/cluster" -H "Authorization: Bearer $admin" |
-      python3 -c 'import json, sys; g = json.load(sys.stdin)["gossip"]; print(g["state_keys"], g["state_bytes"])')"
-    # Routed requests and cache hits: every request the node answered.
-    requests="$(curl -sf "http://$address/metrics" |
+    curl -sf "http://$address/v1/cluster" -H "Authorization: Bearer $admin" >"$work/view-$node.json"
+    gossip="$(python3 -c 'import json, sys; g = json.load(sys.stdin)["gossip"]; print(g["state_keys"], g["state_bytes"])' \
+      <"$work/view-$node.json")"
+    # Routed requests and cache hits (every request the node answered),
+    # then the store's memory by part.
+    scraped="$(curl -sf "http://$address/metrics" |
       awk '/^chorus_requests_total/ || /^chorus_cache_lookups_total.*result="hit"/ {sum += $NF}
-           END {printf "%d", sum}')"
-    echo "$elapsed,$node,$rss,$files,$store,${gossip// /,},$requests" >>"$samples"
+           /^chorus_store_memory_bytes/ {part[$1] = $NF}
+           END {printf "%d,%d,%d,%d", sum, part["chorus_store_memory_bytes{part=\"memtables\"}"],
+                part["chorus_store_memory_bytes{part=\"block_cache\"}"],
+                part["chorus_store_memory_bytes{part=\"table_readers\"}"]}')"
+    echo "$elapsed,$node,$rss,$files,$store,${gossip// /,},$scraped" >>"$samples"
+    # The cluster view as the warm-up ends, to show what appeared since.
+    if [ "$elapsed" -le $((seconds / 5)) ]; then cp "$work/view-$node.json" "$work/early-$node.json"; fi
   done
+done
+for node in a b; do
+  python3 bench/soak_report.py --appeared "$work/early-$node.json" "$work/view-$node.json" "node $node"
 done
 python3 bench/soak_report.py "$samples"

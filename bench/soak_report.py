@@ -9,17 +9,21 @@ the CSV and exits 1 when a figure grew too much.
 """
 
 import csv
+import json
 import sys
 from collections import defaultdict
 
 BOUNDED = ("rss_kib", "open_files", "gossip_keys", "gossip_bytes")
-CHARTED = BOUNDED + ("store_bytes",)
+CHARTED = BOUNDED + ("store_bytes", "store_memtables", "store_cache", "store_readers")
 UNITS = {
     "rss_kib": "KiB",
     "open_files": "files",
     "gossip_keys": "keys",
     "gossip_bytes": "bytes",
     "store_bytes": "bytes",
+    "store_memtables": "bytes",
+    "store_cache": "bytes",
+    "store_readers": "bytes",
 }
 LIMIT = 0.05
 WARM_UP = 0.2
@@ -99,5 +103,29 @@ def main(path):
     return 1 if failed else 0
 
 
+def paths(value, prefix=""):
+    """Every key path of a JSON value (list items by position)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return {prefix}
+    found = {prefix}
+    for key, item in items:
+        found |= paths(item, f"{prefix}/{key}")
+    return found
+
+
+def appeared(early, late, label):
+    """Prints what the later cluster view has that the earlier had not."""
+    with open(early) as before, open(late) as after:
+        new = sorted(paths(json.load(after)) - paths(json.load(before)))
+    print(f"{label}: in the cluster view since the warm-up: " + (", ".join(new) or "nothing new"))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--appeared":
+        sys.exit(appeared(*sys.argv[2:5]))
     sys.exit(main(sys.argv[1]))

@@ -37,6 +37,7 @@ use crate::cache::ResponseCache;
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::request_log::RequestLog;
+use crate::storage::Storage;
 use crate::stored::Stored;
 
 pub use auth::{authenticate_admin, Caller, KeyStore};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub request_log: Option<RequestLog>,
     /// `None` when the node stores no responses.
     pub stored: Option<Arc<Stored>>,
+    /// `None` when the node has no `[storage]`; for its metrics.
+    pub storage: Option<Arc<Storage>>,
     /// Asks other nodes for their part of cluster-wide views.
     pub peers: reqwest::Client,
 }
@@ -184,6 +187,7 @@ pub(crate) mod tests {
             cache: None,
             request_log: None,
             stored: None,
+            storage: None,
             peers: reqwest::Client::new(),
         }
     }

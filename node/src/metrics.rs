@@ -3,7 +3,8 @@
 //!
 //! The request path feeds them as requests end (through the actors'
 //! [`RequestObserver`]) and as requests are refused; what other parts of
-//! the node already keep — breakers, cluster members, gossip traffic — is
+//! the node already keep — breakers, cluster members, gossip traffic, the
+//! store's memory — is
 //! read when the page is scraped. Labels are aliases, deployment names,
 //! statuses and error codes only: never a key, a prompt or a secret.
 
@@ -20,6 +21,7 @@ use prometheus::{
 
 use crate::cluster::ClusterView;
 use crate::recent::{Recent, Sample};
+use crate::storage::StoreMemory;
 
 /// Request durations, in seconds: from a cached or instant answer to a
 /// long generation.
@@ -51,6 +53,7 @@ pub struct Metrics {
     gossip_auth_failures: IntCounter,
     gossip_dropped: IntCounterVec,
     request_log_dropped: IntCounter,
+    store_memory: IntGaugeVec,
     /// The last ten minutes, for the status page's charts.
     recent: Recent,
     /// Scrapes bring the gossip counters up to date one at a time.
@@ -164,6 +167,15 @@ impl Metrics {
             "Request log records dropped because the writer could not keep up.",
         )?;
         registry.register(Box::new(request_log_dropped.clone()))?;
+        let store_memory = IntGaugeVec::new(
+            Opts::new(
+                "store_memory_bytes",
+                "What the node's store holds in memory, by part: memtables, block_cache, \
+                 table_readers.",
+            ),
+            &["part"],
+        )?;
+        registry.register(Box::new(store_memory.clone()))?;
         let recent = Recent::new(
             routes.aliases(),
             routes
@@ -188,6 +200,7 @@ impl Metrics {
             gossip_auth_failures,
             gossip_dropped,
             request_log_dropped,
+            store_memory,
             recent,
             scrape: Mutex::new(()),
         })
@@ -246,7 +259,12 @@ impl Metrics {
     }
 
     /// The exposition text, with what the node keeps elsewhere read now.
-    pub fn render(&self, routes: &Routes, cluster: Option<&ClusterView>) -> String {
+    pub fn render(
+        &self,
+        routes: &Routes,
+        cluster: Option<&ClusterView>,
+        store: Option<StoreMemory>,
+    ) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let now_ms = unix_millis();
         for deployment in routes.deployments() {
@@ -294,6 +312,17 @@ impl Metrics {
                 ("queue_full", gossip.queue_full),
             ] {
                 catch_up(&self.gossip_dropped.with_label_values(&[cause]), total);
+            }
+        }
+        if let Some(store) = store {
+            for (part, bytes) in [
+                ("memtables", store.memtables),
+                ("block_cache", store.block_cache),
+                ("table_readers", store.table_readers),
+            ] {
+                self.store_memory
+                    .with_label_values(&[part])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             }
         }
         let mut text = String::new();
@@ -390,13 +419,19 @@ mod tests {
             Some("fast"),
             Duration::from_millis(1),
         );
-        let text = metrics.render(&Routes::default(), None);
+        let store = StoreMemory {
+            memtables: 3,
+            block_cache: 2,
+            table_readers: 1,
+        };
+        let text = metrics.render(&Routes::default(), None, Some(store));
         for line in [
             "chorus_requests_total{alias=\"fast\",deployment=\"up/m\",outcome=\"completed\",status=\"200\"} 1",
             "chorus_tokens_total{alias=\"fast\",deployment=\"up/m\",type=\"completion\"} 20",
             "chorus_cost_usd_total{alias=\"fast\",deployment=\"up/m\"} 0.0015",
             "chorus_rejections_total{code=\"rate_limit_exceeded\"} 1",
             "chorus_time_to_first_token_seconds_count{alias=\"fast\"} 1",
+            "chorus_store_memory_bytes{part=\"memtables\"} 3",
         ] {
             assert!(text.contains(line), "no `{line}` in\n{text}");
         }

@@ -247,7 +247,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let ledger_flush = storage.map(|store| LedgerArgs {
+    let ledger_flush = storage.clone().map(|store| LedgerArgs {
         ledger: ledger.clone(),
         store,
         flush_interval: LEDGER_FLUSH_INTERVAL,
@@ -280,6 +280,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cache,
         request_log: request_log.clone(),
         stored,
+        storage: storage.clone(),
         peers: peer_client,
     };
     // The one line on stdout: launchers and tests read the bound address

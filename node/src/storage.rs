@@ -53,6 +53,19 @@ const BLOCK_CACHE_BYTES: usize = 16 << 20;
 
 pub struct Storage {
     db: DB,
+    /// The block cache every family shares, for [`Storage::memory`].
+    cache: Cache,
+}
+
+/// What the store holds in memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Memtables, flushed or not: within [`MEMTABLES_BYTES`], roughly.
+    pub memtables: u64,
+    /// The block cache's contents: within [`BLOCK_CACHE_BYTES`].
+    pub block_cache: u64,
+    /// What open tables keep outside the cache.
+    pub table_readers: u64,
 }
 
 fn store_error(
@@ -74,7 +87,8 @@ fn missing_family(name: &'static str) -> StoreError {
 
 impl Storage {
     pub fn open(path: &Path) -> anyhow::Result<Storage> {
-        let mut options = bounded_memory();
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut options = bounded_memory(&cache);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let families = [
@@ -90,7 +104,18 @@ impl Storage {
         .map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
         let db = DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("cannot open the store at `{}`", path.display()))?;
-        Ok(Storage { db })
+        Ok(Storage { db, cache })
+    }
+
+    /// What the store holds in memory now.
+    pub fn memory(&self) -> Result<StoreMemory, StoreError> {
+        let stats = rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), Some(&[&self.cache]))
+            .map_err(|e| store_error("read the memory use of", e))?;
+        Ok(StoreMemory {
+            memtables: stats.mem_table_total,
+            block_cache: stats.cache_total,
+            table_readers: stats.mem_table_readers_total,
+        })
     }
 
     fn family(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
@@ -203,10 +228,9 @@ impl LedgerStore for Storage {
 /// Options under which the store's memory stays within [`MEMTABLES_BYTES`]
 /// and [`BLOCK_CACHE_BYTES`] (plus RocksDB's own bookkeeping), however much
 /// it holds: every family shares one memtable budget and one block cache.
-fn bounded_memory() -> Options {
-    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+fn bounded_memory(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&cache);
+    table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let mut options = Options::default();

@@ -1,6 +1,7 @@
 //! `GET /metrics` as Prometheus scrapes it: requests by alias, deployment
 //! and status, tokens, cost, latency histograms, rejections, breakers,
-//! cluster members, gossip traffic and gossip drops by cause — valid for `promtool check metrics`
+//! cluster members, gossip traffic and gossip drops by cause, the store's
+//! memory — valid for `promtool check metrics`
 //! (Debian's `prometheus` package; `tests/run.sh` installs it) and with no
 //! key, token or prompt in it.
 
@@ -9,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chorus_tests::{
-    chat_body, eventually, standard_config, start_cluster, MockUpstream, Node, ADMIN_TOKEN,
-    TEST_KEY, UPSTREAM_KEY,
+    chat_body, eventually, mock_config, scratch_dir, standard_config, start_cluster, MockUpstream,
+    Node, ADMIN_TOKEN, TEST_KEY, UPSTREAM_KEY,
 };
 
 async fn scrape(node: &Node) -> String {
@@ -180,5 +181,31 @@ async fn cluster_members_and_gossip_traffic_are_exposed() {
     );
     assert!(value(&text, r#"chorus_gossip_bytes_total{direction="sent"}"#) > 0.0);
     assert_eq!(value(&text, "chorus_gossip_auth_failures_total"), 0.0);
+    promtool_check(&text);
+}
+
+/// A node with a store shows what the store holds in memory, part by part,
+/// so an operator can tell RocksDB's share of the node's memory.
+#[tokio::test]
+async fn the_store_s_memory_is_exposed_by_part() {
+    let data = scratch_dir();
+    let config = format!(
+        "{}\n[storage]\npath = \"{}\"\n",
+        mock_config(),
+        data.join("store").display()
+    );
+    let node = Node::start(&config).await;
+    let response = node.chat(&chat_body("fast", false)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The call's counts reach the store's memtables within a flush.
+    let text = eventually(Duration::from_secs(5), "the counts written", || async {
+        let text = scrape(&node).await;
+        (value(&text, r#"chorus_store_memory_bytes{part="memtables"}"#) > 0.0).then_some(text)
+    })
+    .await;
+    for part in ["block_cache", "table_readers"] {
+        let series = format!(r#"chorus_store_memory_bytes{{part="{part}"}}"#);
+        assert!(value(&text, &series) >= 0.0, "{part}");
+    }
     promtool_check(&text);
 }

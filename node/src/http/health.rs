@@ -98,6 +98,7 @@ mod tests {
             cache: None,
             request_log: None,
             stored: None,
+            storage: None,
             peers: reqwest::Client::new(),
         };
         assert_eq!(readiness(&state), (StatusCode::OK, "ready"));

@@ -14,7 +14,13 @@ const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let view = state.cluster.as_ref().map(|cluster| cluster.view());
-    let text = state.metrics.render(&state.routes, view.as_deref());
+    let store = state.storage.as_ref().and_then(|storage| {
+        storage
+            .memory()
+            .map_err(|error| tracing::warn!(%error, "cannot read the store's memory use"))
+            .ok()
+    });
+    let text = state.metrics.render(&state.routes, view.as_deref(), store);
     let mut response = text.into_response();
     response
         .headers_mut()
