@@ -11,6 +11,8 @@ pub mod counter;
 pub mod endpoint;
 pub mod error;
 pub mod format;
+#[cfg(test)]
+mod fuzz;
 pub mod gossip;
 pub mod mock;
 pub mod responses;
