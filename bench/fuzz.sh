@@ -15,7 +15,7 @@ source deploy/prereqs.sh
 install_needed
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/chorus/target}"
 export BOLERO_RANDOM_ITERATIONS="${1:-1000000}"
-for package in chorus-proto; do
+for package in chorus-proto chorus-node; do
   cargo test --release -q -p "$package" --no-run
   for target in $(cargo test --release -q -p "$package" -- --list fuzz:: 2>/dev/null | sed -n 's/: test$//p'); do
     started=$(date +%s)

@@ -12,6 +12,8 @@ mod cache;
 mod checker;
 mod cluster;
 mod env;
+#[cfg(test)]
+mod fuzz;
 mod keys;
 mod models;
 mod providers;
@@ -116,7 +118,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| problem("(file)", format!("cannot read the file: {e}")))?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates `text`, resolving `${VAR}` through `lookup`;
+/// `path` only names the config in error messages.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let problem = |field: &str, problem: String| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            field: field.to_owned(),
+            problem,
+        }],
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let field = e
             .span()
             .map(|span| {
@@ -126,7 +145,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| "(syntax)".to_owned());
         problem(&field, e.message().to_owned())
     })?;
-    validate(raw, path, &|name| std::env::var(name).ok())
+    validate(raw, path, lookup)
 }
 
 /// Checks every section of `raw`, resolving `${VAR}` through `lookup`;

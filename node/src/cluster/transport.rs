@@ -11,6 +11,9 @@
 //! second per peer, so the extra loopback hop costs nothing that matters.
 
 mod fragments;
+#[cfg(test)]
+mod fuzz;
+mod intake;
 mod loopback;
 mod replay;
 mod seal;
@@ -26,9 +29,9 @@ use chitchat::ChitchatEnvelope;
 use chorus_actors::clock::unix_millis;
 use tokio::sync::mpsc;
 
-use fragments::{Assembled, Reassembly, MAX_FRAGMENTS};
+use fragments::MAX_FRAGMENTS;
+use intake::Intake;
 use loopback::LoopbackCodec;
-use replay::{ReplayGuard, Verdict};
 use seal::{Header, Refused, Sealer, HEADER_LEN};
 
 /// The largest UDP payload.
@@ -147,10 +150,7 @@ impl Transport for AuthenticatedTransport {
         let receiver = Receiver {
             public: public.clone(),
             codec: LoopbackCodec::open().await?,
-            sealer: self.sealer.clone(),
-            receivers,
-            replay: ReplayGuard::default(),
-            reassembly: Reassembly::default(),
+            intake: Intake::new(self.sealer.clone(), receivers, self.counters.clone()),
             counters: self.counters.clone(),
             incoming_tx,
         };
@@ -172,12 +172,7 @@ impl Transport for AuthenticatedTransport {
 struct Receiver {
     public: Arc<tokio::net::UdpSocket>,
     codec: LoopbackCodec,
-    sealer: Sealer,
-    /// This node's gossip addresses: a datagram sealed for another node's
-    /// does not open here.
-    receivers: Vec<SocketAddr>,
-    replay: ReplayGuard,
-    reassembly: Reassembly,
+    intake: Intake,
     counters: Arc<GossipCounters>,
     incoming_tx: mpsc::Sender<anyhow::Result<RecvOutcome>>,
 }
@@ -202,7 +197,7 @@ impl Receiver {
             };
             GossipCounters::count(&self.counters.packets_received, 1);
             GossipCounters::count(&self.counters.bytes_received, length);
-            let Some(message) = self.accept(&buffer[..length], from) else {
+            let Some(message) = self.intake.accept(&buffer[..length], from, unix_millis()) else {
                 continue;
             };
             let envelope = match self.codec.decode(&message).await {
@@ -230,52 +225,6 @@ impl Receiver {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-        }
-    }
-
-    /// The whole message once this datagram opens, is fresh, and completes
-    /// it; `None` (and the cause counted) otherwise.
-    fn accept(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-        let counters = self.counters.clone();
-        let refuse = |counter: &AtomicU64| {
-            GossipCounters::count(counter, 1);
-            tracing::debug!(%from, length = datagram.len(), "dropped a gossip datagram");
-            None
-        };
-        let (header, piece) = match self.sealer.open(datagram, &self.receivers) {
-            Ok(opened) => opened,
-            Err(refused) => return refuse(counters.refused(refused)),
-        };
-        if header.sender != SocketAddr::new(from.ip().to_canonical(), from.port()) {
-            return refuse(&counters.wrong_sender);
-        }
-        match self.replay.check(
-            header.sender,
-            header.sent_at_ms,
-            header.sequence,
-            unix_millis(),
-        ) {
-            Verdict::Fresh => {}
-            Verdict::Stale => return refuse(&counters.stale),
-            Verdict::Replayed => return refuse(&counters.replayed),
-        }
-        let (assembled, timed_out) = self.reassembly.add(
-            header.sender,
-            header.sequence,
-            header.fragment,
-            header.fragments,
-            piece,
-        );
-        GossipCounters::count(&counters.incomplete, timed_out);
-        match assembled {
-            Assembled::Message(message) => {
-                if header.fragments > 1 {
-                    GossipCounters::count(&counters.reassembled, 1);
-                }
-                Some(message)
-            }
-            Assembled::Waiting => None,
-            Assembled::Invalid => refuse(&counters.malformed),
         }
     }
 }
