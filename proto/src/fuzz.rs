@@ -144,27 +144,42 @@ fn openai_bodies() {
     });
 }
 
+/// A body in another API's format, translated to chat as the node does:
+/// by `to_chat`, or by `to_chat_text` when that cannot express it.
+type ToChat = fn(&Map<String, Value>) -> Result<Map<String, Value>, crate::chat::RequestError>;
+
+fn translated(
+    input: &[u8],
+    to_chat: ToChat,
+    to_chat_text: fn(&Map<String, Value>) -> Map<String, Value>,
+) {
+    for fields in bodies(input).iter().filter_map(|body| object(body)) {
+        if let Ok(chat) = to_chat(&fields) {
+            let _ = ChatRequest::from_body(chat);
+        }
+        let _ = ChatRequest::from_body(to_chat_text(&fields));
+    }
+}
+
 #[test]
 fn anthropic_bodies() {
     check!().for_each(|input: &[u8]| {
-        for fields in bodies(input).iter().filter_map(|body| object(body)) {
-            if let Ok(chat) = anthropic::request::to_chat(&fields) {
-                let _ = ChatRequest::from_body(chat);
-            }
-            let _ = ChatRequest::from_body(anthropic::request::to_chat_text(&fields));
-        }
+        translated(
+            input,
+            anthropic::request::to_chat,
+            anthropic::request::to_chat_text,
+        );
     });
 }
 
 #[test]
 fn responses_bodies() {
     check!().for_each(|input: &[u8]| {
-        for fields in bodies(input).iter().filter_map(|body| object(body)) {
-            if let Ok(chat) = responses::request::to_chat(&fields) {
-                let _ = ChatRequest::from_body(chat);
-            }
-            let _ = ChatRequest::from_body(responses::request::to_chat_text(&fields));
-        }
+        translated(
+            input,
+            responses::request::to_chat,
+            responses::request::to_chat_text,
+        );
     });
 }
 
