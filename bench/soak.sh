@@ -10,7 +10,8 @@
 #
 # Writes bench/results/soak-<date>.csv (the samples), .svg (one chart per
 # figure, both nodes) and .md (the summary). After the warm-up (the first
-# fifth of the run), resident memory, open files and gossip state must not
+# fifth of the run, at least 12 minutes: see bench/soak_report.py), resident
+# memory, open files and gossip state must not
 # grow by 5 % or more (last tenth of the run against the tenth after the
 # warm-up), or the script exits 1. The store grows with the request log by
 # design: the summary gives its growth per request instead.
@@ -107,7 +108,8 @@ while [ $(( $(date +%s) - started )) -lt "$seconds" ]; do
                 part["chorus_store_memory_bytes{part=\"table_readers\"}"]}')"
     echo "$elapsed,$node,$rss,$files,$store,${gossip// /,},$scraped" >>"$samples"
     # The cluster view as the warm-up ends, to show what appeared since.
-    if [ "$elapsed" -le $((seconds / 5)) ]; then cp "$work/view-$node.json" "$work/early-$node.json"; fi
+    warm_up=$((seconds / 5 > 720 ? seconds / 5 : 720))
+    if [ "$elapsed" -le "$warm_up" ]; then cp "$work/view-$node.json" "$work/early-$node.json"; fi
   done
 done
 for node in a b; do
